@@ -1,0 +1,257 @@
+//! Topic-level log configuration: Kafka's topic config keys, their broker-level defaults, and
+//! validation of override values into one resolved `LogConfig`.
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+/// The resolved settings a partition log runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub segment_bytes: usize,
+    pub segment_ms: i64,
+    pub segment_index_bytes: usize,
+    pub index_interval_bytes: usize,
+    pub max_message_bytes: usize,
+    pub timestamp_type: TimestampType,
+    /// fsync after this many messages (Kafka's default, i64::MAX, means never force).
+    pub flush_messages: i64,
+    /// fsync when this much time passed since the last flush (i64::MAX means never force).
+    pub flush_ms: i64,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub min_insync_replicas: i32,
+}
+
+/// How a key's value is checked.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// An integer with an inclusive lower bound.
+    Long { min: i64 },
+    Int { min: i64 },
+    /// One of a fixed set of strings.
+    Choice(&'static [&'static str]),
+    /// A comma-separated list of choices.
+    List(&'static [&'static str]),
+    /// Free text.
+    Text,
+}
+
+/// One topic config key: its name, the broker config key that supplies its default, Kafka's
+/// default value, and its type.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    pub broker_key: &'static str,
+    pub default: &'static str,
+    kind: Kind,
+}
+
+const COMPRESSION_TYPES: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
+
+/// Every topic config key Gregor accepts, with Kafka's defaults.
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    def("cleanup.policy", "log.cleanup.policy", "delete", Kind::List(&["delete", "compact"])),
+    def("compression.type", "compression.type", "producer", Kind::Choice(COMPRESSION_TYPES)),
+    def("delete.retention.ms", "log.cleaner.delete.retention.ms", "86400000", Kind::Long { min: 0 }),
+    def("file.delete.delay.ms", "log.segment.delete.delay.ms", "60000", Kind::Long { min: 0 }),
+    def("flush.messages", "log.flush.interval.messages", "9223372036854775807", Kind::Long { min: 1 }),
+    def("flush.ms", "log.flush.interval.ms", "9223372036854775807", Kind::Long { min: 0 }),
+    def("index.interval.bytes", "log.index.interval.bytes", "4096", Kind::Int { min: 0 }),
+    def("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms", "9223372036854775807", Kind::Long { min: 1 }),
+    def("max.message.bytes", "message.max.bytes", "1048588", Kind::Int { min: 0 }),
+    def("message.timestamp.type", "log.message.timestamp.type", "CreateTime", Kind::Choice(&["CreateTime", "LogAppendTime"])),
+    def("min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio", "0.5", Kind::Text),
+    def("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms", "0", Kind::Long { min: 0 }),
+    def("min.insync.replicas", "min.insync.replicas", "1", Kind::Int { min: 1 }),
+    def("retention.bytes", "log.retention.bytes", "-1", Kind::Long { min: -1 }),
+    def("retention.ms", "log.retention.ms", "604800000", Kind::Long { min: -1 }),
+    def("segment.bytes", "log.segment.bytes", "1073741824", Kind::Int { min: 14 }),
+    def("segment.index.bytes", "log.index.size.max.bytes", "10485760", Kind::Int { min: 4 }),
+    def("segment.jitter.ms", "log.roll.jitter.ms", "0", Kind::Long { min: 0 }),
+    def("segment.ms", "log.roll.ms", "604800000", Kind::Long { min: 1 }),
+    def("unclean.leader.election.enable", "unclean.leader.election.enable", "false", Kind::Choice(&["true", "false"])),
+];
+
+const fn def(
+    name: &'static str,
+    broker_key: &'static str,
+    default: &'static str,
+    kind: Kind,
+) -> TopicConfigDef {
+    TopicConfigDef {
+        name,
+        broker_key,
+        default,
+        kind,
+    }
+}
+
+pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// Checks one topic config override. The error text goes back to the client with
+/// INVALID_CONFIG.
+pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
+    let Some(def) = topic_config_def(name) else {
+        return Err(format!("Unknown topic config name: {name}"));
+    };
+    let bad = || format!("Invalid value {value} for configuration {name}");
+    match def.kind {
+        Kind::Long { min } => match value.trim().parse::<i64>() {
+            Ok(v) if v >= min => Ok(()),
+            Ok(_) => Err(format!("{}: Value must be at least {min}", bad())),
+            Err(_) => Err(format!("{}: Not a number of type LONG", bad())),
+        },
+        Kind::Int { min } => match value.trim().parse::<i32>() {
+            Ok(v) if v as i64 >= min => Ok(()),
+            Ok(_) => Err(format!("{}: Value must be at least {min}", bad())),
+            Err(_) => Err(format!("{}: Not a number of type INT", bad())),
+        },
+        Kind::Choice(options) => {
+            if options.contains(&value.trim()) {
+                Ok(())
+            } else {
+                Err(format!("{}: String must be one of: {}", bad(), options.join(", ")))
+            }
+        }
+        Kind::List(options) => {
+            let items: Vec<&str> = value.split(',').map(str::trim).collect();
+            if !items.is_empty() && items.iter().all(|i| options.contains(i)) {
+                Ok(())
+            } else {
+                Err(format!("{}: must be a list of {}", bad(), options.join(", ")))
+            }
+        }
+        Kind::Text => {
+            if name == "min.cleanable.dirty.ratio" {
+                match value.trim().parse::<f64>() {
+                    Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
+                    _ => Err(format!("{}: Value must be between 0 and 1", bad())),
+                }
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Broker-wide defaults for topic configs, keyed by topic config name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TopicDefaults {
+    values: BTreeMap<&'static str, String>,
+}
+
+impl TopicDefaults {
+    /// Kafka's defaults, overridden by broker config values (keyed by the broker key or the
+    /// topic key).
+    pub fn from_broker_settings(settings: &BTreeMap<String, String>) -> Result<Self, String> {
+        let mut values = BTreeMap::new();
+        for def in TOPIC_CONFIGS {
+            let v = settings
+                .get(def.broker_key)
+                .or_else(|| settings.get(def.name))
+                .cloned()
+                .unwrap_or_else(|| def.default.to_string());
+            validate_topic_config(def.name, &v)?;
+            values.insert(def.name, v);
+        }
+        // Kafka derives log.retention.ms from log.retention.hours / minutes when unset.
+        if !settings.contains_key("log.retention.ms") {
+            if let Some(m) = settings.get("log.retention.minutes") {
+                let m: i64 = m.parse().map_err(|_| "log.retention.minutes".to_string())?;
+                values.insert("retention.ms", (m * 60_000).to_string());
+            } else if let Some(h) = settings.get("log.retention.hours") {
+                let h: i64 = h.parse().map_err(|_| "log.retention.hours".to_string())?;
+                values.insert("retention.ms", (h * 3_600_000).to_string());
+            }
+        }
+        if !settings.contains_key("log.roll.ms") {
+            if let Some(h) = settings.get("log.roll.hours") {
+                let h: i64 = h.parse().map_err(|_| "log.roll.hours".to_string())?;
+                values.insert("segment.ms", (h * 3_600_000).to_string());
+            }
+        }
+        Ok(Self { values })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    /// Resolves a topic's overrides over these defaults.
+    pub fn resolve(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
+        let get = |k: &str| -> &str {
+            overrides
+                .get(k)
+                .map(String::as_str)
+                .or_else(|| self.get(k))
+                .unwrap_or("")
+        };
+        let long = |k: &str, fallback: i64| get(k).trim().parse::<i64>().unwrap_or(fallback);
+        LogConfig {
+            segment_bytes: long("segment.bytes", 1 << 30).max(14) as usize,
+            segment_ms: long("segment.ms", 604_800_000),
+            segment_index_bytes: long("segment.index.bytes", 10 << 20).max(12) as usize,
+            index_interval_bytes: long("index.interval.bytes", 4096).max(0) as usize,
+            max_message_bytes: long("max.message.bytes", 1_048_588).max(0) as usize,
+            timestamp_type: if get("message.timestamp.type") == "LogAppendTime" {
+                TimestampType::LogAppendTime
+            } else {
+                TimestampType::CreateTime
+            },
+            flush_messages: long("flush.messages", i64::MAX),
+            flush_ms: long("flush.ms", i64::MAX),
+            retention_ms: long("retention.ms", 604_800_000),
+            retention_bytes: long("retention.bytes", -1),
+            min_insync_replicas: long("min.insync.replicas", 1) as i32,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        TopicDefaults::from_broker_settings(&BTreeMap::new())
+            .expect("Kafka defaults are valid")
+            .resolve(&BTreeMap::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_defaults() {
+        let c = LogConfig::default();
+        assert_eq!(c.segment_bytes, 1 << 30);
+        assert_eq!(c.max_message_bytes, 1_048_588);
+        assert_eq!(c.flush_messages, i64::MAX);
+        assert_eq!(c.retention_ms, 7 * 24 * 3_600_000);
+        assert_eq!(c.timestamp_type, TimestampType::CreateTime);
+    }
+
+    #[test]
+    fn overrides_and_validation() {
+        let mut s = BTreeMap::new();
+        s.insert("log.retention.hours".to_string(), "1".to_string());
+        s.insert("log.segment.bytes".to_string(), "4096".to_string());
+        let d = TopicDefaults::from_broker_settings(&s).expect("valid");
+        let mut o = BTreeMap::new();
+        o.insert("flush.messages".to_string(), "1".to_string());
+        let c = d.resolve(&o);
+        assert_eq!(c.retention_ms, 3_600_000);
+        assert_eq!(c.segment_bytes, 4096);
+        assert_eq!(c.flush_messages, 1);
+        assert!(validate_topic_config("flush.messages", "0").is_err());
+        assert!(validate_topic_config("segment.bytes", "abc").is_err());
+        assert!(validate_topic_config("message.timestamp.type", "LogAppendTime").is_ok());
+        assert!(validate_topic_config("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate_topic_config("no.such.key", "1").is_err());
+    }
+}

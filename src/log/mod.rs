@@ -1,0 +1,17 @@
+//! Storage: partition logs made of segments in Kafka's on-disk format.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod index;
+pub mod partition_log;
+pub mod records;
+pub mod segment;
+
+pub use config::{LogConfig, TopicDefaults};
+pub use partition_log::{AppendInfo, LogError, PartitionLog, ReadResult};
+
+#[cfg(test)]
+mod partition_log_tests;
+#[cfg(test)]
+pub mod testing;

@@ -1,0 +1,191 @@
+//! Tests for PartitionLog: append, read, roll, indexes, recovery of torn tails.
+
+use std::sync::Arc;
+
+use kafka_protocol::records::Compression;
+
+use super::batch::{check_batch, validate_produce_batch, BatchIter};
+use super::config::{LogConfig, TimestampType};
+use super::partition_log::{LogError, PartitionLog};
+use super::testing;
+
+fn batch(n: usize, first_ts: i64, value_len: usize) -> Vec<u8> {
+    testing::encode_batch(n, first_ts, value_len, Compression::None)
+}
+
+fn small_config() -> Arc<LogConfig> {
+    Arc::new(LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 256,
+        segment_index_bytes: 1024,
+        ..LogConfig::default()
+    })
+}
+
+fn append(log: &PartitionLog, raw: &[u8], now: i64) -> i64 {
+    let view = validate_produce_batch(raw).expect("valid");
+    log.append(&view, 3, now).expect("append").base_offset
+}
+
+#[test]
+fn append_assigns_dense_offsets_and_reads_whole_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = PartitionLog::open(dir.path(), small_config(), 0, 0, true, 0).expect("open");
+    assert_eq!(append(&log, &batch(3, 100, 10), 1), 0);
+    assert_eq!(append(&log, &batch(2, 200, 10), 1), 3);
+    assert_eq!(log.log_end_offset(), 5);
+    // Reading offset 4 returns the whole batch that holds it (3..=4).
+    let r = log.read(4, 5, 1 << 20, true).expect("read");
+    let batches: Vec<_> = BatchIter::new(&r.records).collect();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].1.base_offset(), 3);
+    assert_eq!(batches[0].1.partition_leader_epoch(), 3);
+    check_batch(&r.records).expect("crc still valid after rewrite");
+    // Below the high watermark only.
+    let r = log.read(0, 3, 1 << 20, true).expect("read");
+    assert_eq!(BatchIter::new(&r.records).count(), 1);
+    // At the log end: empty, not an error. Past it: out of range.
+    assert!(log.read(5, 5, 100, true).expect("read").records.is_empty());
+    assert!(matches!(
+        log.read(6, 5, 100, true),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn max_bytes_limits_but_returns_one_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = PartitionLog::open(dir.path(), small_config(), 0, 0, true, 0).expect("open");
+    for _ in 0..3 {
+        append(&log, &batch(1, 0, 100), 1);
+    }
+    let one = log.read(0, 3, 10, true).expect("read");
+    assert_eq!(BatchIter::new(&one.records).count(), 1);
+    let none = log.read(0, 3, 10, false).expect("read");
+    assert!(none.records.is_empty());
+    let all = log.read(0, 3, 1 << 20, false).expect("read");
+    assert_eq!(BatchIter::new(&all.records).count(), 3);
+}
+
+#[test]
+fn rolls_segments_and_reads_across_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = PartitionLog::open(dir.path(), small_config(), 0, 0, true, 0).expect("open");
+    let mut offsets = Vec::new();
+    for i in 0..100 {
+        offsets.push(append(&log, &batch(2, 1000 + i * 10, 50), 1));
+    }
+    assert!(log.segment_bases().len() > 3, "segments: {:?}", log.segment_bases());
+    for (i, &o) in offsets.iter().enumerate() {
+        let r = log.read(o + 1, 200, 1, true).expect("read");
+        let (_, b) = BatchIter::new(&r.records).next().expect("a batch");
+        assert_eq!(b.base_offset(), o, "batch {i}");
+    }
+    // Timestamp lookup: the batch with first timestamp 1000+37*10.
+    let (off, ts) = log.offset_for_timestamp(1370, 200).expect("found");
+    assert_eq!((off, ts), (74, 1370));
+    let (off, ts) = log.offset_for_timestamp(1371, 200).expect("found");
+    assert_eq!((off, ts), (75, 1371));
+    assert_eq!(log.offset_for_timestamp(99_999, 200), None);
+    assert_eq!(log.offset_of_max_timestamp(200), Some((199, 1991)));
+}
+
+#[test]
+fn clean_reopen_keeps_offsets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let log = PartitionLog::open(dir.path(), small_config(), 0, 0, true, 0).expect("open");
+        for i in 0..40 {
+            append(&log, &batch(1, i, 64), 1);
+        }
+        log.close().expect("close");
+    }
+    let log = PartitionLog::open(dir.path(), small_config(), 40, 0, true, 0).expect("reopen");
+    assert_eq!(log.log_end_offset(), 40);
+    assert_eq!(append(&log, &batch(1, 50, 64), 1), 40);
+    let r = log.read(39, 41, 1 << 20, true).expect("read");
+    assert_eq!(BatchIter::new(&r.records).count(), 2);
+}
+
+#[test]
+fn unclean_reopen_truncates_torn_tail_and_rebuilds_indexes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let last_base;
+    {
+        let log = PartitionLog::open(dir.path(), small_config(), 0, 0, true, 0).expect("open");
+        for i in 0..30 {
+            append(&log, &batch(1, i, 64), 1);
+        }
+        last_base = *log.segment_bases().last().expect("segment");
+        // Simulate a crash: no close; a half-written batch at the tail.
+    }
+    let path = dir.path().join(format!("{last_base:020}.log"));
+    let good_len = std::fs::metadata(&path).expect("meta").len();
+    let torn = batch(1, 99, 64);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open log");
+    std::io::Write::write_all(&mut f, &torn[..torn.len() / 2]).expect("write");
+    drop(f);
+    let log = PartitionLog::open(dir.path(), small_config(), 0, 0, false, 0).expect("recover");
+    assert_eq!(log.log_end_offset(), 30);
+    assert_eq!(std::fs::metadata(&path).expect("meta").len(), good_len);
+    for o in 0..30 {
+        let r = log.read(o, 30, 1, true).expect("read");
+        let (_, b) = BatchIter::new(&r.records).next().expect("batch");
+        assert_eq!(b.base_offset(), o);
+    }
+    assert_eq!(append(&log, &batch(1, 100, 64), 1), 30);
+}
+
+#[test]
+fn corrupt_middle_segment_drops_later_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bases;
+    {
+        let log = PartitionLog::open(dir.path(), small_config(), 0, 0, true, 0).expect("open");
+        for i in 0..150 {
+            append(&log, &batch(1, i, 64), 1);
+        }
+        bases = log.segment_bases();
+    }
+    assert!(bases.len() >= 3);
+    // Flip a byte inside the second segment's last batch.
+    let path = dir.path().join(format!("{:020}.log", bases[1]));
+    let mut data = std::fs::read(&path).expect("read");
+    let n = data.len();
+    data[n - 5] ^= 0xff;
+    std::fs::write(&path, &data).expect("write");
+    let log = PartitionLog::open(dir.path(), small_config(), 0, 0, false, 0).expect("recover");
+    assert_eq!(log.segment_bases(), bases[..2].to_vec());
+    let end = log.log_end_offset();
+    assert!(end < bases[2] && end > bases[1]);
+    assert_eq!(append(&log, &batch(1, 0, 64), 1), end);
+}
+
+#[test]
+fn log_append_time_and_size_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Arc::new(LogConfig {
+        timestamp_type: TimestampType::LogAppendTime,
+        max_message_bytes: 300,
+        ..LogConfig::default()
+    });
+    let log = PartitionLog::open(dir.path(), config, 0, 0, true, 0).expect("open");
+    let raw = batch(2, 5, 10);
+    let view = validate_produce_batch(&raw).expect("valid");
+    let info = log.append(&view, 0, 777_000).expect("append");
+    assert_eq!(info.log_append_time, 777_000);
+    let r = log.read(0, 2, 1 << 20, true).expect("read");
+    let stored = check_batch(&r.records).expect("crc recomputed");
+    assert!(stored.is_log_append_time());
+    assert_eq!(stored.max_timestamp(), 777_000);
+    assert_eq!(log.offset_for_timestamp(777_000, 2), Some((0, 777_000)));
+    let big = batch(1, 0, 400);
+    let view = validate_produce_batch(&big).expect("valid");
+    assert!(matches!(
+        log.append(&view, 0, 1),
+        Err(LogError::MessageTooLarge { .. })
+    ));
+}

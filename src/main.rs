@@ -1,0 +1,3 @@
+//! gregor: a Kafka-protocol message broker.
+mod log;
+fn main() {}
