@@ -1,3 +1,62 @@
-//! gregor: a Kafka-protocol message broker.
+//! gregor: a Kafka-protocol message broker in one binary.
+//!
+//! `gregor serve` runs one broker, which is also one voter of the metadata quorum.
+
+mod admin_http;
+mod alloc_guard;
+mod api;
+mod broker;
+mod config;
 mod log;
-fn main() {}
+mod meta;
+mod replica;
+mod serve;
+mod server;
+
+#[global_allocator]
+static GLOBAL: alloc_guard::GuardedAllocator = alloc_guard::GuardedAllocator;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "gregor", version, about = "A Kafka-protocol message broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker.
+    Serve(config::Flags),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(flags) => {
+            let config = match config::Config::load(&flags) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("gregor: invalid configuration: {e:#}");
+                    return std::process::ExitCode::from(2);
+                }
+            };
+            serve::init_tracing(config.log_format);
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("gregor: cannot start the async runtime: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve::run(config)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "gregor stopped with an error");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

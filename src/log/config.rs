@@ -145,14 +145,25 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TopicDefaults {
     values: BTreeMap<&'static str, String>,
+    /// Topic config names whose default the broker settings changed.
+    from_broker: std::collections::BTreeSet<&'static str>,
 }
+
+/// Kafka's DescribeConfigs/CreateTopics config sources.
+pub const SOURCE_TOPIC_CONFIG: i8 = 1;
+pub const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
+pub const SOURCE_DEFAULT_CONFIG: i8 = 5;
 
 impl TopicDefaults {
     /// Kafka's defaults, overridden by broker config values (keyed by the broker key or the
     /// topic key).
     pub fn from_broker_settings(settings: &BTreeMap<String, String>) -> Result<Self, String> {
         let mut values = BTreeMap::new();
+        let mut from_broker = std::collections::BTreeSet::new();
         for def in TOPIC_CONFIGS {
+            if settings.contains_key(def.broker_key) || settings.contains_key(def.name) {
+                from_broker.insert(def.name);
+            }
             let v = settings
                 .get(def.broker_key)
                 .or_else(|| settings.get(def.name))
@@ -166,18 +177,42 @@ impl TopicDefaults {
             if let Some(m) = settings.get("log.retention.minutes") {
                 let m: i64 = m.parse().map_err(|_| "log.retention.minutes".to_string())?;
                 values.insert("retention.ms", (m * 60_000).to_string());
+                from_broker.insert("retention.ms");
             } else if let Some(h) = settings.get("log.retention.hours") {
                 let h: i64 = h.parse().map_err(|_| "log.retention.hours".to_string())?;
                 values.insert("retention.ms", (h * 3_600_000).to_string());
+                from_broker.insert("retention.ms");
             }
         }
         if !settings.contains_key("log.roll.ms") {
             if let Some(h) = settings.get("log.roll.hours") {
                 let h: i64 = h.parse().map_err(|_| "log.roll.hours".to_string())?;
                 values.insert("segment.ms", (h * 3_600_000).to_string());
+                from_broker.insert("segment.ms");
             }
         }
-        Ok(Self { values })
+        Ok(Self {
+            values,
+            from_broker,
+        })
+    }
+
+    /// Every topic config with its effective value and source, given a topic's overrides.
+    pub fn describe(&self, overrides: &BTreeMap<String, String>) -> Vec<(&'static str, String, i8)> {
+        TOPIC_CONFIGS
+            .iter()
+            .map(|d| match overrides.get(d.name) {
+                Some(v) => (d.name, v.clone(), SOURCE_TOPIC_CONFIG),
+                None => {
+                    let source = if self.from_broker.contains(d.name) {
+                        SOURCE_STATIC_BROKER_CONFIG
+                    } else {
+                        SOURCE_DEFAULT_CONFIG
+                    };
+                    (d.name, self.get(d.name).unwrap_or(d.default).to_string(), source)
+                }
+            })
+            .collect()
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {

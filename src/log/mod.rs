@@ -4,6 +4,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod index;
+pub mod manager;
 pub mod partition_log;
 pub mod records;
 pub mod segment;

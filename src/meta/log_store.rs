@@ -91,7 +91,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.shared.mem.lock().vote.clone())
+        Ok(self.shared.mem.lock().vote)
     }
 }
 
@@ -103,10 +103,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_log_id = mem
             .entries
             .last_key_value()
-            .map(|(_, e)| e.log_id.clone())
-            .or_else(|| mem.last_purged.clone());
+            .map(|(_, e)| e.log_id)
+            .or_else(|| mem.last_purged);
         Ok(LogState {
-            last_purged_log_id: mem.last_purged.clone(),
+            last_purged_log_id: mem.last_purged,
             last_log_id,
         })
     }
@@ -117,7 +117,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         self.write_durable(vec![Encoded::vote(vote)?]).await?;
-        self.shared.mem.lock().vote = Some(vote.clone());
+        self.shared.mem.lock().vote = Some(*vote);
         Ok(())
     }
 
@@ -132,10 +132,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.shared.mem.lock().committed.clone())
+        Ok(self.shared.mem.lock().committed)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -195,6 +199,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 mod tests {
     use openraft::testing::log::{StoreBuilder, Suite};
+    use openraft::type_config::TypeConfigExt;
     use openraft::StorageError;
 
     use super::super::state_machine::MetaStateMachine;
@@ -205,8 +210,9 @@ mod tests {
     impl StoreBuilder<TypeConfig, LogStore, MetaStateMachine, tempfile::TempDir> for Builder {
         async fn build(
             &self,
-        ) -> Result<(tempfile::TempDir, LogStore, MetaStateMachine), StorageError<TypeConfig>> {
-            let io_err = |e: io::Error| StorageError::read(openraft::AnyError::new(&e).into());
+        ) -> Result<(tempfile::TempDir, LogStore, MetaStateMachine), StorageError<TypeConfig>>
+        {
+            let io_err = |e: io::Error| StorageError::read(TypeConfig::err_from_error(&e));
             let dir = tempfile::tempdir().map_err(io_err)?;
             let log = LogStore::open(dir.path()).map_err(io_err)?;
             let sm = MetaStateMachine::open(dir.path()).map_err(io_err)?;

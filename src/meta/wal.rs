@@ -78,7 +78,9 @@ pub(super) fn decode_frame(buf: &[u8], max_len: usize) -> Result<(&[u8], usize),
         return Err(FrameError::TooLong(len));
     }
     let end = FRAME_HEADER_LEN + len;
-    let payload = buf.get(FRAME_HEADER_LEN..end).ok_or(FrameError::Truncated)?;
+    let payload = buf
+        .get(FRAME_HEADER_LEN..end)
+        .ok_or(FrameError::Truncated)?;
     if crc32c::crc32c(payload) != crc {
         return Err(FrameError::BadCrc);
     }
@@ -144,7 +146,10 @@ impl Encoded {
     }
 
     pub(super) fn truncate_after(index: Option<u64>) -> io::Result<Self> {
-        Self::new(Kind::TruncateAfter(index), &WalRecordRef::TruncateAfter(index))
+        Self::new(
+            Kind::TruncateAfter(index),
+            &WalRecordRef::TruncateAfter(index),
+        )
     }
 
     pub(super) fn purge(log_id: &LogId) -> io::Result<Self> {
@@ -216,7 +221,8 @@ impl Layout {
         let len = frame.len() as u64;
         match kind {
             Kind::Entry(index) => {
-                self.drop_entries(self.entries.split_off(&index));
+                let dropped = self.entries.split_off(&index);
+                self.drop_entries(dropped);
                 self.entries.insert(index, (offset, len));
                 self.live_entry_bytes += len;
             }
@@ -539,8 +545,6 @@ impl Writer {
 mod tests {
     use super::*;
     use openraft::entry::RaftEntry;
-    use openraft::vote::RaftLeaderIdExt;
-    use openraft::vote::RaftVote;
 
     fn log_id(term: u64, index: u64) -> LogId {
         openraft::testing::log_id::<TypeConfig>(term, 1, index)
@@ -559,7 +563,10 @@ mod tests {
     #[test]
     fn frame_roundtrip_and_errors() {
         let frame = encode_frame(b"hello").unwrap();
-        assert_eq!(decode_frame(&frame, 100).unwrap(), (&b"hello"[..], frame.len()));
+        assert_eq!(
+            decode_frame(&frame, 100).unwrap(),
+            (&b"hello"[..], frame.len())
+        );
         assert_eq!(decode_frame(&frame[..5], 100), Err(FrameError::Truncated));
         assert_eq!(decode_frame(&frame[..10], 100), Err(FrameError::Truncated));
         assert_eq!(decode_frame(&frame, 3), Err(FrameError::TooLong(5)));
@@ -579,20 +586,30 @@ mod tests {
                 records.push(Encoded::entry(&blank(1, i)).unwrap());
             }
             write(&w, records).await.unwrap();
-            write(&w, vec![Encoded::truncate_after(Some(7)).unwrap()]).await.unwrap();
-            write(&w, vec![Encoded::entry(&blank(2, 8)).unwrap()]).await.unwrap();
-            write(&w, vec![Encoded::purge(&log_id(1, 3)).unwrap()]).await.unwrap();
-            let vote = Vote::from_leader_id(
-                openraft::alias::LeaderIdOf::<TypeConfig>::new_committed(2, 1),
-                true,
-            );
-            write(&w, vec![Encoded::vote(&vote).unwrap()]).await.unwrap();
-            write(&w, vec![Encoded::committed(Some(&log_id(2, 8))).unwrap()]).await.unwrap();
+            write(&w, vec![Encoded::truncate_after(Some(7)).unwrap()])
+                .await
+                .unwrap();
+            write(&w, vec![Encoded::entry(&blank(2, 8)).unwrap()])
+                .await
+                .unwrap();
+            write(&w, vec![Encoded::purge(&log_id(1, 3)).unwrap()])
+                .await
+                .unwrap();
+            let vote = Vote::new_committed(2, 1);
+            write(&w, vec![Encoded::vote(&vote).unwrap()])
+                .await
+                .unwrap();
+            write(&w, vec![Encoded::committed(Some(&log_id(2, 8))).unwrap()])
+                .await
+                .unwrap();
             w.close();
         }
         let (rec, w) = open(dir.path()).unwrap();
         assert_eq!(rec.torn_bytes, 0);
-        assert_eq!(rec.entries.keys().copied().collect::<Vec<_>>(), vec![4, 5, 6, 7, 8]);
+        assert_eq!(
+            rec.entries.keys().copied().collect::<Vec<_>>(),
+            vec![4, 5, 6, 7, 8]
+        );
         assert_eq!(rec.entries[&8].log_id, log_id(2, 8));
         assert_eq!(rec.last_purged, Some(log_id(1, 3)));
         assert_eq!(rec.committed, Some(log_id(2, 8)));
@@ -605,20 +622,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_, w) = open_with(dir.path(), 1024).unwrap();
         for i in 1..=200 {
-            write(&w, vec![Encoded::entry(&blank(1, i)).unwrap()]).await.unwrap();
+            write(&w, vec![Encoded::entry(&blank(1, i)).unwrap()])
+                .await
+                .unwrap();
         }
-        write(&w, vec![Encoded::committed(Some(&log_id(1, 200))).unwrap()]).await.unwrap();
+        write(&w, vec![Encoded::committed(Some(&log_id(1, 200))).unwrap()])
+            .await
+            .unwrap();
         let before = fs::metadata(dir.path().join(WAL_FILE)).unwrap().len();
-        write(&w, vec![Encoded::purge(&log_id(1, 190)).unwrap()]).await.unwrap();
+        write(&w, vec![Encoded::purge(&log_id(1, 190)).unwrap()])
+            .await
+            .unwrap();
+        // Compaction runs after the purge is acknowledged; this write queues behind it and
+        // lands in the new file.
+        write(&w, vec![Encoded::entry(&blank(1, 201)).unwrap()])
+            .await
+            .unwrap();
         let after = fs::metadata(dir.path().join(WAL_FILE)).unwrap().len();
         assert!(after * 5 < before, "compacted {before} -> {after}");
-        // Writes after compaction land in the new file.
-        write(&w, vec![Encoded::entry(&blank(1, 201)).unwrap()]).await.unwrap();
         w.close();
 
         let (rec, w) = open(dir.path()).unwrap();
         assert_eq!(rec.torn_bytes, 0);
-        assert_eq!(rec.entries.keys().copied().collect::<Vec<_>>(), (191..=201).collect::<Vec<_>>());
+        assert_eq!(
+            rec.entries.keys().copied().collect::<Vec<_>>(),
+            (191..=201).collect::<Vec<_>>()
+        );
         assert_eq!(rec.last_purged, Some(log_id(1, 190)));
         assert_eq!(rec.committed, Some(log_id(1, 200)));
         w.close();
@@ -630,7 +659,9 @@ mod tests {
         {
             let (_, w) = open(dir.path()).unwrap();
             for i in 1..=3 {
-                write(&w, vec![Encoded::entry(&blank(1, i)).unwrap()]).await.unwrap();
+                write(&w, vec![Encoded::entry(&blank(1, i)).unwrap()])
+                    .await
+                    .unwrap();
             }
             w.close();
         }
@@ -646,7 +677,9 @@ mod tests {
         assert_eq!(rec.torn_bytes, (partial.len() - 3) as u64);
         assert_eq!(rec.entries.len(), 3);
         assert_eq!(fs::metadata(&path).unwrap().len(), good_len);
-        write(&w, vec![Encoded::entry(&blank(1, 4)).unwrap()]).await.unwrap();
+        write(&w, vec![Encoded::entry(&blank(1, 4)).unwrap()])
+            .await
+            .unwrap();
         w.close();
         let (rec, w) = open(dir.path()).unwrap();
         assert_eq!(rec.torn_bytes, 0);
@@ -659,7 +692,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_, w) = open(dir.path()).unwrap();
         w.close();
-        let err = write(&w, vec![Encoded::entry(&blank(1, 1)).unwrap()]).await.unwrap_err();
+        let err = write(&w, vec![Encoded::entry(&blank(1, 1)).unwrap()])
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     }
 }

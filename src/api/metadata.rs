@@ -1,0 +1,200 @@
+//! Metadata: brokers, controller, topics and partition leadership, from the metadata image;
+//! auto-creates topics for producers when `auto.create.topics.enable` is set.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::code;
+use crate::broker::Broker;
+use crate::meta::controller::{self, CreateDefaults, CreateTopicError, TopicSpec};
+use crate::meta::image::{MetadataImage, TopicImage};
+
+/// Without an authorizer every operation is allowed. Bit n is Kafka's AclOperation code n:
+/// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
+const TOPIC_OPERATIONS: i32 = (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+/// CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE,
+/// CREATE_TOKENS, DESCRIBE_TOKENS.
+const CLUSTER_OPERATIONS: i32 =
+    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12) | (1 << 13) | (1 << 14);
+
+/// Kafka's internal topics.
+pub fn is_internal_topic(name: &str) -> bool {
+    name == "__consumer_offsets" || name == "__transaction_state"
+}
+
+pub async fn handle(broker: &Broker, version: i16, req: MetadataRequest) -> MetadataResponse {
+    // v0: an empty list means every topic. v1+: null means every topic.
+    let requested: Option<Vec<String>> = match req.topics {
+        None => None,
+        Some(ref t) if t.is_empty() && version == 0 => None,
+        Some(ref t) => Some(
+            t.iter()
+                .map(|t| match &t.name {
+                    Some(n) => n.to_string(),
+                    // v10+: a topic may be named by id alone.
+                    None => broker
+                        .image()
+                        .topic_by_id(&t.topic_id)
+                        .map(|t| t.name.clone())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+        ),
+    };
+    let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
+    let mut image = broker.image();
+    let mut errors: BTreeMap<String, (i16, bool)> = BTreeMap::new();
+
+    if let Some(names) = &requested {
+        for name in names {
+            if image.topic(name).is_some() || errors.contains_key(name) {
+                continue;
+            }
+            if let Err(e) = super::validate_topic_name(name) {
+                tracing::debug!(topic = %name, error = %e, "metadata for an invalid topic name");
+                errors.insert(name.clone(), (code(ResponseError::InvalidTopicException), false));
+                continue;
+            }
+            if !(allow_auto_create && broker.config.kafka.auto_create_topics_enable) {
+                errors.insert(name.clone(), (code(ResponseError::UnknownTopicOrPartition), false));
+                continue;
+            }
+            match auto_create(broker, name).await {
+                Ok(()) => image = broker.image(),
+                Err(CreateTopicError::AlreadyExists(_)) => image = broker.image(),
+                Err(CreateTopicError::InvalidTopic(_)) => {
+                    errors.insert(name.clone(), (code(ResponseError::InvalidTopicException), false));
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %name, error = %e, "auto-creating topic failed");
+                    errors.insert(name.clone(), (code(ResponseError::LeaderNotAvailable), false));
+                }
+            }
+        }
+    }
+
+    let topics: Vec<MetadataResponseTopic> = match &requested {
+        None => image
+            .topics
+            .values()
+            .map(|t| topic_metadata(&image, t, version))
+            .collect(),
+        Some(names) => {
+            let mut seen = std::collections::BTreeSet::new();
+            names
+                .iter()
+                .filter(|n| seen.insert((*n).clone()))
+                .map(|name| match image.topic(name) {
+                    Some(t) => topic_metadata(&image, t, version),
+                    None => {
+                        let (error, internal) = errors
+                            .get(name)
+                            .copied()
+                            .unwrap_or((code(ResponseError::UnknownTopicOrPartition), false));
+                        MetadataResponseTopic::default()
+                            .with_error_code(error)
+                            .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
+                            .with_is_internal(internal)
+                    }
+                })
+                .collect()
+        }
+    };
+
+    let mut resp = MetadataResponse::default()
+        .with_brokers(brokers(&image))
+        .with_topics(topics);
+    if version >= 1 {
+        resp.controller_id = BrokerId(broker.controller_id());
+    }
+    if version >= 2 {
+        resp.cluster_id = image.cluster_id.clone().map(StrBytes::from_string);
+    }
+    if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
+        resp.cluster_authorized_operations = CLUSTER_OPERATIONS;
+    }
+    if version >= 8 && req.include_topic_authorized_operations {
+        for t in resp.topics.iter_mut().filter(|t| t.error_code == 0) {
+            t.topic_authorized_operations = TOPIC_OPERATIONS;
+        }
+    }
+    resp
+}
+
+async fn auto_create(broker: &Broker, name: &str) -> Result<(), CreateTopicError> {
+    let spec = TopicSpec {
+        name: name.to_string(),
+        num_partitions: -1,
+        replication_factor: -1,
+        assignments: None,
+        configs: BTreeMap::new(),
+    };
+    let defaults = CreateDefaults {
+        num_partitions: broker.config.kafka.num_partitions,
+        replication_factor: broker.config.kafka.default_replication_factor,
+    };
+    let planned = controller::plan_topic(&broker.image(), &spec, defaults)?;
+    controller::create_topic(&broker.meta, planned).await?;
+    broker.replicas.apply_image(&broker.image());
+    tracing::info!(topic = %name, "auto-created topic");
+    Ok(())
+}
+
+fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
+    image
+        .brokers
+        .values()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(b.port)
+                .with_rack(b.rack.clone().map(StrBytes::from_string))
+        })
+        .collect()
+}
+
+fn topic_metadata(image: &MetadataImage, topic: &Arc<TopicImage>, version: i16) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .iter()
+        .map(|p| {
+            let offline: Vec<BrokerId> = p
+                .replicas
+                .iter()
+                .filter(|r| !image.brokers.contains_key(r))
+                .map(|r| BrokerId(*r))
+                .collect();
+            let error = if p.leader < 0 {
+                code(ResponseError::LeaderNotAvailable)
+            } else {
+                0
+            };
+            let mut m = MetadataResponsePartition::default()
+                .with_error_code(error)
+                .with_partition_index(p.partition)
+                .with_leader_id(BrokerId(p.leader))
+                .with_replica_nodes(p.replicas.iter().map(|r| BrokerId(*r)).collect())
+                .with_isr_nodes(p.isr.iter().map(|r| BrokerId(*r)).collect());
+            if version >= 7 {
+                m.leader_epoch = p.leader_epoch;
+            }
+            if version >= 5 {
+                m.offline_replicas = offline;
+            }
+            m
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_topic_id(topic.topic_id)
+        .with_is_internal(is_internal_topic(&topic.name))
+        .with_partitions(partitions)
+}

@@ -1,0 +1,125 @@
+//! Kafka API handlers, one file per API family, and the table of what Gregor advertises.
+//!
+//! `ApiVersions` tells the truth: a key appears here only when its handler is implemented and
+//! tested end to end with real clients, and only for the versions listed.
+
+pub mod api_versions;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+pub mod topics;
+
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::ResponseError;
+
+/// (api key, lowest advertised version, highest version).
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    // Produce v0-2 are advertised but refused, as Kafka 4 does (KAFKA-18659): librdkafka
+    // requires the advertised range to start at 0.
+    (ApiKey::Produce, 0, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+];
+
+/// The lowest Produce version actually served.
+pub const PRODUCE_MIN_SERVED_VERSION: i16 = 3;
+
+/// The advertised version range of an API, if Gregor implements it.
+pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+/// Whether a request of this key and version is served (not merely advertised).
+pub fn is_served(key: ApiKey, version: i16) -> bool {
+    match supported_range(key) {
+        Some((min, max)) => {
+            let min = if key == ApiKey::Produce {
+                PRODUCE_MIN_SERVED_VERSION
+            } else {
+                min
+            };
+            (min..=max).contains(&version)
+        }
+        None => false,
+    }
+}
+
+/// Shorthand for an error code.
+pub fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+/// Kafka's topic name rules (`Topic.validate`).
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("Topic name is illegal, it can't be empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err("Topic name cannot be \".\" or \"..\"".into());
+    }
+    if name.len() > 249 {
+        return Err(format!(
+            "Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// Kafka treats '.' and '_' as the same character when checking for colliding names,
+/// because metric names cannot tell them apart.
+pub fn collision_key(name: &str) -> String {
+    name.replace('.', "_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("chat-topic").is_ok());
+        assert!(validate_topic_name("a.b_C-9").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name(".").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("with space").is_err());
+        assert!(validate_topic_name("ünïcode").is_err());
+        assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+        assert_eq!(collision_key("a.b"), collision_key("a_b"));
+    }
+
+    #[test]
+    fn produce_v0_to_2_advertised_not_served() {
+        assert_eq!(supported_range(ApiKey::Produce), Some((0, 11)));
+        assert!(!is_served(ApiKey::Produce, 2));
+        assert!(is_served(ApiKey::Produce, 3));
+        assert!(!is_served(ApiKey::Produce, 12));
+        assert!(!is_served(ApiKey::JoinGroup, 0));
+    }
+
+    #[test]
+    fn advertised_versions_are_within_the_codec() {
+        for (key, min, max) in SUPPORTED_APIS {
+            let codec = key.valid_versions();
+            assert!(*max <= codec.max, "{key:?} max {max} beyond codec {}", codec.max);
+            assert!(*min <= *max);
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Produce: validate each partition's record batch (framing, CRC32C, size), append it to the
+//! leader's log as received, and answer per partition. acks=0 gets no response.
+
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::code;
+use crate::broker::Broker;
+use crate::log::batch::{self, BatchError};
+use crate::log::LogError;
+use crate::replica::{now_ms, PartitionError};
+
+/// What the connection should do with the outcome.
+pub enum ProduceOutcome {
+    Respond(ProduceResponse),
+    /// acks=0 and everything was appended: send nothing.
+    NoResponse,
+    /// acks=0 and something failed: Kafka closes the connection so the client notices.
+    CloseConnection,
+}
+
+/// A partition's append, or the error code and message to answer with.
+type PartitionResult = Result<Appended, (ResponseError, Option<String>)>;
+
+struct Appended {
+    partition: std::sync::Arc<crate::replica::Partition>,
+    last_offset: i64,
+    base_offset: i64,
+    log_append_time: i64,
+    log_start_offset: i64,
+}
+
+pub async fn handle(broker: &Broker, version: i16, req: ProduceRequest) -> ProduceOutcome {
+    let acks = req.acks;
+    let valid_acks = matches!(acks, -1..=1);
+    // Append everything first, in request order; only then wait for replication.
+    let mut appended: Vec<(String, Vec<(i32, PartitionResult)>)> = Vec::new();
+    for topic in req.topic_data {
+        let name = topic.name.0.to_string();
+        let results = topic
+            .partition_data
+            .into_iter()
+            .map(|pd| {
+                let result = if valid_acks {
+                    produce_partition(broker, version, acks, &name, pd.index, pd.records.as_deref())
+                } else {
+                    Err((ResponseError::InvalidRequiredAcks, None))
+                };
+                (pd.index, result)
+            })
+            .collect();
+        appended.push((name, results));
+    }
+    if acks == -1 {
+        let timeout = std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
+        for (_, results) in appended.iter_mut() {
+            for (_, result) in results.iter_mut() {
+                if let Ok(a) = result {
+                    if !a.partition.wait_for_high_watermark(a.last_offset, timeout).await {
+                        *result = Err(if a.partition.is_leader() {
+                            (ResponseError::RequestTimedOut, None)
+                        } else {
+                            (ResponseError::NotLeaderOrFollower, None)
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let any_error = appended
+        .iter()
+        .any(|(_, results)| results.iter().any(|(_, r)| r.is_err()));
+    if acks == 0 {
+        return if any_error {
+            ProduceOutcome::CloseConnection
+        } else {
+            ProduceOutcome::NoResponse
+        };
+    }
+    let responses = appended
+        .into_iter()
+        .map(|(name, results)| {
+            TopicProduceResponse::default()
+                .with_name(TopicName(StrBytes::from_string(name)))
+                .with_partition_responses(
+                    results
+                        .into_iter()
+                        .map(|(index, r)| partition_response(version, index, r))
+                        .collect(),
+                )
+        })
+        .collect();
+    ProduceOutcome::Respond(ProduceResponse::default().with_responses(responses))
+}
+
+fn partition_response(version: i16, index: i32, result: PartitionResult) -> PartitionProduceResponse {
+    match result {
+        Ok(a) => PartitionProduceResponse::default()
+            .with_index(index)
+            .with_base_offset(a.base_offset)
+            .with_log_append_time_ms(a.log_append_time)
+            .with_log_start_offset(a.log_start_offset),
+        Err((error, message)) => {
+            let mut r = PartitionProduceResponse::default()
+                .with_index(index)
+                .with_error_code(code(error))
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            if version >= 8 {
+                let message = message.map(StrBytes::from_string);
+                if error == ResponseError::InvalidRecord {
+                    r.record_errors = vec![BatchIndexAndErrorMessage::default()
+                        .with_batch_index(0)
+                        .with_batch_index_error_message(message.clone())];
+                }
+                r.error_message = message;
+            }
+            r
+        }
+    }
+}
+
+fn produce_partition(
+    broker: &Broker,
+    version: i16,
+    acks: i16,
+    topic: &str,
+    index: i32,
+    records: Option<&[u8]>,
+) -> PartitionResult {
+    let Some(partition) = broker.replicas.partition(topic, index) else {
+        let image = broker.image();
+        let known = image
+            .topic(topic)
+            .is_some_and(|t| t.partitions.iter().any(|p| p.partition == index));
+        let error = if known {
+            ResponseError::NotLeaderOrFollower
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
+        return Err((error, None));
+    };
+    if super::metadata::is_internal_topic(topic) {
+        return Err((
+            ResponseError::InvalidTopicException,
+            Some(format!("Cannot append to internal topic {topic}")),
+        ));
+    }
+    let records = records.unwrap_or(&[]);
+    let view = match batch::validate_produce_batch(records) {
+        Ok(v) => v,
+        Err(e) => {
+            let error = match e {
+                BatchError::Corrupt(_) => ResponseError::CorruptMessage,
+                BatchError::Invalid(_) => ResponseError::InvalidRecord,
+                BatchError::UnknownCompression(_) => ResponseError::UnsupportedCompressionType,
+            };
+            tracing::debug!(topic, partition = index, error = %e, "rejected produce batch");
+            return Err((error, Some(e.to_string())));
+        }
+    };
+    if version < 7 && view.codec() == Ok(batch::Codec::Zstd) {
+        return Err((
+            ResponseError::UnsupportedCompressionType,
+            Some("zstd requires produce request version 7 or later".into()),
+        ));
+    }
+    match partition.append_as_leader(&view, acks, now_ms()) {
+        Ok(info) => Ok(Appended {
+            partition: partition.clone(),
+            last_offset: info.last_offset,
+            base_offset: info.base_offset,
+            log_append_time: info.log_append_time,
+            log_start_offset: partition.log.log_start_offset(),
+        }),
+        Err(e) => {
+            let (error, message) = match &e {
+                PartitionError::NotLeader => (ResponseError::NotLeaderOrFollower, None),
+                PartitionError::NotEnoughReplicas => (ResponseError::NotEnoughReplicas, Some(e.to_string())),
+                PartitionError::Log(LogError::MessageTooLarge { .. }) => {
+                    (ResponseError::MessageTooLarge, Some(e.to_string()))
+                }
+                PartitionError::Log(LogError::Io(io)) => {
+                    tracing::error!(topic, partition = index, error = %io, "append failed");
+                    (ResponseError::KafkaStorageError, None)
+                }
+                other => (ResponseError::UnknownServerError, Some(other.to_string())),
+            };
+            Err((error, message))
+        }
+    }
+}

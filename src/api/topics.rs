@@ -1,0 +1,216 @@
+//! CreateTopics and DeleteTopics: validated here and by the controller, then proposed to the
+//! metadata log; the response is sent once this broker has applied the change.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use super::code;
+use crate::broker::Broker;
+use crate::meta::controller::{self, CreateDefaults, CreateTopicError, TopicSpec};
+use crate::meta::image::ApplyOutcome;
+
+fn create_error_code(e: &CreateTopicError) -> ResponseError {
+    match e {
+        CreateTopicError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        CreateTopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        CreateTopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        CreateTopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        CreateTopicError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        CreateTopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        CreateTopicError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        CreateTopicError::NotController(_) => ResponseError::NotController,
+    }
+}
+
+pub async fn create(broker: &Broker, version: i16, req: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for t in &req.topics {
+        *counts.entry(t.name.0.to_string()).or_default() += 1;
+    }
+    let defaults = CreateDefaults {
+        num_partitions: broker.config.kafka.num_partitions,
+        replication_factor: broker.config.kafka.default_replication_factor,
+    };
+    let mut results = Vec::with_capacity(req.topics.len());
+    for topic in req.topics {
+        let name = topic.name.0.to_string();
+        let mut result = CreatableTopicResult::default()
+            .with_name(topic.name.clone())
+            .with_num_partitions(-1)
+            .with_replication_factor(-1);
+        if counts.get(&name).copied().unwrap_or(0) > 1 {
+            result.error_code = code(ResponseError::InvalidRequest);
+            if version >= 1 {
+                result.error_message = Some(StrBytes::from_string(format!(
+                    "Create topics request from client contains multiple entries for the topic {name}"
+                )));
+            }
+            results.push(result);
+            continue;
+        }
+        let mut configs = BTreeMap::new();
+        let mut null_config = None;
+        for c in &topic.configs {
+            match &c.value {
+                Some(v) => {
+                    configs.insert(c.name.to_string(), v.to_string());
+                }
+                None => null_config = Some(c.name.to_string()),
+            }
+        }
+        let spec = TopicSpec {
+            name: name.clone(),
+            num_partitions: topic.num_partitions,
+            replication_factor: topic.replication_factor,
+            assignments: (!topic.assignments.is_empty()).then(|| {
+                let mut a: Vec<_> = topic.assignments.iter().collect();
+                a.sort_by_key(|x| x.partition_index);
+                a.iter()
+                    .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
+                    .collect()
+            }),
+            configs,
+        };
+        let planned = match null_config {
+            Some(k) => Err(CreateTopicError::InvalidConfig(format!(
+                "Null value not supported for topic configs: {k}"
+            ))),
+            None => check_assignment_indexes(&topic.assignments)
+                .and_then(|()| controller::plan_topic(&broker.image(), &spec, defaults)),
+        };
+        let outcome = match planned {
+            Ok(t) if req.validate_only => Ok(std::sync::Arc::new(t)),
+            Ok(t) => controller::create_topic(&broker.meta, t).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(created) => {
+                if !req.validate_only {
+                    broker.replicas.apply_image(&broker.image());
+                    tracing::info!(topic = %name, partitions = created.partitions.len(), "created topic");
+                }
+                if version >= 7 && !req.validate_only {
+                    result.topic_id = created.topic_id;
+                }
+                if version >= 5 {
+                    result.num_partitions = created.partitions.len() as i32;
+                    result.replication_factor = created
+                        .partitions
+                        .first()
+                        .map(|p| p.replicas.len() as i16)
+                        .unwrap_or(0);
+                    result.configs = Some(
+                        broker
+                            .config
+                            .topic_defaults
+                            .describe(&created.configs)
+                            .into_iter()
+                            .map(|(k, v, source)| {
+                                CreatableTopicConfigs::default()
+                                    .with_name(StrBytes::from_static_str(k))
+                                    .with_value(Some(StrBytes::from_string(v)))
+                                    .with_config_source(source)
+                            })
+                            .collect(),
+                    );
+                }
+            }
+            Err(e) => {
+                result.error_code = code(create_error_code(&e));
+                if version >= 1 {
+                    result.error_message = Some(StrBytes::from_string(e.to_string()));
+                }
+            }
+        }
+        results.push(result);
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+fn check_assignment_indexes(
+    assignments: &[kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment],
+) -> Result<(), CreateTopicError> {
+    let mut indexes: Vec<i32> = assignments.iter().map(|a| a.partition_index).collect();
+    indexes.sort_unstable();
+    if indexes.iter().enumerate().any(|(i, p)| *p != i as i32) {
+        return Err(CreateTopicError::InvalidReplicaAssignment(
+            "Partitions should be a consecutive 0-based integer sequence".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn delete(broker: &Broker, version: i16, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    // v6+ names topics by name or id; earlier versions by name.
+    let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id))
+            .collect()
+    } else {
+        req.topic_names
+            .iter()
+            .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+            .collect()
+    };
+    let mut responses = Vec::with_capacity(targets.len());
+    for (name, id) in targets {
+        let image = broker.image();
+        let topic = match &name {
+            Some(n) => image.topic(n),
+            None => image.topic_by_id(&id),
+        };
+        let mut r = DeletableTopicResult::default().with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))));
+        if version >= 6 {
+            r.topic_id = id;
+        }
+        let result: Result<(), (ResponseError, String)> = match topic {
+            None if name.is_some() => Err((
+                ResponseError::UnknownTopicOrPartition,
+                "This server does not host this topic-partition.".into(),
+            )),
+            None => Err((ResponseError::UnknownTopicId, "This server does not host this topic ID.".into())),
+            Some(_) if !broker.config.kafka.delete_topic_enable => Err((
+                ResponseError::TopicDeletionDisabled,
+                "Topic deletion is disabled.".into(),
+            )),
+            Some(t) => {
+                if version >= 6 {
+                    r.name = Some(TopicName(StrBytes::from_string(t.name.clone())));
+                    r.topic_id = t.topic_id;
+                }
+                match controller::delete_topic(&broker.meta, t.topic_id).await {
+                    Ok(ApplyOutcome::Ok) => {
+                        broker.replicas.apply_image(&broker.image());
+                        tracing::info!(topic = %t.name, "deleted topic");
+                        Ok(())
+                    }
+                    Ok(_) => Err((
+                        ResponseError::UnknownTopicOrPartition,
+                        "This server does not host this topic-partition.".into(),
+                    )),
+                    Err(e) => Err((ResponseError::NotController, e.to_string())),
+                }
+            }
+        };
+        if let Err((error, message)) = result {
+            r.error_code = code(error);
+            if version >= 5 {
+                r.error_message = Some(StrBytes::from_string(message));
+            }
+        }
+        responses.push(r);
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}

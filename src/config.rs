@@ -1,0 +1,342 @@
+//! Configuration: a TOML file, then `GREGOR_*` environment variables, then command-line flags
+//! (later wins), validated into one `Config`.
+//!
+//! Broker settings that Kafka also has keep Kafka's names and defaults and live in the
+//! `[kafka]` table of the file (`"num.partitions" = 3`), or in `GREGOR_KAFKA_NUM_PARTITIONS`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+
+use crate::log::TopicDefaults;
+
+/// Command-line flags (each also readable from its `GREGOR_*` variable).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Flags {
+    /// TOML config file (config/gregor.toml documents every key).
+    #[arg(long, env = "GREGOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Broker id and Raft node id.
+    #[arg(long, env = "GREGOR_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// Directory for all state.
+    #[arg(long, env = "GREGOR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Kafka listener, HOST:PORT.
+    #[arg(long, env = "GREGOR_LISTEN")]
+    pub listen: Option<String>,
+    /// What Metadata tells clients, HOST:PORT (default: the listen address).
+    #[arg(long, env = "GREGOR_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Raft RPC listener, HOST:PORT.
+    #[arg(long, env = "GREGOR_CONTROLLER_LISTEN")]
+    pub controller_listen: Option<String>,
+    /// Initial metadata quorum: ID@HOST:PORT,... (default: this node alone).
+    #[arg(long, env = "GREGOR_VOTERS")]
+    pub voters: Option<String>,
+    /// Admin HTTP listener (/health/live, /health/ready, /metrics), HOST:PORT.
+    #[arg(long, env = "GREGOR_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// Log output: text or json.
+    #[arg(long, env = "GREGOR_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The TOML file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<i32>,
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    advertise: Option<String>,
+    controller_listen: Option<String>,
+    voters: Option<String>,
+    admin_listen: Option<String>,
+    log_format: Option<String>,
+    #[serde(default)]
+    kafka: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Broker-level Kafka settings Gregor uses directly.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub auto_create_topics_enable: bool,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub socket_request_max_bytes: usize,
+    pub log_flush_scheduler_interval_ms: u64,
+    pub log_flush_offset_checkpoint_interval_ms: u64,
+    pub delete_topic_enable: bool,
+    /// Every setting as given, for topic defaults and DescribeConfigs.
+    pub raw: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: i32,
+    pub data_dir: PathBuf,
+    pub listen: String,
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub controller_listen: SocketAddr,
+    /// Raft node id -> controller address.
+    pub voters: BTreeMap<u64, String>,
+    pub admin_listen: String,
+    pub log_format: LogFormat,
+    pub kafka: KafkaSettings,
+    pub topic_defaults: TopicDefaults,
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:9092";
+const DEFAULT_CONTROLLER: &str = "127.0.0.1:9093";
+const DEFAULT_ADMIN: &str = "127.0.0.1:9644";
+
+impl Config {
+    /// Builds the config from the file named by the flags (if any), the environment and the
+    /// flags themselves.
+    pub fn load(flags: &Flags) -> Result<Self> {
+        let file = match &flags.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let mut kafka_raw = BTreeMap::new();
+        for (k, v) in &file.kafka {
+            let s = match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => bail!("[kafka] {k}: unsupported value {other}"),
+            };
+            kafka_raw.insert(k.clone(), s);
+        }
+        for (k, v) in std::env::vars() {
+            if let Some(name) = k.strip_prefix("GREGOR_KAFKA_") {
+                kafka_raw.insert(name.to_ascii_lowercase().replace('_', "."), v);
+            }
+        }
+        Self::build(flags, file, kafka_raw)
+    }
+
+    fn build(flags: &Flags, file: FileConfig, kafka_raw: BTreeMap<String, String>) -> Result<Self> {
+        let node_id = flags.node_id.or(file.node_id).unwrap_or(1);
+        if node_id < 0 {
+            bail!("node id must be >= 0, got {node_id}");
+        }
+        let data_dir = flags
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        let listen = flags
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let advertise = flags
+            .advertise
+            .clone()
+            .or(file.advertise)
+            .unwrap_or_else(|| listen.clone());
+        let (advertised_host, advertised_port) = split_host_port(&advertise)
+            .with_context(|| format!("advertise address {advertise:?}"))?;
+        if advertised_host == "0.0.0.0" || advertised_host == "::" {
+            bail!("advertise address {advertise} is a wildcard; set --advertise to a reachable host");
+        }
+        let controller_listen_s = flags
+            .controller_listen
+            .clone()
+            .or(file.controller_listen)
+            .unwrap_or_else(|| DEFAULT_CONTROLLER.to_string());
+        let controller_listen = resolve(&controller_listen_s)
+            .with_context(|| format!("controller listen address {controller_listen_s:?}"))?;
+        let voters = match flags.voters.clone().or(file.voters) {
+            Some(v) if !v.trim().is_empty() => parse_voters(&v)?,
+            _ => BTreeMap::from([(node_id as u64, controller_listen_s.clone())]),
+        };
+        if !voters.contains_key(&(node_id as u64)) {
+            bail!("--voters does not include this node ({node_id})");
+        }
+        let admin_listen = flags
+            .admin_listen
+            .clone()
+            .or(file.admin_listen)
+            .unwrap_or_else(|| DEFAULT_ADMIN.to_string());
+        let log_format = match flags
+            .log_format
+            .clone()
+            .or(file.log_format)
+            .as_deref()
+            .unwrap_or("text")
+        {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => bail!("log format must be text or json, got {other}"),
+        };
+        let kafka = KafkaSettings::from_raw(kafka_raw)?;
+        let topic_defaults = TopicDefaults::from_broker_settings(&kafka.raw)
+            .map_err(|e| anyhow!("[kafka] settings: {e}"))?;
+        Ok(Self {
+            node_id,
+            data_dir,
+            listen,
+            advertised_host,
+            advertised_port,
+            controller_listen,
+            voters,
+            admin_listen,
+            log_format,
+            kafka,
+            topic_defaults,
+        })
+    }
+}
+
+impl KafkaSettings {
+    fn from_raw(raw: BTreeMap<String, String>) -> Result<Self> {
+        fn get<T: std::str::FromStr>(
+            raw: &BTreeMap<String, String>,
+            key: &str,
+            default: T,
+        ) -> Result<T> {
+            match raw.get(key) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map_err(|_| anyhow!("[kafka] {key}: invalid value {v:?}")),
+            }
+        }
+        let settings = Self {
+            auto_create_topics_enable: get(&raw, "auto.create.topics.enable", true)?,
+            num_partitions: get(&raw, "num.partitions", 1)?,
+            default_replication_factor: get(&raw, "default.replication.factor", 1)?,
+            socket_request_max_bytes: get(&raw, "socket.request.max.bytes", 104_857_600)?,
+            log_flush_scheduler_interval_ms: get(
+                &raw,
+                "log.flush.scheduler.interval.ms",
+                1_000u64,
+            )?,
+            log_flush_offset_checkpoint_interval_ms: get(
+                &raw,
+                "log.flush.offset.checkpoint.interval.ms",
+                60_000u64,
+            )?,
+            delete_topic_enable: get(&raw, "delete.topic.enable", true)?,
+            raw,
+        };
+        if settings.num_partitions < 1 {
+            bail!("[kafka] num.partitions must be at least 1");
+        }
+        if settings.default_replication_factor < 1 {
+            bail!("[kafka] default.replication.factor must be at least 1");
+        }
+        if settings.socket_request_max_bytes < 1024 {
+            bail!("[kafka] socket.request.max.bytes must be at least 1024");
+        }
+        Ok(settings)
+    }
+}
+
+/// Splits `host:port` (or `[v6]:port`).
+pub fn split_host_port(s: &str) -> Result<(String, i32)> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("expected HOST:PORT, got {s:?}"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        bail!("empty host in {s:?}");
+    }
+    let port: u16 = port.parse().map_err(|_| anyhow!("bad port in {s:?}"))?;
+    Ok((host.to_string(), port as i32))
+}
+
+/// Resolves `host:port` to one socket address.
+pub fn resolve(s: &str) -> Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .with_context(|| format!("resolving {s}"))?
+        .next()
+        .ok_or_else(|| anyhow!("{s} resolves to no address"))
+}
+
+/// Parses `1@host:9093,2@host2:9093`.
+pub fn parse_voters(s: &str) -> Result<BTreeMap<u64, String>> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('@')
+            .ok_or_else(|| anyhow!("voter {part:?} is not ID@HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("voter id in {part:?} is not a number"))?;
+        split_host_port(addr)?;
+        if out.insert(id, addr.trim().to_string()).is_some() {
+            bail!("voter {id} listed twice");
+        }
+    }
+    if out.is_empty() {
+        bail!("--voters is empty");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Config::build(&Flags::default(), FileConfig::default(), BTreeMap::new())
+            .expect("valid");
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.listen, "127.0.0.1:9092");
+        assert_eq!((c.advertised_host.as_str(), c.advertised_port), ("127.0.0.1", 9092));
+        assert_eq!(c.voters.get(&1).map(String::as_str), Some("127.0.0.1:9093"));
+        assert!(c.kafka.auto_create_topics_enable);
+        assert_eq!(c.kafka.num_partitions, 1);
+    }
+
+    #[test]
+    fn flags_beat_file() {
+        let file: FileConfig = toml::from_str(
+            "node_id = 3\nlisten = \"127.0.0.1:1000\"\nvoters = \"3@127.0.0.1:2000\"\n[kafka]\n\"num.partitions\" = 6\n",
+        )
+        .expect("toml");
+        let flags = Flags {
+            listen: Some("127.0.0.1:1111".into()),
+            ..Flags::default()
+        };
+        let mut raw = BTreeMap::new();
+        raw.insert("num.partitions".to_string(), "6".to_string());
+        let c = Config::build(&flags, file, raw).expect("valid");
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.listen, "127.0.0.1:1111");
+        assert_eq!(c.kafka.num_partitions, 6);
+    }
+
+    #[test]
+    fn rejects_bad_voters() {
+        assert!(parse_voters("1@a:1,1@b:2").is_err());
+        assert!(parse_voters("x@a:1").is_err());
+        assert!(parse_voters("1@nohostport").is_err());
+        let v = parse_voters("1@h1:9093, 2@h2:9093").expect("valid");
+        assert_eq!(v.len(), 2);
+    }
+}

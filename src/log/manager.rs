@@ -1,0 +1,234 @@
+//! LogManager: every partition log under `<data-dir>/logs`, their recovery at startup, the
+//! recovery-point and log-start-offset checkpoints, scheduled flushes (`flush.ms`) and the
+//! clean-shutdown marker.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use super::checkpoint::{self, Checkpoint};
+use super::config::LogConfig;
+use super::partition_log::PartitionLog;
+
+const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
+const LOG_START_FILE: &str = "log-start-offset-checkpoint";
+const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
+
+pub type TopicPartition = (String, i32);
+
+pub struct LogManager {
+    dir: PathBuf,
+    logs: Mutex<HashMap<TopicPartition, Arc<PartitionLog>>>,
+    /// Read once at startup; consumed as partitions are opened.
+    startup: Mutex<Startup>,
+}
+
+struct Startup {
+    clean: bool,
+    recovery_points: Checkpoint,
+    log_starts: Checkpoint,
+}
+
+/// Splits a partition directory name `<topic>-<partition>`.
+pub fn parse_partition_dir(name: &str) -> Option<TopicPartition> {
+    let (topic, partition) = name.rsplit_once('-')?;
+    let partition: i32 = partition.parse().ok()?;
+    (!topic.is_empty() && partition >= 0).then(|| (topic.to_string(), partition))
+}
+
+const PARTITION_METADATA_FILE: &str = "partition.metadata";
+
+/// Kafka's `partition.metadata`: which topic id a partition directory belongs to.
+fn write_partition_metadata(dir: &Path, topic_id: Uuid) -> io::Result<()> {
+    let path = dir.join(PARTITION_METADATA_FILE);
+    let text = format!("version: 0\ntopic_id: {}\n", crate::meta::ids::kafka_uuid(&topic_id));
+    if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+        return Ok(());
+    }
+    let tmp = dir.join("partition.metadata.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)
+}
+
+fn read_partition_metadata(dir: &Path) -> Option<Uuid> {
+    let text = std::fs::read_to_string(dir.join(PARTITION_METADATA_FILE)).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("topic_id: "))?;
+    crate::meta::ids::parse_kafka_uuid(line.trim())
+}
+
+impl LogManager {
+    /// Prepares the log directory. Whether the last shutdown was clean is decided here, and
+    /// the marker removed, so a crash from now on is seen as unclean.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        if clean {
+            std::fs::remove_file(&marker)?;
+            super::partition_log::sync_dir(dir)?;
+        }
+        let recovery_points = checkpoint::read(&dir.join(RECOVERY_POINT_FILE));
+        let log_starts = checkpoint::read(&dir.join(LOG_START_FILE));
+        let has_logs = std::fs::read_dir(dir)?.any(|e| e.is_ok_and(|e| e.path().is_dir()));
+        if !clean && has_logs {
+            tracing::info!(dir = %dir.display(), "no clean-shutdown marker: logs will be recovered");
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            logs: Mutex::new(HashMap::new()),
+            startup: Mutex::new(Startup {
+                clean,
+                recovery_points,
+                log_starts,
+            }),
+        })
+    }
+
+    /// Partition directories present on disk.
+    pub fn partitions_on_disk(&self) -> io::Result<Vec<TopicPartition>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                if let Some(tp) = parse_partition_dir(&entry.file_name().to_string_lossy()) {
+                    out.push(tp);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn partition_dir(&self, tp: &TopicPartition) -> PathBuf {
+        self.dir.join(format!("{}-{}", tp.0, tp.1))
+    }
+
+    /// Opens an existing partition log (recovering it if needed) or creates an empty one.
+    /// A directory left by an older topic of the same name (other topic id) is removed first.
+    pub fn get_or_open(
+        &self,
+        tp: &TopicPartition,
+        topic_id: Uuid,
+        config: Arc<LogConfig>,
+        now_ms: i64,
+    ) -> io::Result<Arc<PartitionLog>> {
+        if let Some(log) = self.logs.lock().get(tp) {
+            return Ok(log.clone());
+        }
+        let dir = self.partition_dir(tp);
+        match read_partition_metadata(&dir) {
+            Some(id) if id != topic_id => {
+                tracing::info!(topic = %tp.0, partition = tp.1, "removing the log of an older topic with the same name");
+                std::fs::remove_dir_all(&dir)?;
+            }
+            _ => {}
+        }
+        let (clean, recovery_point, log_start) = {
+            let s = self.startup.lock();
+            (
+                s.clean,
+                s.recovery_points.get(tp).copied().unwrap_or(0),
+                s.log_starts.get(tp).copied().unwrap_or(0),
+            )
+        };
+        let existed = dir.exists();
+        let log = Arc::new(PartitionLog::open(
+            &dir,
+            config,
+            recovery_point,
+            log_start,
+            clean || !existed,
+            now_ms,
+        )?);
+        write_partition_metadata(&dir, topic_id)?;
+        if !existed {
+            super::partition_log::sync_dir(&self.dir)?;
+        }
+        Ok(self
+            .logs
+            .lock()
+            .entry(tp.clone())
+            .or_insert(log)
+            .clone())
+    }
+
+    pub fn get(&self, tp: &TopicPartition) -> Option<Arc<PartitionLog>> {
+        self.logs.lock().get(tp).cloned()
+    }
+
+    /// Forgets a partition and removes its directory.
+    pub fn delete(&self, tp: &TopicPartition) -> io::Result<()> {
+        let log = self.logs.lock().remove(tp);
+        match log {
+            Some(log) => log.delete(),
+            None => {
+                let dir = self.partition_dir(tp);
+                match std::fs::remove_dir_all(dir) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    fn all(&self) -> Vec<(TopicPartition, Arc<PartitionLog>)> {
+        self.logs
+            .lock()
+            .iter()
+            .map(|(tp, l)| (tp.clone(), l.clone()))
+            .collect()
+    }
+
+    /// Flushes logs whose `flush.ms` is due.
+    pub fn flush_due(&self, now_ms: i64) {
+        for (tp, log) in self.all() {
+            if let Err(e) = log.flush_if_due(now_ms) {
+                tracing::error!(topic = %tp.0, partition = tp.1, error = %e, "scheduled flush failed");
+            }
+        }
+    }
+
+    /// Writes the recovery-point and log-start-offset checkpoints.
+    pub fn write_checkpoints(&self) -> io::Result<()> {
+        let logs = self.all();
+        let mut recovery = BTreeMap::new();
+        let mut starts = BTreeMap::new();
+        for (tp, log) in &logs {
+            recovery.insert(tp.clone(), log.recovery_point());
+            starts.insert(tp.clone(), log.log_start_offset());
+        }
+        checkpoint::write(&self.dir.join(RECOVERY_POINT_FILE), &recovery)?;
+        checkpoint::write(&self.dir.join(LOG_START_FILE), &starts)
+    }
+
+    /// Flushes and closes every log, writes the checkpoints, then the clean-shutdown marker.
+    pub fn shutdown(&self) -> io::Result<()> {
+        for (tp, log) in self.all() {
+            if let Err(e) = log.close() {
+                tracing::error!(topic = %tp.0, partition = tp.1, error = %e, "closing log failed");
+                return Err(e);
+            }
+        }
+        self.write_checkpoints()?;
+        std::fs::File::create(self.dir.join(CLEAN_SHUTDOWN_FILE))?.sync_all()?;
+        super::partition_log::sync_dir(&self.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_dir_names() {
+        assert_eq!(parse_partition_dir("chat-topic-3"), Some(("chat-topic".into(), 3)));
+        assert_eq!(parse_partition_dir("a-b-c-0"), Some(("a-b-c".into(), 0)));
+        assert_eq!(parse_partition_dir("meta"), None);
+        assert_eq!(parse_partition_dir("x-abc"), None);
+    }
+}

@@ -1,0 +1,311 @@
+//! Controller decisions that become metadata records: validating a new topic, placing its
+//! replicas on registered brokers, and proposing it through the metadata log.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::ids::random_kafka_uuid;
+use super::image::{ApplyOutcome, MetadataImage, MetadataRecord, PartitionImage, TopicImage};
+use super::{MetadataQuorum, ProposeError};
+use crate::log::config::validate_topic_config;
+
+/// A topic as a client asked for it; -1 means "use the broker default".
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    pub name: String,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+    /// Explicit replica lists per partition, in partition order.
+    pub assignments: Option<Vec<Vec<i32>>>,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Why a topic cannot be created; each maps to one Kafka error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreateTopicError {
+    #[error("{0}")]
+    InvalidTopic(String),
+    #[error("Topic '{0}' already exists.")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    NotController(String),
+}
+
+/// Broker defaults that apply when a request leaves a setting at -1.
+#[derive(Debug, Clone, Copy)]
+pub struct CreateDefaults {
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+}
+
+/// Spreads partitions over brokers round robin from a random start, as Kafka's rack-unaware
+/// assignment does: partition p's leader is broker (start + p) mod n, and its followers are
+/// the next brokers in order.
+pub fn place_replicas(brokers: &[i32], partitions: i32, replication_factor: i16, first: i32) -> Vec<Vec<i32>> {
+    let n = brokers.len();
+    (0..partitions)
+        .map(|p| {
+            (0..replication_factor as usize)
+                .map(|r| brokers[(first as usize + p as usize + r) % n])
+                .collect()
+        })
+        .collect()
+}
+
+/// Validates a topic against the current image and builds the record that creates it.
+pub fn plan_topic(
+    image: &MetadataImage,
+    spec: &TopicSpec,
+    defaults: CreateDefaults,
+) -> Result<TopicImage, CreateTopicError> {
+    crate::api::validate_topic_name(&spec.name).map_err(CreateTopicError::InvalidTopic)?;
+    if image.topics.contains_key(&spec.name) {
+        return Err(CreateTopicError::AlreadyExists(spec.name.clone()));
+    }
+    let key = crate::api::collision_key(&spec.name);
+    if let Some(other) = image
+        .topics
+        .keys()
+        .find(|t| crate::api::collision_key(t) == key)
+    {
+        return Err(CreateTopicError::InvalidTopic(format!(
+            "Topic '{}' collides with existing topic: {other}",
+            spec.name
+        )));
+    }
+    for (k, v) in &spec.configs {
+        validate_topic_config(k, v).map_err(CreateTopicError::InvalidConfig)?;
+    }
+    if spec
+        .configs
+        .get("cleanup.policy")
+        .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"))
+    {
+        // Accepting it without a log cleaner would silently keep every record.
+        return Err(CreateTopicError::InvalidConfig(
+            "cleanup.policy=compact is not supported by this broker yet".into(),
+        ));
+    }
+    let brokers: Vec<i32> = image.brokers.keys().copied().collect();
+    let replicas: Vec<Vec<i32>> = match &spec.assignments {
+        Some(assignments) => {
+            if spec.num_partitions != -1 || spec.replication_factor != -1 {
+                return Err(CreateTopicError::InvalidRequest(
+                    "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
+                ));
+            }
+            validate_assignments(assignments, &brokers)?;
+            assignments.clone()
+        }
+        None => {
+            let partitions = if spec.num_partitions == -1 {
+                defaults.num_partitions
+            } else {
+                spec.num_partitions
+            };
+            let rf = if spec.replication_factor == -1 {
+                defaults.replication_factor
+            } else {
+                spec.replication_factor
+            };
+            if partitions <= 0 {
+                return Err(CreateTopicError::InvalidPartitions(
+                    "Number of partitions must be larger than 0.".into(),
+                ));
+            }
+            if rf <= 0 {
+                return Err(CreateTopicError::InvalidReplicationFactor(
+                    "Replication factor must be larger than 0.".into(),
+                ));
+            }
+            if rf as usize > brokers.len() {
+                return Err(CreateTopicError::InvalidReplicationFactor(format!(
+                    "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.",
+                    brokers.len()
+                )));
+            }
+            let first = rand::random::<u32>() as i32 & i32::MAX;
+            place_replicas(&brokers, partitions, rf, first)
+        }
+    };
+    Ok(TopicImage {
+        name: spec.name.clone(),
+        topic_id: random_kafka_uuid(),
+        partitions: replicas
+            .into_iter()
+            .enumerate()
+            .map(|(i, replicas)| PartitionImage {
+                partition: i as i32,
+                leader: replicas[0],
+                leader_epoch: 0,
+                isr: replicas.clone(),
+                replicas,
+                partition_epoch: 0,
+            })
+            .collect(),
+        configs: spec.configs.clone(),
+    })
+}
+
+fn validate_assignments(assignments: &[Vec<i32>], brokers: &[i32]) -> Result<(), CreateTopicError> {
+    if assignments.is_empty() {
+        return Err(CreateTopicError::InvalidReplicaAssignment(
+            "Replica assignment must not be empty.".into(),
+        ));
+    }
+    let rf = assignments[0].len();
+    for (p, replicas) in assignments.iter().enumerate() {
+        if replicas.is_empty() {
+            return Err(CreateTopicError::InvalidReplicaAssignment(format!(
+                "Partition {p} has no replicas."
+            )));
+        }
+        if replicas.len() != rf {
+            return Err(CreateTopicError::InvalidReplicaAssignment(
+                "All partitions must have the same number of replicas.".into(),
+            ));
+        }
+        let unique: BTreeSet<i32> = replicas.iter().copied().collect();
+        if unique.len() != replicas.len() {
+            return Err(CreateTopicError::InvalidReplicaAssignment(format!(
+                "Duplicate replica assignment for partition {p}: {replicas:?}"
+            )));
+        }
+        if let Some(b) = replicas.iter().find(|b| !brokers.contains(b)) {
+            return Err(CreateTopicError::InvalidReplicaAssignment(format!(
+                "The manual partition assignment includes broker {b}, but no such broker is registered."
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Proposes the planned topic. Returns the topic as applied.
+pub async fn create_topic(
+    meta: &MetadataQuorum,
+    topic: TopicImage,
+) -> Result<Arc<TopicImage>, CreateTopicError> {
+    let name = topic.name.clone();
+    match meta.propose(MetadataRecord::CreateTopic(topic)).await {
+        Ok(ApplyOutcome::Ok) => meta
+            .image()
+            .topic(&name)
+            .cloned()
+            .ok_or_else(|| CreateTopicError::NotController("topic vanished after creation".into())),
+        Ok(ApplyOutcome::TopicAlreadyExists) => Err(CreateTopicError::AlreadyExists(name)),
+        Ok(other) => Err(CreateTopicError::NotController(format!(
+            "unexpected outcome {other:?}"
+        ))),
+        Err(e) => Err(CreateTopicError::NotController(propose_message(&e))),
+    }
+}
+
+pub fn propose_message(e: &ProposeError) -> String {
+    e.to_string()
+}
+
+/// Proposes deleting a topic by id.
+pub async fn delete_topic(meta: &MetadataQuorum, topic_id: Uuid) -> Result<ApplyOutcome, ProposeError> {
+    meta.propose(MetadataRecord::DeleteTopic { topic_id }).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::image::BrokerRegistration;
+
+    fn image_with_brokers(ids: &[i32]) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        for &id in ids {
+            image.apply(&MetadataRecord::RegisterBroker(BrokerRegistration {
+                node_id: id,
+                host: "127.0.0.1".into(),
+                port: 9092,
+                rack: None,
+                incarnation_id: Uuid::new_v4(),
+            }));
+        }
+        image
+    }
+
+    fn spec(name: &str, partitions: i32, rf: i16) -> TopicSpec {
+        TopicSpec {
+            name: name.into(),
+            num_partitions: partitions,
+            replication_factor: rf,
+            assignments: None,
+            configs: BTreeMap::new(),
+        }
+    }
+
+    const DEFAULTS: CreateDefaults = CreateDefaults {
+        num_partitions: 3,
+        replication_factor: 1,
+    };
+
+    #[test]
+    fn placement_spreads_leaders() {
+        let p = place_replicas(&[1, 2, 3], 6, 3, 0);
+        let leaders: Vec<i32> = p.iter().map(|r| r[0]).collect();
+        assert_eq!(leaders, vec![1, 2, 3, 1, 2, 3]);
+        assert!(p.iter().all(|r| r.len() == 3));
+    }
+
+    #[test]
+    fn plan_validates() {
+        let mut image = image_with_brokers(&[1]);
+        let t = plan_topic(&image, &spec("chat-topic", -1, -1), DEFAULTS).expect("valid");
+        assert_eq!(t.partitions.len(), 3);
+        assert_eq!(t.partitions[0].replicas, vec![1]);
+        image.apply(&MetadataRecord::CreateTopic(t));
+        assert!(matches!(
+            plan_topic(&image, &spec("chat-topic", 1, 1), DEFAULTS),
+            Err(CreateTopicError::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            plan_topic(&image, &spec("chat_topic", 1, 1), DEFAULTS),
+            Ok(_)
+        ));
+        assert!(matches!(
+            plan_topic(&image, &spec("bad name", 1, 1), DEFAULTS),
+            Err(CreateTopicError::InvalidTopic(_))
+        ));
+        assert!(matches!(
+            plan_topic(&image, &spec("t", 0, 1), DEFAULTS),
+            Err(CreateTopicError::InvalidPartitions(_))
+        ));
+        assert!(matches!(
+            plan_topic(&image, &spec("t", 1, 2), DEFAULTS),
+            Err(CreateTopicError::InvalidReplicationFactor(_))
+        ));
+        let mut bad = spec("t", 1, 1);
+        bad.configs.insert("flush.messages".into(), "zero".into());
+        assert!(matches!(
+            plan_topic(&image, &bad, DEFAULTS),
+            Err(CreateTopicError::InvalidConfig(_))
+        ));
+    }
+
+    #[test]
+    fn dotted_names_collide() {
+        let mut image = image_with_brokers(&[1]);
+        let t = plan_topic(&image, &spec("a.b", 1, 1), DEFAULTS).expect("valid");
+        image.apply(&MetadataRecord::CreateTopic(t));
+        assert!(matches!(
+            plan_topic(&image, &spec("a_b", 1, 1), DEFAULTS),
+            Err(CreateTopicError::InvalidTopic(_))
+        ));
+    }
+}

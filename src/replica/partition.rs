@@ -1,0 +1,211 @@
+//! Partition: one partition replica hosted by this broker: its log, its role (leader or not),
+//! leader epoch, high watermark, and the wake-up for fetches waiting on new data.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::log::batch::BatchView;
+use crate::log::{AppendInfo, LogError, PartitionLog, ReadResult};
+
+/// What the controller decided about this partition, as last applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+pub struct Partition {
+    pub topic: Arc<str>,
+    pub topic_id: Uuid,
+    pub index: i32,
+    pub log: Arc<PartitionLog>,
+    node_id: i32,
+    state: RwLock<PartitionState>,
+    is_leader: AtomicBool,
+    leader_epoch: AtomicI32,
+    high_watermark: AtomicI64,
+    data_arrived: Notify,
+}
+
+/// A read from a partition for a fetch, with the offsets the response reports.
+pub struct PartitionRead {
+    pub result: ReadResult,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    #[error("this broker is not the leader")]
+    NotLeader,
+    #[error("leader epoch {0} is older than the current one")]
+    FencedLeaderEpoch(i32),
+    #[error("leader epoch {0} is newer than the current one")]
+    UnknownLeaderEpoch(i32),
+    #[error("the in-sync replica set is smaller than min.insync.replicas")]
+    NotEnoughReplicas,
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+impl Partition {
+    pub fn new(
+        topic: Arc<str>,
+        topic_id: Uuid,
+        index: i32,
+        log: Arc<PartitionLog>,
+        node_id: i32,
+        state: PartitionState,
+    ) -> Self {
+        let p = Self {
+            topic,
+            topic_id,
+            index,
+            high_watermark: AtomicI64::new(log.log_start_offset()),
+            log,
+            node_id,
+            is_leader: AtomicBool::new(false),
+            leader_epoch: AtomicI32::new(state.leader_epoch),
+            state: RwLock::new(state.clone()),
+            data_arrived: Notify::new(),
+        };
+        p.update_state(state);
+        p
+    }
+
+    /// Applies the controller's latest decision for this partition.
+    pub fn update_state(&self, state: PartitionState) {
+        let leader = state.leader == self.node_id;
+        self.leader_epoch.store(state.leader_epoch, Ordering::Release);
+        self.is_leader.store(leader, Ordering::Release);
+        *self.state.write() = state;
+        if leader {
+            self.maybe_advance_high_watermark();
+        }
+        self.data_arrived.notify_waiters();
+    }
+
+    pub fn state(&self) -> PartitionState {
+        self.state.read().clone()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.is_leader.load(Ordering::Acquire)
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// Without transactions the last stable offset is the high watermark.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.high_watermark()
+    }
+
+    /// The high watermark is the smallest log end offset across the ISR. While this broker is
+    /// the only member of the ISR, that is its own log end offset.
+    fn maybe_advance_high_watermark(&self) {
+        let isr_is_self = {
+            let s = self.state.read();
+            s.isr.len() == 1 && s.isr[0] == self.node_id
+        };
+        if isr_is_self {
+            let leo = self.log.log_end_offset();
+            let before = self.high_watermark.fetch_max(leo, Ordering::AcqRel);
+            if leo > before {
+                self.data_arrived.notify_waiters();
+            }
+        }
+    }
+
+    /// Checks a client-supplied current leader epoch (-1 means not given).
+    pub fn check_leader_epoch(&self, epoch: i32) -> Result<(), PartitionError> {
+        let current = self.leader_epoch();
+        if epoch == -1 || epoch == current {
+            Ok(())
+        } else if epoch < current {
+            Err(PartitionError::FencedLeaderEpoch(epoch))
+        } else {
+            Err(PartitionError::UnknownLeaderEpoch(epoch))
+        }
+    }
+
+    /// Appends a producer's batch as leader. With acks=-1 the ISR must hold at least
+    /// `min.insync.replicas` members, or nothing is written.
+    pub fn append_as_leader(
+        &self,
+        batch: &BatchView<'_>,
+        required_acks: i16,
+        now_ms: i64,
+    ) -> Result<AppendInfo, PartitionError> {
+        if !self.is_leader() {
+            return Err(PartitionError::NotLeader);
+        }
+        if required_acks == -1
+            && (self.state.read().isr.len() as i32) < self.log.config().min_insync_replicas
+        {
+            return Err(PartitionError::NotEnoughReplicas);
+        }
+        let info = self.log.append(batch, self.leader_epoch(), now_ms)?;
+        self.maybe_advance_high_watermark();
+        Ok(info)
+    }
+
+    /// Waits until the high watermark passes `offset` (acks=-1), leadership is lost, or the
+    /// timeout expires. Returns whether the offset was committed.
+    pub async fn wait_for_high_watermark(&self, offset: i64, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut wakeup = std::pin::pin!(self.data_arrived.notified());
+            wakeup.as_mut().enable();
+            if self.high_watermark() > offset {
+                return true;
+            }
+            if !self.is_leader() {
+                return false;
+            }
+            if tokio::time::timeout_at(deadline, wakeup).await.is_err() {
+                return self.high_watermark() > offset;
+            }
+        }
+    }
+
+    /// Reads for a consumer: only below the high watermark.
+    pub fn read(
+        &self,
+        offset: i64,
+        current_leader_epoch: i32,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<PartitionRead, PartitionError> {
+        if !self.is_leader() {
+            return Err(PartitionError::NotLeader);
+        }
+        self.check_leader_epoch(current_leader_epoch)?;
+        let high_watermark = self.high_watermark();
+        let result = self.log.read(offset, high_watermark, max_bytes, min_one)?;
+        Ok(PartitionRead {
+            result,
+            high_watermark,
+            last_stable_offset: high_watermark,
+            log_start_offset: self.log.log_start_offset(),
+        })
+    }
+
+    /// A future that completes when new data may be readable. Create it (and `enable` it)
+    /// before checking for data, so no wake-up is missed.
+    pub fn data_arrived(&self) -> tokio::sync::futures::Notified<'_> {
+        self.data_arrived.notified()
+    }
+}

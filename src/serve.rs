@@ -1,0 +1,198 @@
+//! `gregor serve`: startup (listeners, metadata quorum, broker registration, log recovery),
+//! the background tasks, and the clean shutdown sequence.
+
+use std::os::unix::io::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio::net::TcpListener;
+
+use crate::broker::Broker;
+use crate::config::{Config, LogFormat};
+use crate::log::manager::LogManager;
+use crate::meta::ids::{kafka_uuid, random_kafka_uuid};
+use crate::meta::image::{BrokerRegistration, MetadataRecord};
+use crate::meta::{MetaConfig, MetadataQuorum};
+use crate::replica::{now_ms, ReplicaManager};
+
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Holds an exclusive lock on the data directory for the life of the process.
+struct DataDirLock {
+    _file: std::fs::File,
+}
+
+fn lock_data_dir(config: &Config) -> Result<DataDirLock> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let path = config.data_dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        bail!(
+            "data dir {} is in use by another gregor process",
+            config.data_dir.display()
+        );
+    }
+    Ok(DataDirLock { _file: file })
+}
+
+async fn bind(what: &str, addr: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} listener on {addr}"))
+}
+
+pub async fn run(config: Config) -> Result<()> {
+    let started = Instant::now();
+    let _lock = lock_data_dir(&config)?;
+    let kafka_listener = bind("Kafka", &config.listen).await?;
+    let admin_listener = bind("admin", &config.admin_listen).await?;
+
+    let meta = MetadataQuorum::start(MetaConfig {
+        node_id: config.node_id as u64,
+        dir: config.data_dir.join("meta"),
+        controller_listen: config.controller_listen,
+        voters: config.voters.clone(),
+    })
+    .await
+    .context("starting the metadata quorum")?;
+    meta.wait_for_leader(Duration::from_secs(60))
+        .await
+        .context("waiting for a metadata controller")?;
+    if meta.image().cluster_id.is_none() {
+        let cluster_id = kafka_uuid(&random_kafka_uuid());
+        meta.propose(MetadataRecord::InitCluster { cluster_id })
+            .await
+            .context("initialising the cluster id")?;
+    }
+    let registration = BrokerRegistration {
+        node_id: config.node_id,
+        host: config.advertised_host.clone(),
+        port: config.advertised_port,
+        rack: None,
+        incarnation_id: uuid::Uuid::new_v4(),
+    };
+    meta.propose(MetadataRecord::RegisterBroker(registration))
+        .await
+        .context("registering this broker")?;
+
+    let logs = LogManager::open(&config.data_dir.join("logs")).context("opening the log directory")?;
+    let replicas = ReplicaManager::new(config.node_id, logs, config.topic_defaults.clone());
+    replicas.apply_image(&meta.image());
+    replicas.remove_stray_logs();
+
+    let broker = Broker::new(config, meta, replicas);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(follow_metadata(broker.clone()));
+    tasks.spawn(flush_and_checkpoint(broker.clone()));
+    tasks.spawn(crate::admin_http::run(broker.clone(), admin_listener));
+    let kafka = tokio::spawn(crate::server::run(broker.clone(), kafka_listener));
+
+    broker.set_ready(true);
+    let image = broker.image();
+    tracing::info!(
+        node_id = broker.node_id(),
+        listen = %broker.config.listen,
+        cluster_id = image.cluster_id.as_deref().unwrap_or(""),
+        topics = image.topics.len(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "gregor ready"
+    );
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    broker.set_ready(false);
+    broker.shutdown.cancel();
+    let _ = kafka.await;
+    while tasks.join_next().await.is_some() {}
+    let logs_result = broker.replicas.logs().shutdown();
+    if let Err(e) = broker.meta.shutdown().await {
+        tracing::warn!(error = %e, "metadata quorum shutdown");
+    }
+    logs_result.context("flushing logs at shutdown")?;
+    tracing::info!("clean shutdown complete");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Applies every new metadata image to the hosted replicas.
+async fn follow_metadata(broker: Arc<Broker>) {
+    let mut images = broker.meta.subscribe();
+    loop {
+        tokio::select! {
+            changed = images.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let image = images.borrow_and_update().clone();
+                let b = broker.clone();
+                // Opening logs does file I/O; keep it off the async workers.
+                let _ = tokio::task::spawn_blocking(move || b.replicas.apply_image(&image)).await;
+            }
+            _ = broker.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Flushes logs whose `flush.ms` is due and writes the offset checkpoints periodically.
+async fn flush_and_checkpoint(broker: Arc<Broker>) {
+    let flush_every = Duration::from_millis(broker.config.kafka.log_flush_scheduler_interval_ms.max(10));
+    let checkpoint_every =
+        Duration::from_millis(broker.config.kafka.log_flush_offset_checkpoint_interval_ms.max(100));
+    let mut last_checkpoint = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(flush_every) => {}
+            _ = broker.shutdown.cancelled() => return,
+        }
+        let b = broker.clone();
+        let checkpoint = last_checkpoint.elapsed() >= checkpoint_every;
+        if checkpoint {
+            last_checkpoint = Instant::now();
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            b.replicas.logs().flush_due(now_ms());
+            if checkpoint {
+                if let Err(e) = b.replicas.logs().write_checkpoints() {
+                    tracing::error!(error = %e, "writing offset checkpoints failed");
+                }
+            }
+        })
+        .await;
+    }
+}

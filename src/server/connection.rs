@@ -1,0 +1,109 @@
+//! One client connection: reads size-prefixed frames, handles requests one after another in
+//! arrival order (as Kafka does, so a producer's pipelined batches are appended in order), and
+//! writes responses in the same order.
+//!
+//! A reader task stays ahead of the handler by at most `MAX_QUEUED_REQUESTS` frames, so socket
+//! reads overlap request handling without unbounded buffering. A frame larger than
+//! `socket.request.max.bytes` closes the connection before anything is allocated for it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::dispatch::{dispatch, Reply};
+use crate::broker::Broker;
+
+/// Requests read ahead of the one being handled, per connection.
+const MAX_QUEUED_REQUESTS: usize = 16;
+
+enum Inbound {
+    Frame(Bytes),
+    /// The reader stopped: end of stream, an I/O error, or an invalid frame size.
+    Closed(Option<String>),
+}
+
+pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let (mut read_half, write_half) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Inbound>(MAX_QUEUED_REQUESTS);
+    let max_frame = broker.config.kafka.socket_request_max_bytes;
+    let shutdown = broker.shutdown.clone();
+
+    let reader = tokio::spawn(async move {
+        loop {
+            let size = tokio::select! {
+                r = read_half.read_i32() => r,
+                _ = shutdown.cancelled() => {
+                    let _ = tx.send(Inbound::Closed(None)).await;
+                    return;
+                }
+            };
+            let size = match size {
+                Ok(s) => s,
+                Err(e) => {
+                    let reason = (e.kind() != std::io::ErrorKind::UnexpectedEof)
+                        .then(|| format!("read error: {e}"));
+                    let _ = tx.send(Inbound::Closed(reason)).await;
+                    return;
+                }
+            };
+            if size < 0 || size as usize > max_frame {
+                let _ = tx
+                    .send(Inbound::Closed(Some(format!(
+                        "frame size {size} outside 0..={max_frame} (socket.request.max.bytes)"
+                    ))))
+                    .await;
+                return;
+            }
+            let mut buf = BytesMut::zeroed(size as usize);
+            if let Err(e) = read_half.read_exact(&mut buf).await {
+                let _ = tx
+                    .send(Inbound::Closed(Some(format!("truncated frame: {e}"))))
+                    .await;
+                return;
+            }
+            if tx.send(Inbound::Frame(buf.freeze())).await.is_err() {
+                return;
+            }
+        }
+    });
+
+    let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
+    let close_reason: Option<String> = loop {
+        let Some(inbound) = rx.recv().await else {
+            break None;
+        };
+        let frame = match inbound {
+            Inbound::Frame(f) => f,
+            Inbound::Closed(reason) => break reason,
+        };
+        match dispatch(&broker, frame).await {
+            Reply::Frame(response) => {
+                if let Err(e) = writer.write_all(&response).await {
+                    break Some(format!("write error: {e}"));
+                }
+            }
+            Reply::Nothing => {}
+            Reply::Close(reason) => break Some(reason),
+        }
+        // Flush when no further request is already waiting, so pipelined responses share
+        // one write.
+        if rx.is_empty() {
+            if let Err(e) = writer.flush().await {
+                break Some(format!("write error: {e}"));
+            }
+        }
+    };
+    let _ = writer.flush().await;
+    let _ = writer.shutdown().await;
+    reader.abort();
+    if let Some(reason) = close_reason {
+        tracing::warn!(%peer, reason = %reason, "closing client connection");
+    } else {
+        tracing::debug!(%peer, "client disconnected");
+    }
+}
