@@ -37,7 +37,10 @@ async fn ready(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP gregor_up Whether the broker is ready to serve.");
+    let _ = writeln!(
+        out,
+        "# HELP gregor_up Whether the broker is ready to serve."
+    );
     let _ = writeln!(out, "# TYPE gregor_up gauge");
     let _ = writeln!(out, "gregor_up {}", u8::from(broker.is_ready()));
     let hosted = broker.replicas.hosted();
@@ -56,10 +59,26 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     }
     rows.sort();
     for (name, help, pick) in [
-        ("gregor_partition_log_end_offset", "Next offset to be assigned.", 2usize),
-        ("gregor_partition_high_watermark", "Offsets below this are visible to consumers.", 3),
-        ("gregor_partition_log_start_offset", "First offset still in the log.", 4),
-        ("gregor_partition_size_bytes", "Bytes of segments on disk.", 5),
+        (
+            "gregor_partition_log_end_offset",
+            "Next offset to be assigned.",
+            2usize,
+        ),
+        (
+            "gregor_partition_high_watermark",
+            "Offsets below this are visible to consumers.",
+            3,
+        ),
+        (
+            "gregor_partition_log_start_offset",
+            "First offset still in the log.",
+            4,
+        ),
+        (
+            "gregor_partition_size_bytes",
+            "Bytes of segments on disk.",
+            5,
+        ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} gauge");
@@ -73,8 +92,5 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
             let _ = writeln!(out, "{name}{{topic=\"{}\",partition=\"{}\"}} {v}", r.0, r.1);
         }
     }
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        out,
-    )
+    ([("content-type", "text/plain; version=0.0.4")], out)
 }

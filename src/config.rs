@@ -156,7 +156,9 @@ impl Config {
         let (advertised_host, advertised_port) = split_host_port(&advertise)
             .with_context(|| format!("advertise address {advertise:?}"))?;
         if advertised_host == "0.0.0.0" || advertised_host == "::" {
-            bail!("advertise address {advertise} is a wildcard; set --advertise to a reachable host");
+            bail!(
+                "advertise address {advertise} is a wildcard; set --advertise to a reachable host"
+            );
         }
         let controller_listen_s = flags
             .controller_listen
@@ -307,7 +309,10 @@ mod tests {
             .expect("valid");
         assert_eq!(c.node_id, 1);
         assert_eq!(c.listen, "127.0.0.1:9092");
-        assert_eq!((c.advertised_host.as_str(), c.advertised_port), ("127.0.0.1", 9092));
+        assert_eq!(
+            (c.advertised_host.as_str(), c.advertised_port),
+            ("127.0.0.1", 9092)
+        );
         assert_eq!(c.voters.get(&1).map(String::as_str), Some("127.0.0.1:9093"));
         assert!(c.kafka.auto_create_topics_enable);
         assert_eq!(c.kafka.num_partitions, 1);
@@ -329,6 +334,28 @@ mod tests {
         assert_eq!(c.node_id, 3);
         assert_eq!(c.listen, "127.0.0.1:1111");
         assert_eq!(c.kafka.num_partitions, 6);
+    }
+
+    #[test]
+    fn shipped_config_file_is_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/gregor.toml");
+        let text = std::fs::read_to_string(path).expect("config/gregor.toml");
+        let file: FileConfig = toml::from_str(&text).expect("parses");
+        let raw: BTreeMap<String, String> = file
+            .kafka
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string().trim_matches('"').to_string()))
+            .collect();
+        let c = Config::build(&Flags::default(), file, raw).expect("valid");
+        let d = Config::build(&Flags::default(), FileConfig::default(), BTreeMap::new())
+            .expect("valid");
+        assert_eq!(c.node_id, d.node_id);
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.kafka.num_partitions, d.kafka.num_partitions);
+        assert_eq!(
+            c.topic_defaults.resolve(&BTreeMap::new()),
+            d.topic_defaults.resolve(&BTreeMap::new())
+        );
     }
 
     #[test]

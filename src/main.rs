@@ -43,7 +43,10 @@ fn main() -> std::process::ExitCode {
                 }
             };
             serve::init_tracing(config.log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("gregor: cannot start the async runtime: {e}");

@@ -96,7 +96,8 @@ pub async fn run(config: Config) -> Result<()> {
         .await
         .context("registering this broker")?;
 
-    let logs = LogManager::open(&config.data_dir.join("logs")).context("opening the log directory")?;
+    let logs =
+        LogManager::open(&config.data_dir.join("logs")).context("opening the log directory")?;
     let replicas = ReplicaManager::new(config.node_id, logs, config.topic_defaults.clone());
     replicas.apply_image(&meta.image());
     replicas.remove_stray_logs();
@@ -171,9 +172,15 @@ async fn follow_metadata(broker: Arc<Broker>) {
 
 /// Flushes logs whose `flush.ms` is due and writes the offset checkpoints periodically.
 async fn flush_and_checkpoint(broker: Arc<Broker>) {
-    let flush_every = Duration::from_millis(broker.config.kafka.log_flush_scheduler_interval_ms.max(10));
-    let checkpoint_every =
-        Duration::from_millis(broker.config.kafka.log_flush_offset_checkpoint_interval_ms.max(100));
+    let flush_every =
+        Duration::from_millis(broker.config.kafka.log_flush_scheduler_interval_ms.max(10));
+    let checkpoint_every = Duration::from_millis(
+        broker
+            .config
+            .kafka
+            .log_flush_offset_checkpoint_interval_ms
+            .max(100),
+    );
     let mut last_checkpoint = Instant::now();
     loop {
         tokio::select! {

@@ -35,8 +35,7 @@ pub fn handle(version: i16, req: &ApiVersionsRequest) -> ApiVersionsResponse {
         && !(valid_software_field(&req.client_software_name)
             && valid_software_field(&req.client_software_version))
     {
-        return ApiVersionsResponse::default()
-            .with_error_code(code(ResponseError::InvalidRequest));
+        return ApiVersionsResponse::default().with_error_code(code(ResponseError::InvalidRequest));
     }
     ApiVersionsResponse::default().with_api_keys(api_keys())
 }

@@ -74,7 +74,11 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
                 topic_id: topic.topic_id,
                 index: p.partition,
                 fetch_offset: p.fetch_offset,
-                current_leader_epoch: if version >= 9 { p.current_leader_epoch } else { -1 },
+                current_leader_epoch: if version >= 9 {
+                    p.current_leader_epoch
+                } else {
+                    -1
+                },
                 max_bytes: p.partition_max_bytes.max(0) as usize,
                 target,
             });
@@ -99,7 +103,9 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
         let (topics, bytes, errors) = read_all(&wanted, version, response_max_bytes);
         let now = tokio::time::Instant::now();
         if bytes >= min_bytes || errors || now >= deadline || wakeups.is_empty() {
-            return FetchResponse::default().with_session_id(0).with_responses(topics);
+            return FetchResponse::default()
+                .with_session_id(0)
+                .with_responses(topics);
         }
         tokio::select! {
             _ = futures::future::select_all(wakeups) => {}

@@ -40,7 +40,9 @@ pub fn handle(broker: &Broker, version: i16, req: ListOffsetsRequest) -> ListOff
                     let Some(partition) = broker.replicas.partition(&name, p.partition_index)
                     else {
                         let exists = image.topic(&name).is_some_and(|t| {
-                            t.partitions.iter().any(|x| x.partition == p.partition_index)
+                            t.partitions
+                                .iter()
+                                .any(|x| x.partition == p.partition_index)
                         });
                         let error = if exists {
                             ResponseError::NotLeaderOrFollower
@@ -52,7 +54,11 @@ pub fn handle(broker: &Broker, version: i16, req: ListOffsetsRequest) -> ListOff
                     if !partition.is_leader() {
                         return r.with_error_code(code(ResponseError::NotLeaderOrFollower));
                     }
-                    let epoch = if version >= 4 { p.current_leader_epoch } else { -1 };
+                    let epoch = if version >= 4 {
+                        p.current_leader_epoch
+                    } else {
+                        -1
+                    };
                     if let Err(e) = partition.check_leader_epoch(epoch) {
                         return r.with_error_code(code(partition_error_code(&e)));
                     }
@@ -65,14 +71,18 @@ pub fn handle(broker: &Broker, version: i16, req: ListOffsetsRequest) -> ListOff
                     let found: Option<(i64, i64)> = match p.timestamp {
                         LATEST => Some((visible, -1)),
                         EARLIEST => Some((partition.log.log_start_offset(), -1)),
-                        MAX_TIMESTAMP if version >= 7 => partition.log.offset_of_max_timestamp(visible),
+                        MAX_TIMESTAMP if version >= 7 => {
+                            partition.log.offset_of_max_timestamp(visible)
+                        }
                         ts if ts >= 0 => partition.log.offset_for_timestamp(ts, visible),
                         _ => {
                             return r.with_error_code(code(ResponseError::UnsupportedVersion));
                         }
                     };
                     let mut r = match found {
-                        Some((offset, timestamp)) => r.with_offset(offset).with_timestamp(timestamp),
+                        Some((offset, timestamp)) => {
+                            r.with_offset(offset).with_timestamp(timestamp)
+                        }
                         None => r,
                     };
                     if version >= 4 {

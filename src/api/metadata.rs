@@ -18,11 +18,19 @@ use crate::meta::image::{MetadataImage, TopicImage};
 
 /// Without an authorizer every operation is allowed. Bit n is Kafka's AclOperation code n:
 /// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
-const TOPIC_OPERATIONS: i32 = (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+const TOPIC_OPERATIONS: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 /// CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE,
 /// CREATE_TOKENS, DESCRIBE_TOKENS.
-const CLUSTER_OPERATIONS: i32 =
-    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12) | (1 << 13) | (1 << 14);
+const CLUSTER_OPERATIONS: i32 = (1 << 5)
+    | (1 << 7)
+    | (1 << 8)
+    | (1 << 9)
+    | (1 << 10)
+    | (1 << 11)
+    | (1 << 12)
+    | (1 << 13)
+    | (1 << 14);
 
 /// Kafka's internal topics.
 pub fn is_internal_topic(name: &str) -> bool {
@@ -59,22 +67,34 @@ pub async fn handle(broker: &Broker, version: i16, req: MetadataRequest) -> Meta
             }
             if let Err(e) = super::validate_topic_name(name) {
                 tracing::debug!(topic = %name, error = %e, "metadata for an invalid topic name");
-                errors.insert(name.clone(), (code(ResponseError::InvalidTopicException), false));
+                errors.insert(
+                    name.clone(),
+                    (code(ResponseError::InvalidTopicException), false),
+                );
                 continue;
             }
             if !(allow_auto_create && broker.config.kafka.auto_create_topics_enable) {
-                errors.insert(name.clone(), (code(ResponseError::UnknownTopicOrPartition), false));
+                errors.insert(
+                    name.clone(),
+                    (code(ResponseError::UnknownTopicOrPartition), false),
+                );
                 continue;
             }
             match auto_create(broker, name).await {
                 Ok(()) => image = broker.image(),
                 Err(CreateTopicError::AlreadyExists(_)) => image = broker.image(),
                 Err(CreateTopicError::InvalidTopic(_)) => {
-                    errors.insert(name.clone(), (code(ResponseError::InvalidTopicException), false));
+                    errors.insert(
+                        name.clone(),
+                        (code(ResponseError::InvalidTopicException), false),
+                    );
                 }
                 Err(e) => {
                     tracing::warn!(topic = %name, error = %e, "auto-creating topic failed");
-                    errors.insert(name.clone(), (code(ResponseError::LeaderNotAvailable), false));
+                    errors.insert(
+                        name.clone(),
+                        (code(ResponseError::LeaderNotAvailable), false),
+                    );
                 }
             }
         }
@@ -161,7 +181,11 @@ fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
         .collect()
 }
 
-fn topic_metadata(image: &MetadataImage, topic: &Arc<TopicImage>, version: i16) -> MetadataResponseTopic {
+fn topic_metadata(
+    image: &MetadataImage,
+    topic: &Arc<TopicImage>,
+    version: i16,
+) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()

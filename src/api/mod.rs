@@ -118,7 +118,11 @@ mod tests {
     fn advertised_versions_are_within_the_codec() {
         for (key, min, max) in SUPPORTED_APIS {
             let codec = key.valid_versions();
-            assert!(*max <= codec.max, "{key:?} max {max} beyond codec {}", codec.max);
+            assert!(
+                *max <= codec.max,
+                "{key:?} max {max} beyond codec {}",
+                codec.max
+            );
             assert!(*min <= *max);
         }
     }

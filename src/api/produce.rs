@@ -46,7 +46,14 @@ pub async fn handle(broker: &Broker, version: i16, req: ProduceRequest) -> Produ
             .into_iter()
             .map(|pd| {
                 let result = if valid_acks {
-                    produce_partition(broker, version, acks, &name, pd.index, pd.records.as_deref())
+                    produce_partition(
+                        broker,
+                        version,
+                        acks,
+                        &name,
+                        pd.index,
+                        pd.records.as_deref(),
+                    )
                 } else {
                     Err((ResponseError::InvalidRequiredAcks, None))
                 };
@@ -60,7 +67,11 @@ pub async fn handle(broker: &Broker, version: i16, req: ProduceRequest) -> Produ
         for (_, results) in appended.iter_mut() {
             for (_, result) in results.iter_mut() {
                 if let Ok(a) = result {
-                    if !a.partition.wait_for_high_watermark(a.last_offset, timeout).await {
+                    if !a
+                        .partition
+                        .wait_for_high_watermark(a.last_offset, timeout)
+                        .await
+                    {
                         *result = Err(if a.partition.is_leader() {
                             (ResponseError::RequestTimedOut, None)
                         } else {
@@ -97,7 +108,11 @@ pub async fn handle(broker: &Broker, version: i16, req: ProduceRequest) -> Produ
     ProduceOutcome::Respond(ProduceResponse::default().with_responses(responses))
 }
 
-fn partition_response(version: i16, index: i32, result: PartitionResult) -> PartitionProduceResponse {
+fn partition_response(
+    version: i16,
+    index: i32,
+    result: PartitionResult,
+) -> PartitionProduceResponse {
     match result {
         Ok(a) => PartitionProduceResponse::default()
             .with_index(index)
@@ -181,7 +196,9 @@ fn produce_partition(
         Err(e) => {
             let (error, message) = match &e {
                 PartitionError::NotLeader => (ResponseError::NotLeaderOrFollower, None),
-                PartitionError::NotEnoughReplicas => (ResponseError::NotEnoughReplicas, Some(e.to_string())),
+                PartitionError::NotEnoughReplicas => {
+                    (ResponseError::NotEnoughReplicas, Some(e.to_string()))
+                }
                 PartitionError::Log(LogError::MessageTooLarge { .. }) => {
                     (ResponseError::MessageTooLarge, Some(e.to_string()))
                 }

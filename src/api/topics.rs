@@ -8,8 +8,7 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    TopicName,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -33,7 +32,11 @@ fn create_error_code(e: &CreateTopicError) -> ResponseError {
     }
 }
 
-pub async fn create(broker: &Broker, version: i16, req: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn create(
+    broker: &Broker,
+    version: i16,
+    req: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let mut counts: HashMap<String, usize> = HashMap::new();
     for t in &req.topics {
         *counts.entry(t.name.0.to_string()).or_default() += 1;
@@ -151,7 +154,11 @@ fn check_assignment_indexes(
     Ok(())
 }
 
-pub async fn delete(broker: &Broker, version: i16, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub async fn delete(
+    broker: &Broker,
+    version: i16,
+    req: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     // v6+ names topics by name or id; earlier versions by name.
     let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
         req.topics
@@ -171,7 +178,8 @@ pub async fn delete(broker: &Broker, version: i16, req: DeleteTopicsRequest) -> 
             Some(n) => image.topic(n),
             None => image.topic_by_id(&id),
         };
-        let mut r = DeletableTopicResult::default().with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))));
+        let mut r = DeletableTopicResult::default()
+            .with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))));
         if version >= 6 {
             r.topic_id = id;
         }
@@ -180,7 +188,10 @@ pub async fn delete(broker: &Broker, version: i16, req: DeleteTopicsRequest) -> 
                 ResponseError::UnknownTopicOrPartition,
                 "This server does not host this topic-partition.".into(),
             )),
-            None => Err((ResponseError::UnknownTopicId, "This server does not host this topic ID.".into())),
+            None => Err((
+                ResponseError::UnknownTopicId,
+                "This server does not host this topic ID.".into(),
+            )),
             Some(_) if !broker.config.kafka.delete_topic_enable => Err((
                 ResponseError::TopicDeletionDisabled,
                 "Topic deletion is disabled.".into(),

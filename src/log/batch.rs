@@ -14,21 +14,16 @@ pub const HEADER_SIZE: usize = 61;
 
 const BASE_OFFSET: usize = 0;
 const BATCH_LENGTH: usize = 8;
-const PARTITION_LEADER_EPOCH: usize = 12;
 const MAGIC: usize = 16;
 const CRC: usize = 17;
 const ATTRIBUTES: usize = 21;
 const LAST_OFFSET_DELTA: usize = 23;
 const BASE_TIMESTAMP: usize = 27;
 const MAX_TIMESTAMP: usize = 35;
-const PRODUCER_ID: usize = 43;
-const PRODUCER_EPOCH: usize = 51;
-const BASE_SEQUENCE: usize = 53;
 const RECORDS_COUNT: usize = 57;
 
 const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
-const TRANSACTIONAL_BIT: i16 = 1 << 4;
 const CONTROL_BIT: i16 = 1 << 5;
 
 /// Why a batch was refused. Each maps to one Kafka error code.
@@ -83,11 +78,9 @@ impl<'a> BatchView<'a> {
     pub fn base_offset(&self) -> i64 {
         be_i64(self.bytes, BASE_OFFSET)
     }
+    #[cfg(test)]
     pub fn partition_leader_epoch(&self) -> i32 {
-        be_i32(self.bytes, PARTITION_LEADER_EPOCH)
-    }
-    pub fn magic(&self) -> i8 {
-        self.bytes[MAGIC] as i8
+        be_i32(self.bytes, 12)
     }
     pub fn stored_crc(&self) -> u32 {
         u32::from_be_bytes([
@@ -116,9 +109,6 @@ impl<'a> BatchView<'a> {
     pub fn is_log_append_time(&self) -> bool {
         self.attributes() & TIMESTAMP_TYPE_BIT != 0
     }
-    pub fn is_transactional(&self) -> bool {
-        self.attributes() & TRANSACTIONAL_BIT != 0
-    }
     pub fn is_control(&self) -> bool {
         self.attributes() & CONTROL_BIT != 0
     }
@@ -133,15 +123,6 @@ impl<'a> BatchView<'a> {
     }
     pub fn max_timestamp(&self) -> i64 {
         be_i64(self.bytes, MAX_TIMESTAMP)
-    }
-    pub fn producer_id(&self) -> i64 {
-        be_i64(self.bytes, PRODUCER_ID)
-    }
-    pub fn producer_epoch(&self) -> i16 {
-        be_i16(self.bytes, PRODUCER_EPOCH)
-    }
-    pub fn base_sequence(&self) -> i32 {
-        be_i32(self.bytes, BASE_SEQUENCE)
     }
     pub fn records_count(&self) -> i32 {
         be_i32(self.bytes, RECORDS_COUNT)
@@ -162,14 +143,11 @@ pub fn peek_batch_size(buf: &[u8]) -> Option<Result<usize, BatchError>> {
     }
     let len = be_i32(buf, BATCH_LENGTH);
     if len < (HEADER_SIZE - LOG_OVERHEAD) as i32 {
-        return Some(Err(BatchError::Corrupt("batch length below the v2 header size")));
+        return Some(Err(BatchError::Corrupt(
+            "batch length below the v2 header size",
+        )));
     }
     Some(Ok(LOG_OVERHEAD + len as usize))
-}
-
-/// Reads the base offset at the start of a batch prefix (needs 8 bytes).
-pub fn peek_base_offset(buf: &[u8]) -> i64 {
-    be_i64(buf, BASE_OFFSET)
 }
 
 /// Checks the framing of the first batch in `buf`: the size prefix, the whole batch present,
@@ -180,10 +158,14 @@ pub fn check_batch(buf: &[u8]) -> Result<BatchView<'_>, BatchError> {
         Some(size) => size?,
     };
     if buf.len() < size {
-        return Err(BatchError::Corrupt("batch length exceeds the available bytes"));
+        return Err(BatchError::Corrupt(
+            "batch length exceeds the available bytes",
+        ));
     }
     if buf[MAGIC] != 2 {
-        return Err(BatchError::Invalid("only record batch magic v2 is supported"));
+        return Err(BatchError::Invalid(
+            "only record batch magic v2 is supported",
+        ));
     }
     let view = BatchView::new(&buf[..size]);
     if view.stored_crc() != view.computed_crc() {
@@ -212,7 +194,9 @@ pub fn validate_produce_batch(records: &[u8]) -> Result<BatchView<'_>, BatchErro
         ));
     }
     if view.is_control() {
-        return Err(BatchError::Invalid("clients may not produce control batches"));
+        return Err(BatchError::Invalid(
+            "clients may not produce control batches",
+        ));
     }
     Ok(view)
 }

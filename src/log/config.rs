@@ -31,8 +31,12 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     /// An integer with an inclusive lower bound.
-    Long { min: i64 },
-    Int { min: i64 },
+    Long {
+        min: i64,
+    },
+    Int {
+        min: i64,
+    },
     /// One of a fixed set of strings.
     Choice(&'static [&'static str]),
     /// A comma-separated list of choices.
@@ -55,26 +59,126 @@ const COMPRESSION_TYPES: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "g
 
 /// Every topic config key Gregor accepts, with Kafka's defaults.
 pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
-    def("cleanup.policy", "log.cleanup.policy", "delete", Kind::List(&["delete", "compact"])),
-    def("compression.type", "compression.type", "producer", Kind::Choice(COMPRESSION_TYPES)),
-    def("delete.retention.ms", "log.cleaner.delete.retention.ms", "86400000", Kind::Long { min: 0 }),
-    def("file.delete.delay.ms", "log.segment.delete.delay.ms", "60000", Kind::Long { min: 0 }),
-    def("flush.messages", "log.flush.interval.messages", "9223372036854775807", Kind::Long { min: 1 }),
-    def("flush.ms", "log.flush.interval.ms", "9223372036854775807", Kind::Long { min: 0 }),
-    def("index.interval.bytes", "log.index.interval.bytes", "4096", Kind::Int { min: 0 }),
-    def("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms", "9223372036854775807", Kind::Long { min: 1 }),
-    def("max.message.bytes", "message.max.bytes", "1048588", Kind::Int { min: 0 }),
-    def("message.timestamp.type", "log.message.timestamp.type", "CreateTime", Kind::Choice(&["CreateTime", "LogAppendTime"])),
-    def("min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio", "0.5", Kind::Text),
-    def("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms", "0", Kind::Long { min: 0 }),
-    def("min.insync.replicas", "min.insync.replicas", "1", Kind::Int { min: 1 }),
-    def("retention.bytes", "log.retention.bytes", "-1", Kind::Long { min: -1 }),
-    def("retention.ms", "log.retention.ms", "604800000", Kind::Long { min: -1 }),
-    def("segment.bytes", "log.segment.bytes", "1073741824", Kind::Int { min: 14 }),
-    def("segment.index.bytes", "log.index.size.max.bytes", "10485760", Kind::Int { min: 4 }),
-    def("segment.jitter.ms", "log.roll.jitter.ms", "0", Kind::Long { min: 0 }),
-    def("segment.ms", "log.roll.ms", "604800000", Kind::Long { min: 1 }),
-    def("unclean.leader.election.enable", "unclean.leader.election.enable", "false", Kind::Choice(&["true", "false"])),
+    def(
+        "cleanup.policy",
+        "log.cleanup.policy",
+        "delete",
+        Kind::List(&["delete", "compact"]),
+    ),
+    def(
+        "compression.type",
+        "compression.type",
+        "producer",
+        Kind::Choice(COMPRESSION_TYPES),
+    ),
+    def(
+        "delete.retention.ms",
+        "log.cleaner.delete.retention.ms",
+        "86400000",
+        Kind::Long { min: 0 },
+    ),
+    def(
+        "file.delete.delay.ms",
+        "log.segment.delete.delay.ms",
+        "60000",
+        Kind::Long { min: 0 },
+    ),
+    def(
+        "flush.messages",
+        "log.flush.interval.messages",
+        "9223372036854775807",
+        Kind::Long { min: 1 },
+    ),
+    def(
+        "flush.ms",
+        "log.flush.interval.ms",
+        "9223372036854775807",
+        Kind::Long { min: 0 },
+    ),
+    def(
+        "index.interval.bytes",
+        "log.index.interval.bytes",
+        "4096",
+        Kind::Int { min: 0 },
+    ),
+    def(
+        "max.compaction.lag.ms",
+        "log.cleaner.max.compaction.lag.ms",
+        "9223372036854775807",
+        Kind::Long { min: 1 },
+    ),
+    def(
+        "max.message.bytes",
+        "message.max.bytes",
+        "1048588",
+        Kind::Int { min: 0 },
+    ),
+    def(
+        "message.timestamp.type",
+        "log.message.timestamp.type",
+        "CreateTime",
+        Kind::Choice(&["CreateTime", "LogAppendTime"]),
+    ),
+    def(
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+        "0.5",
+        Kind::Text,
+    ),
+    def(
+        "min.compaction.lag.ms",
+        "log.cleaner.min.compaction.lag.ms",
+        "0",
+        Kind::Long { min: 0 },
+    ),
+    def(
+        "min.insync.replicas",
+        "min.insync.replicas",
+        "1",
+        Kind::Int { min: 1 },
+    ),
+    def(
+        "retention.bytes",
+        "log.retention.bytes",
+        "-1",
+        Kind::Long { min: -1 },
+    ),
+    def(
+        "retention.ms",
+        "log.retention.ms",
+        "604800000",
+        Kind::Long { min: -1 },
+    ),
+    def(
+        "segment.bytes",
+        "log.segment.bytes",
+        "1073741824",
+        Kind::Int { min: 14 },
+    ),
+    def(
+        "segment.index.bytes",
+        "log.index.size.max.bytes",
+        "10485760",
+        Kind::Int { min: 4 },
+    ),
+    def(
+        "segment.jitter.ms",
+        "log.roll.jitter.ms",
+        "0",
+        Kind::Long { min: 0 },
+    ),
+    def(
+        "segment.ms",
+        "log.roll.ms",
+        "604800000",
+        Kind::Long { min: 1 },
+    ),
+    def(
+        "unclean.leader.election.enable",
+        "unclean.leader.election.enable",
+        "false",
+        Kind::Choice(&["true", "false"]),
+    ),
 ];
 
 const fn def(
@@ -117,7 +221,11 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
             if options.contains(&value.trim()) {
                 Ok(())
             } else {
-                Err(format!("{}: String must be one of: {}", bad(), options.join(", ")))
+                Err(format!(
+                    "{}: String must be one of: {}",
+                    bad(),
+                    options.join(", ")
+                ))
             }
         }
         Kind::List(options) => {
@@ -125,7 +233,11 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
             if !items.is_empty() && items.iter().all(|i| options.contains(i)) {
                 Ok(())
             } else {
-                Err(format!("{}: must be a list of {}", bad(), options.join(", ")))
+                Err(format!(
+                    "{}: must be a list of {}",
+                    bad(),
+                    options.join(", ")
+                ))
             }
         }
         Kind::Text => {
@@ -198,7 +310,10 @@ impl TopicDefaults {
     }
 
     /// Every topic config with its effective value and source, given a topic's overrides.
-    pub fn describe(&self, overrides: &BTreeMap<String, String>) -> Vec<(&'static str, String, i8)> {
+    pub fn describe(
+        &self,
+        overrides: &BTreeMap<String, String>,
+    ) -> Vec<(&'static str, String, i8)> {
         TOPIC_CONFIGS
             .iter()
             .map(|d| match overrides.get(d.name) {
@@ -209,7 +324,11 @@ impl TopicDefaults {
                     } else {
                         SOURCE_DEFAULT_CONFIG
                     };
-                    (d.name, self.get(d.name).unwrap_or(d.default).to_string(), source)
+                    (
+                        d.name,
+                        self.get(d.name).unwrap_or(d.default).to_string(),
+                        source,
+                    )
                 }
             })
             .collect()

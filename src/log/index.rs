@@ -131,10 +131,6 @@ impl<E: IndexEntry> Index<E> {
         Ok(())
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn entries(&self) -> usize {
         self.entries
     }
@@ -184,15 +180,6 @@ impl<E: IndexEntry> Index<E> {
             }
         }
         (lo > 0).then(|| self.entry(lo - 1))
-    }
-
-    /// Drops every entry for which `keep` is false, from the first such entry on.
-    pub fn truncate_where(&mut self, keep: impl Fn(&E) -> bool) {
-        let mut n = self.entries;
-        while n > 0 && !keep(&self.entry(n - 1)) {
-            n -= 1;
-        }
-        self.entries = n;
     }
 
     pub fn clear(&mut self) {
@@ -259,7 +246,6 @@ mod tests {
             timestamp: 9,
             relative_offset: 9
         }));
-        idx.truncate_where(|e| e.relative_offset < 1);
-        assert_eq!(idx.entries(), 1);
+        assert_eq!(idx.entries(), 2);
     }
 }

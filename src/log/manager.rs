@@ -45,7 +45,10 @@ const PARTITION_METADATA_FILE: &str = "partition.metadata";
 /// Kafka's `partition.metadata`: which topic id a partition directory belongs to.
 fn write_partition_metadata(dir: &Path, topic_id: Uuid) -> io::Result<()> {
     let path = dir.join(PARTITION_METADATA_FILE);
-    let text = format!("version: 0\ntopic_id: {}\n", crate::meta::ids::kafka_uuid(&topic_id));
+    let text = format!(
+        "version: 0\ntopic_id: {}\n",
+        crate::meta::ids::kafka_uuid(&topic_id)
+    );
     if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
         return Ok(());
     }
@@ -149,16 +152,7 @@ impl LogManager {
         if !existed {
             super::partition_log::sync_dir(&self.dir)?;
         }
-        Ok(self
-            .logs
-            .lock()
-            .entry(tp.clone())
-            .or_insert(log)
-            .clone())
-    }
-
-    pub fn get(&self, tp: &TopicPartition) -> Option<Arc<PartitionLog>> {
-        self.logs.lock().get(tp).cloned()
+        Ok(self.logs.lock().entry(tp.clone()).or_insert(log).clone())
     }
 
     /// Forgets a partition and removes its directory.
@@ -226,7 +220,10 @@ mod tests {
 
     #[test]
     fn partition_dir_names() {
-        assert_eq!(parse_partition_dir("chat-topic-3"), Some(("chat-topic".into(), 3)));
+        assert_eq!(
+            parse_partition_dir("chat-topic-3"),
+            Some(("chat-topic".into(), 3))
+        );
         assert_eq!(parse_partition_dir("a-b-c-0"), Some(("a-b-c".into(), 0)));
         assert_eq!(parse_partition_dir("meta"), None);
         assert_eq!(parse_partition_dir("x-abc"), None);

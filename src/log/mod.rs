@@ -9,7 +9,7 @@ pub mod partition_log;
 pub mod records;
 pub mod segment;
 
-pub use config::{LogConfig, TopicDefaults};
+pub use config::TopicDefaults;
 pub use partition_log::{AppendInfo, LogError, PartitionLog, ReadResult};
 
 #[cfg(test)]

@@ -31,8 +31,6 @@ pub struct AppendInfo {
 #[derive(Debug, Clone)]
 pub struct ReadResult {
     pub records: Bytes,
-    /// Base offset of the first returned batch, if any.
-    pub first_offset: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,10 +187,6 @@ impl PartitionLog {
         Ok(log)
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     pub fn config(&self) -> Arc<LogConfig> {
         self.config.read().clone()
     }
@@ -267,7 +261,8 @@ impl PartitionLog {
             max_timestamp,
             config.index_interval_bytes,
         )?;
-        self.log_end_offset.store(last_offset + 1, Ordering::Release);
+        self.log_end_offset
+            .store(last_offset + 1, Ordering::Release);
         writer.unflushed_messages += records;
         if writer.unflushed_messages >= config.flush_messages
             || now_ms.saturating_sub(writer.last_flush_ms) >= config.flush_ms
@@ -275,7 +270,8 @@ impl PartitionLog {
             segment.flush_log()?;
             writer.unflushed_messages = 0;
             writer.last_flush_ms = now_ms;
-            self.recovery_point.store(last_offset + 1, Ordering::Release);
+            self.recovery_point
+                .store(last_offset + 1, Ordering::Release);
         }
         Ok(AppendInfo {
             base_offset,
@@ -337,8 +333,7 @@ impl PartitionLog {
         if let Some(old) = new {
             // Flushing the sealed segment makes everything below the new base durable.
             old.flush()?;
-            self.recovery_point
-                .fetch_max(base_offset, Ordering::AcqRel);
+            self.recovery_point.fetch_max(base_offset, Ordering::AcqRel);
         }
         Ok(seg)
     }
@@ -364,7 +359,6 @@ impl PartitionLog {
         }
         let empty = ReadResult {
             records: Bytes::new(),
-            first_offset: None,
         };
         if offset >= max_offset {
             return Ok(empty);
@@ -395,7 +389,6 @@ impl PartitionLog {
             }
             return Ok(ReadResult {
                 records: seg.slice(first.position, end),
-                first_offset: (end > first.position).then_some(first.base_offset),
             });
         }
         Ok(empty)
@@ -419,7 +412,8 @@ impl PartitionLog {
                     continue;
                 }
                 let view = seg.batch_at(&loc);
-                if let Some(found) = super::records::first_record_at_or_after(&view, timestamp, log_start)
+                if let Some(found) =
+                    super::records::first_record_at_or_after(&view, timestamp, log_start)
                 {
                     return Some(found);
                 }
@@ -437,7 +431,10 @@ impl PartitionLog {
                 if loc.base_offset >= max_offset {
                     break;
                 }
-                if best.as_ref().is_none_or(|(ts, _, _)| loc.max_timestamp > *ts) {
+                if best
+                    .as_ref()
+                    .is_none_or(|(ts, _, _)| loc.max_timestamp > *ts)
+                {
                     best = Some((loc.max_timestamp, seg.clone(), loc));
                 }
             }
@@ -455,7 +452,11 @@ impl PartitionLog {
         let from = self.recovery_point();
         let segments: Vec<Arc<LogSegment>> = {
             let segs = self.segments.read();
-            let floor = segs.range(..=from).next_back().map(|(b, _)| *b).unwrap_or(i64::MIN);
+            let floor = segs
+                .range(..=from)
+                .next_back()
+                .map(|(b, _)| *b)
+                .unwrap_or(i64::MIN);
             segs.range(floor..).map(|(_, s)| s.clone()).collect()
         };
         for seg in segments {
@@ -495,11 +496,11 @@ impl PartitionLog {
         }
     }
 
-    /// Segment base offsets, oldest first (for tests and tools).
+    /// Segment base offsets, oldest first.
+    #[cfg(test)]
     pub fn segment_bases(&self) -> Vec<i64> {
         self.segments.read().keys().copied().collect()
     }
-
 }
 
 /// fsyncs a directory so that file creations and renames in it are durable.

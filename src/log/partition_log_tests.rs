@@ -75,7 +75,11 @@ fn rolls_segments_and_reads_across_them() {
     for i in 0..100 {
         offsets.push(append(&log, &batch(2, 1000 + i * 10, 50), 1));
     }
-    assert!(log.segment_bases().len() > 3, "segments: {:?}", log.segment_bases());
+    assert!(
+        log.segment_bases().len() > 3,
+        "segments: {:?}",
+        log.segment_bases()
+    );
     for (i, &o) in offsets.iter().enumerate() {
         let r = log.read(o + 1, 200, 1, true).expect("read");
         let (_, b) = BatchIter::new(&r.records).next().expect("a batch");

@@ -173,10 +173,6 @@ impl LogSegment {
         self.capacity
     }
 
-    pub fn log_path(&self) -> &Path {
-        &self.log_path
-    }
-
     pub fn created_ms(&self) -> i64 {
         self.write.lock().created_ms
     }
@@ -220,7 +216,10 @@ impl LogSegment {
     ) -> io::Result<()> {
         let position = self.size();
         let len = prefix.len() + body.len();
-        assert!(position + len <= self.capacity, "append past segment capacity");
+        assert!(
+            position + len <= self.capacity,
+            "append past segment capacity"
+        );
         write_all_at(&self.file, &[prefix.as_slice(), body], position as u64)?;
         let mut w = self.write.lock();
         if max_timestamp > w.max_timestamp_so_far {
@@ -341,38 +340,6 @@ impl LogSegment {
         self.time_index.write().trim()
     }
 
-    /// Discards everything from `offset` on (followers and recovery), returning the new size.
-    /// The file shrinks only when nothing can still be reading it (`physically`).
-    pub fn truncate_to(&self, offset: i64, physically: bool) -> io::Result<usize> {
-        let keep = self
-            .batches_from(0)
-            .take_while(|b| b.last_offset < offset)
-            .last()
-            .map(|b| b.position + b.size)
-            .unwrap_or(0);
-        let mut w = self.write.lock();
-        self.offset_index
-            .write()
-            .truncate_where(|e| self.base_offset + (e.relative_offset as i64) < offset);
-        self.time_index
-            .write()
-            .truncate_where(|e| self.base_offset + (e.relative_offset as i64) < offset);
-        self.size.store(keep, Ordering::Release);
-        if physically {
-            self.file.set_len(keep as u64)?;
-        }
-        w.bytes_since_last_index_entry = 0;
-        w.max_timestamp_so_far = -1;
-        w.offset_of_max_timestamp = self.base_offset;
-        for b in self.batches_from(0) {
-            if b.max_timestamp > w.max_timestamp_so_far {
-                w.max_timestamp_so_far = b.max_timestamp;
-                w.offset_of_max_timestamp = b.last_offset;
-            }
-        }
-        Ok(keep)
-    }
-
     /// Rebuilds both indexes from the `.log` file, validating every batch's length, CRC and
     /// offset order. Truncates the file after the last valid batch and returns the next offset
     /// after it (or `None` if the segment holds no valid batch). Used by recovery only, before
@@ -387,7 +354,8 @@ impl LogSegment {
             w.offset_of_max_timestamp = self.base_offset;
         }
         let file_len = self.file.metadata()?.len() as usize;
-        self.size.store(file_len.min(self.capacity), Ordering::Release);
+        self.size
+            .store(file_len.min(self.capacity), Ordering::Release);
         let bytes = self.bytes();
         let mut position = 0usize;
         let mut next_offset: Option<i64> = None;
@@ -500,7 +468,10 @@ fn write_all_at(file: &File, bufs: &[&[u8]], mut offset: u64) -> io::Result<()> 
             return Err(err);
         }
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "pwritev wrote 0 bytes"));
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "pwritev wrote 0 bytes",
+            ));
         }
         let mut written = n as usize;
         offset += written as u64;

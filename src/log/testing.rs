@@ -7,7 +7,12 @@ use kafka_protocol::records::{
 
 /// One v2 batch of `n` records with timestamps `first_ts..`, keys `k<i>` and values of
 /// `value_len` bytes.
-pub fn encode_batch(n: usize, first_ts: i64, value_len: usize, compression: Compression) -> Vec<u8> {
+pub fn encode_batch(
+    n: usize,
+    first_ts: i64,
+    value_len: usize,
+    compression: Compression,
+) -> Vec<u8> {
     let records: Vec<Record> = (0..n)
         .map(|i| Record {
             transactional: false,

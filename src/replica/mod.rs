@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::log::manager::LogManager;
 use crate::log::TopicDefaults;
 use crate::meta::image::MetadataImage;
-pub use partition::{Partition, PartitionError, PartitionRead, PartitionState};
+pub use partition::{Partition, PartitionError, PartitionState};
 
 /// The partitions of one topic hosted here.
 #[derive(Clone)]
@@ -118,7 +118,11 @@ impl ReplicaManager {
         let mut next = kept;
         for (name, topic) in &image.topics {
             let config = Arc::new(self.topic_defaults.resolve(&topic.configs));
-            for p in topic.partitions.iter().filter(|p| p.replicas.contains(&self.node_id)) {
+            for p in topic
+                .partitions
+                .iter()
+                .filter(|p| p.replicas.contains(&self.node_id))
+            {
                 let state = PartitionState {
                     leader: p.leader,
                     leader_epoch: p.leader_epoch,
@@ -136,11 +140,13 @@ impl ReplicaManager {
                     continue;
                 }
                 let tp = (name.clone(), p.partition);
-                match self.logs.get_or_open(&tp, topic.topic_id, config.clone(), now) {
+                match self
+                    .logs
+                    .get_or_open(&tp, topic.topic_id, config.clone(), now)
+                {
                     Ok(log) => {
                         let partition = Arc::new(Partition::new(
                             Arc::from(name.as_str()),
-                            topic.topic_id,
                             p.partition,
                             log,
                             self.node_id,

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use tokio::sync::Notify;
-use uuid::Uuid;
 
 use crate::log::batch::BatchView;
 use crate::log::{AppendInfo, LogError, PartitionLog, ReadResult};
@@ -22,7 +21,6 @@ pub struct PartitionState {
 
 pub struct Partition {
     pub topic: Arc<str>,
-    pub topic_id: Uuid,
     pub index: i32,
     pub log: Arc<PartitionLog>,
     node_id: i32,
@@ -58,7 +56,6 @@ pub enum PartitionError {
 impl Partition {
     pub fn new(
         topic: Arc<str>,
-        topic_id: Uuid,
         index: i32,
         log: Arc<PartitionLog>,
         node_id: i32,
@@ -66,7 +63,6 @@ impl Partition {
     ) -> Self {
         let p = Self {
             topic,
-            topic_id,
             index,
             high_watermark: AtomicI64::new(log.log_start_offset()),
             log,
@@ -83,7 +79,8 @@ impl Partition {
     /// Applies the controller's latest decision for this partition.
     pub fn update_state(&self, state: PartitionState) {
         let leader = state.leader == self.node_id;
-        self.leader_epoch.store(state.leader_epoch, Ordering::Release);
+        self.leader_epoch
+            .store(state.leader_epoch, Ordering::Release);
         self.is_leader.store(leader, Ordering::Release);
         *self.state.write() = state;
         if leader {

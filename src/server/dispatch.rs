@@ -30,7 +30,8 @@ pub fn encode_frame<R: Encodable>(
     correlation_id: i32,
     body: &R,
 ) -> Result<Bytes, String> {
-    let header_version = header_version.unwrap_or_else(|| api_key.response_header_version(api_version));
+    let header_version =
+        header_version.unwrap_or_else(|| api_key.response_header_version(api_version));
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let size = header
         .compute_size(header_version)
@@ -53,7 +54,10 @@ fn decode<T: Decodable>(body: &mut Bytes, key: ApiKey, version: i16) -> Result<T
 /// Handles one request frame (without its size prefix).
 pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Reply {
     if frame.len() < 8 {
-        return Reply::Close(format!("request of {} bytes is shorter than a header", frame.len()));
+        return Reply::Close(format!(
+            "request of {} bytes is shorter than a header",
+            frame.len()
+        ));
     }
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
@@ -80,7 +84,13 @@ pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Reply {
                 Ok(r) => r,
                 Err(e) => return Reply::Close(e),
             };
-            encode_frame(key, version, None, correlation_id, &api::api_versions::handle(version, &req))
+            encode_frame(
+                key,
+                version,
+                None,
+                correlation_id,
+                &api::api_versions::handle(version, &req),
+            )
         }
         ApiKey::Metadata => match decode::<MetadataRequest>(body, key, version) {
             Ok(req) => {
@@ -91,10 +101,14 @@ pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Reply {
         },
         ApiKey::Produce => match decode::<ProduceRequest>(body, key, version) {
             Ok(req) => match api::produce::handle(broker, version, req).await {
-                ProduceOutcome::Respond(resp) => encode_frame(key, version, None, correlation_id, &resp),
+                ProduceOutcome::Respond(resp) => {
+                    encode_frame(key, version, None, correlation_id, &resp)
+                }
                 ProduceOutcome::NoResponse => return Reply::Nothing,
                 ProduceOutcome::CloseConnection => {
-                    return Reply::Close("acks=0 produce failed; closing so the client notices".into())
+                    return Reply::Close(
+                        "acks=0 produce failed; closing so the client notices".into(),
+                    )
                 }
             },
             Err(e) => return Reply::Close(e),
@@ -130,7 +144,12 @@ pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Reply {
         other => return Reply::Close(format!("no handler for {other:?}")),
     };
     if body.has_remaining() {
-        tracing::debug!(?key, version, trailing = body.remaining(), "request had trailing bytes");
+        tracing::debug!(
+            ?key,
+            version,
+            trailing = body.remaining(),
+            "request had trailing bytes"
+        );
     }
     frame_or_close(encoded)
 }

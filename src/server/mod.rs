@@ -32,7 +32,10 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
     }
     drop(listener);
     let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(std::time::Duration::from_secs(10), drain).await.is_err() {
+    if tokio::time::timeout(std::time::Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after 10 s; closing them");
         connections.abort_all();
     }

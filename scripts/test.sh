@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs every test dependency this project needs (idempotent), builds the broker, and runs
+# the whole suite: Rust unit and integration tests, then the real-client proto-tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+
+export CARGO_TERM_COLOR=never
+cargo build --release --locked
+cargo test --release --locked
+
+export GREGOR_BIN="$PWD/target/release/gregor"
+.deps/venv/bin/python -m pytest proto-tests -q -p no:cacheprovider
