@@ -2,19 +2,7 @@
 //!
 //! `gregor serve` runs one broker, which is also one voter of the metadata quorum.
 
-mod admin_http;
-mod alloc_guard;
-mod api;
-mod broker;
-mod config;
-mod log;
-mod meta;
-mod replica;
-mod serve;
-mod server;
-
-#[global_allocator]
-static GLOBAL: alloc_guard::GuardedAllocator = alloc_guard::GuardedAllocator;
+use gregor::{config, serve};
 
 use clap::{Parser, Subcommand};
 

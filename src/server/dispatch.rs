@@ -1,16 +1,47 @@
-//! Dispatch: decodes one request frame's header and body, routes it by API key to its
-//! handler, and encodes the response frame. Anything malformed closes the connection, as Kafka
-//! does; an unsupported ApiVersions version gets the KIP-511 v0 answer.
+//! Dispatch: decodes one request frame's header and body into an `ApiRequest`, routes it by
+//! API key to its handler, and encodes the response frame. Anything malformed closes the
+//! connection, as Kafka does; an unsupported ApiVersions version gets the KIP-511 v0 answer.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest, ResponseHeader,
 };
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable, Encodable};
 
 use crate::api::{self, produce::ProduceOutcome};
 use crate::broker::Broker;
+
+/// A decoded request of an API Gregor serves.
+#[derive(Debug)]
+pub enum ApiRequest {
+    ApiVersions(ApiVersionsRequest),
+    Metadata(MetadataRequest),
+    Produce(ProduceRequest),
+    Fetch(FetchRequest),
+    ListOffsets(ListOffsetsRequest),
+    CreateTopics(CreateTopicsRequest),
+    DeleteTopics(DeleteTopicsRequest),
+}
+
+#[derive(Debug)]
+pub struct Decoded {
+    pub key: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub request: ApiRequest,
+}
+
+/// The result of decoding a frame, before anything is handled.
+#[derive(Debug)]
+pub enum DecodeOutcome {
+    Request(Decoded),
+    /// An ApiVersions version we do not serve: answer with the KIP-511 fallback.
+    UnsupportedApiVersions {
+        correlation_id: i32,
+    },
+    Close(String),
+}
 
 /// What the connection does after a request.
 pub enum Reply {
@@ -20,6 +51,54 @@ pub enum Reply {
     Nothing,
     /// Close the connection; the reason is logged once by the connection.
     Close(String),
+}
+
+/// Decodes a request frame (without its size prefix). Pure: no broker state involved.
+pub fn decode_request(mut frame: Bytes) -> DecodeOutcome {
+    if frame.len() < 8 {
+        return DecodeOutcome::Close(format!(
+            "request of {} bytes is shorter than a header",
+            frame.len()
+        ));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let Ok(key) = ApiKey::try_from(raw_key) else {
+        return DecodeOutcome::Close(format!("unknown API key {raw_key}"));
+    };
+    let header = match decode_request_header_from_buffer(&mut frame) {
+        Ok(h) => h,
+        Err(e) => return DecodeOutcome::Close(format!("malformed {key:?} request header: {e}")),
+    };
+    let correlation_id = header.correlation_id;
+    if !api::is_served(key, version) {
+        if key == ApiKey::ApiVersions {
+            return DecodeOutcome::UnsupportedApiVersions { correlation_id };
+        }
+        return DecodeOutcome::Close(format!("unsupported {key:?} version {version}"));
+    }
+    fn body<T: Decodable>(frame: &mut Bytes, key: ApiKey, version: i16) -> Result<T, String> {
+        T::decode(frame, version).map_err(|e| format!("malformed {key:?} v{version} request: {e}"))
+    }
+    let request = match key {
+        ApiKey::ApiVersions => body(&mut frame, key, version).map(ApiRequest::ApiVersions),
+        ApiKey::Metadata => body(&mut frame, key, version).map(ApiRequest::Metadata),
+        ApiKey::Produce => body(&mut frame, key, version).map(ApiRequest::Produce),
+        ApiKey::Fetch => body(&mut frame, key, version).map(ApiRequest::Fetch),
+        ApiKey::ListOffsets => body(&mut frame, key, version).map(ApiRequest::ListOffsets),
+        ApiKey::CreateTopics => body(&mut frame, key, version).map(ApiRequest::CreateTopics),
+        ApiKey::DeleteTopics => body(&mut frame, key, version).map(ApiRequest::DeleteTopics),
+        other => Err(format!("no handler for {other:?}")),
+    };
+    match request {
+        Ok(request) => DecodeOutcome::Request(Decoded {
+            key,
+            version,
+            correlation_id,
+            request,
+        }),
+        Err(e) => DecodeOutcome::Close(e),
+    }
 }
 
 /// Encodes a response frame: size, response header, body.
@@ -47,119 +126,121 @@ pub fn encode_frame<R: Encodable>(
     Ok(buf.freeze())
 }
 
-fn decode<T: Decodable>(body: &mut Bytes, key: ApiKey, version: i16) -> Result<T, String> {
-    T::decode(body, version).map_err(|e| format!("malformed {key:?} v{version} request: {e}"))
-}
-
 /// Handles one request frame (without its size prefix).
-pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Reply {
-    if frame.len() < 8 {
-        return Reply::Close(format!(
-            "request of {} bytes is shorter than a header",
-            frame.len()
-        ));
-    }
-    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let Ok(key) = ApiKey::try_from(raw_key) else {
-        return Reply::Close(format!("unknown API key {raw_key}"));
-    };
-    let header: RequestHeader = match decode_request_header_from_buffer(&mut frame) {
-        Ok(h) => h,
-        Err(e) => return Reply::Close(format!("malformed {key:?} request header: {e}")),
-    };
-    let correlation_id = header.correlation_id;
-    if key == ApiKey::ApiVersions && !api::is_served(key, version) {
-        // KIP-511: answer in the v0 layout, with header v0, so any client can read it.
-        let body = api::api_versions::unsupported_version_response();
-        return frame_or_close(encode_frame(key, 0, Some(0), correlation_id, &body));
-    }
-    if !api::is_served(key, version) {
-        return Reply::Close(format!("unsupported {key:?} version {version}"));
-    }
-    let body = &mut frame;
-    let encoded = match key {
-        ApiKey::ApiVersions => {
-            let req: ApiVersionsRequest = match decode(body, key, version) {
-                Ok(r) => r,
-                Err(e) => return Reply::Close(e),
-            };
-            encode_frame(
-                key,
-                version,
-                None,
+pub async fn dispatch(broker: &Broker, frame: Bytes) -> Reply {
+    let decoded = match decode_request(frame) {
+        DecodeOutcome::Request(d) => d,
+        DecodeOutcome::UnsupportedApiVersions { correlation_id } => {
+            // KIP-511: answer in the v0 layout, with header v0, so any client can read it.
+            let body = api::api_versions::unsupported_version_response();
+            return reply(encode_frame(
+                ApiKey::ApiVersions,
+                0,
+                Some(0),
                 correlation_id,
-                &api::api_versions::handle(version, &req),
-            )
+                &body,
+            ));
         }
-        ApiKey::Metadata => match decode::<MetadataRequest>(body, key, version) {
-            Ok(req) => {
-                let resp = api::metadata::handle(broker, version, req).await;
-                encode_frame(key, version, None, correlation_id, &resp)
-            }
-            Err(e) => return Reply::Close(e),
-        },
-        ApiKey::Produce => match decode::<ProduceRequest>(body, key, version) {
-            Ok(req) => match api::produce::handle(broker, version, req).await {
-                ProduceOutcome::Respond(resp) => {
-                    encode_frame(key, version, None, correlation_id, &resp)
-                }
-                ProduceOutcome::NoResponse => return Reply::Nothing,
-                ProduceOutcome::CloseConnection => {
-                    return Reply::Close(
-                        "acks=0 produce failed; closing so the client notices".into(),
-                    )
-                }
-            },
-            Err(e) => return Reply::Close(e),
-        },
-        ApiKey::Fetch => match decode::<FetchRequest>(body, key, version) {
-            Ok(req) => {
-                let resp = api::fetch::handle(broker, version, req).await;
-                encode_frame(key, version, None, correlation_id, &resp)
-            }
-            Err(e) => return Reply::Close(e),
-        },
-        ApiKey::ListOffsets => match decode::<ListOffsetsRequest>(body, key, version) {
-            Ok(req) => {
-                let resp = api::list_offsets::handle(broker, version, req);
-                encode_frame(key, version, None, correlation_id, &resp)
-            }
-            Err(e) => return Reply::Close(e),
-        },
-        ApiKey::CreateTopics => match decode::<CreateTopicsRequest>(body, key, version) {
-            Ok(req) => {
-                let resp = api::topics::create(broker, version, req).await;
-                encode_frame(key, version, None, correlation_id, &resp)
-            }
-            Err(e) => return Reply::Close(e),
-        },
-        ApiKey::DeleteTopics => match decode::<DeleteTopicsRequest>(body, key, version) {
-            Ok(req) => {
-                let resp = api::topics::delete(broker, version, req).await;
-                encode_frame(key, version, None, correlation_id, &resp)
-            }
-            Err(e) => return Reply::Close(e),
-        },
-        other => return Reply::Close(format!("no handler for {other:?}")),
+        DecodeOutcome::Close(reason) => return Reply::Close(reason),
     };
-    if body.has_remaining() {
-        tracing::debug!(
-            ?key,
-            version,
-            trailing = body.remaining(),
-            "request had trailing bytes"
-        );
-    }
-    frame_or_close(encoded)
+    let Decoded {
+        key,
+        version,
+        correlation_id,
+        request,
+    } = decoded;
+    let encoded = match request {
+        ApiRequest::ApiVersions(req) => {
+            let resp = api::api_versions::handle(version, &req);
+            encode_frame(key, version, None, correlation_id, &resp)
+        }
+        ApiRequest::Metadata(req) => {
+            let resp = api::metadata::handle(broker, version, req).await;
+            encode_frame(key, version, None, correlation_id, &resp)
+        }
+        ApiRequest::Produce(req) => match api::produce::handle(broker, version, req).await {
+            ProduceOutcome::Respond(resp) => {
+                encode_frame(key, version, None, correlation_id, &resp)
+            }
+            ProduceOutcome::NoResponse => return Reply::Nothing,
+            ProduceOutcome::CloseConnection => {
+                return Reply::Close("acks=0 produce failed; closing so the client notices".into())
+            }
+        },
+        ApiRequest::Fetch(req) => {
+            let resp = api::fetch::handle(broker, version, req).await;
+            encode_frame(key, version, None, correlation_id, &resp)
+        }
+        ApiRequest::ListOffsets(req) => {
+            let resp = api::list_offsets::handle(broker, version, req);
+            encode_frame(key, version, None, correlation_id, &resp)
+        }
+        ApiRequest::CreateTopics(req) => {
+            let resp = api::topics::create(broker, version, req).await;
+            encode_frame(key, version, None, correlation_id, &resp)
+        }
+        ApiRequest::DeleteTopics(req) => {
+            let resp = api::topics::delete(broker, version, req).await;
+            encode_frame(key, version, None, correlation_id, &resp)
+        }
+    };
+    reply(encoded)
 }
 
-fn frame_or_close(encoded: Result<Bytes, String>) -> Reply {
+fn reply(encoded: Result<Bytes, String>) -> Reply {
     match encoded {
         Ok(frame) => Reply::Frame(frame),
         Err(e) => {
             tracing::error!(error = %e, "response encoding failed (a broker bug)");
             Reply::Close(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary bytes never panic the decoder.
+        #[test]
+        fn arbitrary_frames_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_request(Bytes::from(bytes));
+        }
+
+        /// A valid header for each served API, followed by arbitrary bytes, never panics.
+        #[test]
+        fn served_apis_with_arbitrary_bodies(
+            which in 0usize..crate::api::SUPPORTED_APIS.len(),
+            version in 0i16..16,
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let (key, _, _) = crate::api::SUPPORTED_APIS[which];
+            let mut frame = BytesMut::new();
+            frame.put_i16(key as i16);
+            frame.put_i16(version);
+            frame.put_i32(7);
+            frame.put_i16(-1);
+            frame.extend_from_slice(&body);
+            let _ = decode_request(frame.freeze());
+        }
+    }
+
+    #[test]
+    fn huge_array_length_is_refused_without_aborting() {
+        // Metadata v0 whose topic array claims i32::MAX entries and carries none.
+        let mut frame = BytesMut::new();
+        frame.put_i16(3);
+        frame.put_i16(0);
+        frame.put_i32(1);
+        frame.put_i16(-1);
+        frame.put_i32(i32::MAX);
+        assert!(matches!(
+            decode_request(frame.freeze()),
+            DecodeOutcome::Close(_)
+        ));
     }
 }
