@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::meta::image::MetadataImage;
+use crate::meta::producer_ids::ProducerIdAllocator;
 use crate::meta::MetadataQuorum;
 use crate::replica::ReplicaManager;
 
@@ -15,6 +16,7 @@ pub struct Broker {
     pub config: Config,
     pub meta: MetadataQuorum,
     pub replicas: ReplicaManager,
+    pub producer_ids: ProducerIdAllocator,
     /// Cancelled when the broker starts shutting down.
     pub shutdown: CancellationToken,
     ready: AtomicBool,
@@ -23,6 +25,7 @@ pub struct Broker {
 impl Broker {
     pub fn new(config: Config, meta: MetadataQuorum, replicas: ReplicaManager) -> Arc<Self> {
         Arc::new(Self {
+            producer_ids: ProducerIdAllocator::new(config.node_id),
             config,
             meta,
             replicas,

@@ -59,6 +59,47 @@ struct FileConfig {
     log_format: Option<String>,
     #[serde(default)]
     kafka: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    provisioning: Provisioning,
+}
+
+/// `[[provisioning.topics]]`: topics created at startup when missing.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provisioning {
+    #[serde(default)]
+    pub topics: Vec<ProvisionedTopic>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionedTopic {
+    pub name: String,
+    #[serde(default = "default_minus_one")]
+    pub partitions: i32,
+    #[serde(default = "default_minus_one_i16")]
+    pub replication_factor: i16,
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+}
+
+fn default_minus_one() -> i32 {
+    -1
+}
+
+fn default_minus_one_i16() -> i16 {
+    -1
+}
+
+/// A TOML scalar as the string Kafka configs use.
+pub fn toml_scalar(key: &str, v: &toml::Value) -> Result<String> {
+    Ok(match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        other => bail!("{key}: unsupported value {other}"),
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +117,10 @@ pub struct KafkaSettings {
     pub socket_request_max_bytes: usize,
     pub log_flush_scheduler_interval_ms: u64,
     pub log_flush_offset_checkpoint_interval_ms: u64,
+    pub log_retention_check_interval_ms: u64,
+    pub producer_id_expiration_ms: i64,
+    pub producer_id_expiration_check_interval_ms: u64,
+    pub transaction_max_timeout_ms: i32,
     pub delete_topic_enable: bool,
     /// Every setting as given, for topic defaults and DescribeConfigs.
     pub raw: BTreeMap<String, String>,
@@ -95,6 +140,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub kafka: KafkaSettings,
     pub topic_defaults: TopicDefaults,
+    /// Topics to create at startup: (name, partitions, replication factor, configs).
+    pub provisioned_topics: Vec<(String, i32, i16, BTreeMap<String, String>)>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:9092";
@@ -116,14 +163,7 @@ impl Config {
         };
         let mut kafka_raw = BTreeMap::new();
         for (k, v) in &file.kafka {
-            let s = match v {
-                toml::Value::String(s) => s.clone(),
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                other => bail!("[kafka] {k}: unsupported value {other}"),
-            };
-            kafka_raw.insert(k.clone(), s);
+            kafka_raw.insert(k.clone(), toml_scalar(&format!("[kafka] {k}"), v)?);
         }
         for (k, v) in std::env::vars() {
             if let Some(name) = k.strip_prefix("GREGOR_KAFKA_") {
@@ -190,6 +230,19 @@ impl Config {
             "json" => LogFormat::Json,
             other => bail!("log format must be text or json, got {other}"),
         };
+        let mut provisioned_topics = Vec::new();
+        for t in &file.provisioning.topics {
+            let mut configs = BTreeMap::new();
+            for (k, v) in &t.config {
+                configs.insert(
+                    k.clone(),
+                    toml_scalar(&format!("provisioning topic {}: {k}", t.name), v)?,
+                );
+            }
+            crate::log::config::validate_topic_overrides(&configs)
+                .map_err(|e| anyhow!("provisioning topic {}: {e}", t.name))?;
+            provisioned_topics.push((t.name.clone(), t.partitions, t.replication_factor, configs));
+        }
         let kafka = KafkaSettings::from_raw(kafka_raw)?;
         let topic_defaults = TopicDefaults::from_broker_settings(&kafka.raw)
             .map_err(|e| anyhow!("[kafka] settings: {e}"))?;
@@ -205,41 +258,82 @@ impl Config {
             log_format,
             kafka,
             topic_defaults,
+            provisioned_topics,
         })
     }
 }
 
+/// Broker settings Gregor reads, with Kafka's names, defaults and DescribeConfigs types
+/// (BOOLEAN 1, STRING 2, INT 3, SHORT 4, LONG 5). Topic-config defaults (`log.retention.ms`,
+/// ...) are listed in `log::config::TOPIC_CONFIGS` instead.
+pub const BROKER_SETTINGS: &[(&str, &str, i8)] = &[
+    ("auto.create.topics.enable", "true", 1),
+    ("default.replication.factor", "1", 3),
+    ("delete.topic.enable", "true", 1),
+    ("log.flush.offset.checkpoint.interval.ms", "60000", 3),
+    ("log.flush.scheduler.interval.ms", "1000", 5),
+    ("log.retention.check.interval.ms", "300000", 5),
+    ("num.partitions", "1", 3),
+    ("producer.id.expiration.check.interval.ms", "600000", 3),
+    ("producer.id.expiration.ms", "86400000", 3),
+    ("socket.request.max.bytes", "104857600", 3),
+    ("transaction.max.timeout.ms", "900000", 3),
+];
+
 impl KafkaSettings {
+    /// The value of a broker setting: as configured, else Kafka's default.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.raw.get(name).map(String::as_str).or_else(|| {
+            BROKER_SETTINGS
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|(_, d, _)| *d)
+        })
+    }
+
     fn from_raw(raw: BTreeMap<String, String>) -> Result<Self> {
-        fn get<T: std::str::FromStr>(
-            raw: &BTreeMap<String, String>,
-            key: &str,
-            default: T,
-        ) -> Result<T> {
-            match raw.get(key) {
-                None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .parse()
-                    .map_err(|_| anyhow!("[kafka] {key}: invalid value {v:?}")),
+        fn get<T: std::str::FromStr>(raw: &BTreeMap<String, String>, key: &str) -> Result<T> {
+            let default = BROKER_SETTINGS
+                .iter()
+                .find(|(n, _, _)| *n == key)
+                .map(|(_, d, _)| *d)
+                .ok_or_else(|| anyhow!("{key} is not a known broker setting"))?;
+            let v = raw.get(key).map(String::as_str).unwrap_or(default);
+            v.trim()
+                .parse()
+                .map_err(|_| anyhow!("[kafka] {key}: invalid value {v:?}"))
+        }
+        for key in raw.keys() {
+            let known = BROKER_SETTINGS.iter().any(|(n, _, _)| n == key)
+                || crate::log::config::TOPIC_CONFIGS
+                    .iter()
+                    .any(|d| d.broker_key == key)
+                || matches!(
+                    key.as_str(),
+                    "log.retention.hours" | "log.retention.minutes" | "log.roll.hours"
+                );
+            if !known {
+                eprintln!("gregor: warning: ignoring unknown Kafka setting {key:?}");
             }
         }
         let settings = Self {
-            auto_create_topics_enable: get(&raw, "auto.create.topics.enable", true)?,
-            num_partitions: get(&raw, "num.partitions", 1)?,
-            default_replication_factor: get(&raw, "default.replication.factor", 1)?,
-            socket_request_max_bytes: get(&raw, "socket.request.max.bytes", 104_857_600)?,
-            log_flush_scheduler_interval_ms: get(
-                &raw,
-                "log.flush.scheduler.interval.ms",
-                1_000u64,
-            )?,
+            auto_create_topics_enable: get(&raw, "auto.create.topics.enable")?,
+            num_partitions: get(&raw, "num.partitions")?,
+            default_replication_factor: get(&raw, "default.replication.factor")?,
+            socket_request_max_bytes: get(&raw, "socket.request.max.bytes")?,
+            log_flush_scheduler_interval_ms: get(&raw, "log.flush.scheduler.interval.ms")?,
             log_flush_offset_checkpoint_interval_ms: get(
                 &raw,
                 "log.flush.offset.checkpoint.interval.ms",
-                60_000u64,
             )?,
-            delete_topic_enable: get(&raw, "delete.topic.enable", true)?,
+            log_retention_check_interval_ms: get(&raw, "log.retention.check.interval.ms")?,
+            producer_id_expiration_ms: get(&raw, "producer.id.expiration.ms")?,
+            producer_id_expiration_check_interval_ms: get(
+                &raw,
+                "producer.id.expiration.check.interval.ms",
+            )?,
+            transaction_max_timeout_ms: get(&raw, "transaction.max.timeout.ms")?,
+            delete_topic_enable: get(&raw, "delete.topic.enable")?,
             raw,
         };
         if settings.num_partitions < 1 {

@@ -103,9 +103,11 @@ pub async fn run(config: Config) -> Result<()> {
     replicas.remove_stray_logs();
 
     let broker = Broker::new(config, meta, replicas);
+    provision_topics(&broker).await;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(follow_metadata(broker.clone()));
     tasks.spawn(flush_and_checkpoint(broker.clone()));
+    tasks.spawn(retention_and_expiry(broker.clone()));
     tasks.spawn(crate::admin_http::run(broker.clone(), admin_listener));
     let kafka = tokio::spawn(crate::server::run(broker.clone(), kafka_listener));
 
@@ -151,6 +153,65 @@ async fn wait_for_signal() {
     }
 }
 
+/// Creates the config's `[[provisioning.topics]]` that do not exist yet. A topic that exists
+/// with other settings is reported, never changed.
+async fn provision_topics(broker: &Broker) {
+    use crate::meta::controller::{self, CreateDefaults, TopicSpec};
+    let defaults = CreateDefaults {
+        num_partitions: broker.config.kafka.num_partitions,
+        replication_factor: broker.config.kafka.default_replication_factor,
+    };
+    for (name, partitions, rf, configs) in &broker.config.provisioned_topics {
+        let image = broker.image();
+        if let Some(existing) = image.topic(name) {
+            let have_partitions = existing.partitions.len() as i32;
+            let have_rf = existing
+                .partitions
+                .first()
+                .map(|p| p.replicas.len() as i16)
+                .unwrap_or(0);
+            let mut differences = Vec::new();
+            if *partitions != -1 && *partitions != have_partitions {
+                differences.push(format!(
+                    "partitions {have_partitions} (config says {partitions})"
+                ));
+            }
+            if *rf != -1 && *rf != have_rf {
+                differences.push(format!("replication factor {have_rf} (config says {rf})"));
+            }
+            if existing.configs != *configs {
+                differences.push(format!(
+                    "configs {:?} (config says {configs:?})",
+                    existing.configs
+                ));
+            }
+            if !differences.is_empty() {
+                tracing::warn!(topic = %name, differences = %differences.join("; "),
+                    "provisioned topic exists with other settings; leaving it unchanged");
+            }
+            continue;
+        }
+        let spec = TopicSpec {
+            name: name.clone(),
+            num_partitions: *partitions,
+            replication_factor: *rf,
+            assignments: None,
+            configs: configs.clone(),
+        };
+        let created = match controller::plan_topic(&image, &spec, defaults) {
+            Ok(t) => controller::create_topic(&broker.meta, t).await,
+            Err(e) => Err(e),
+        };
+        match created {
+            Ok(t) => {
+                broker.replicas.apply_image(&broker.image());
+                tracing::info!(topic = %name, partitions = t.partitions.len(), "provisioned topic");
+            }
+            Err(e) => tracing::error!(topic = %name, error = %e, "provisioning topic failed"),
+        }
+    }
+}
+
 /// Applies every new metadata image to the hosted replicas.
 async fn follow_metadata(broker: Arc<Broker>) {
     let mut images = broker.meta.subscribe();
@@ -167,6 +228,51 @@ async fn follow_metadata(broker: Arc<Broker>) {
             }
             _ = broker.shutdown.cancelled() => return,
         }
+    }
+}
+
+/// Deletes segments past retention (`log.retention.check.interval.ms`) and expires idle
+/// producers (`producer.id.expiration.check.interval.ms`).
+async fn retention_and_expiry(broker: Arc<Broker>) {
+    let kafka = &broker.config.kafka;
+    let retention_every = Duration::from_millis(kafka.log_retention_check_interval_ms.max(10));
+    let expiry_every =
+        Duration::from_millis(kafka.producer_id_expiration_check_interval_ms.max(10));
+    // Like Kafka, the first pass waits (at most 30 s) so a restart is not slowed by it.
+    let start = tokio::time::Instant::now();
+    let mut retention = tokio::time::interval_at(
+        start + retention_every.min(Duration::from_secs(30)),
+        retention_every,
+    );
+    let mut expiry = tokio::time::interval_at(start + expiry_every, expiry_every);
+    retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let expire = tokio::select! {
+            _ = retention.tick() => false,
+            _ = expiry.tick() => true,
+            _ = broker.shutdown.cancelled() => return,
+        };
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let now = now_ms();
+            let expiration_ms = b.config.kafka.producer_id_expiration_ms;
+            for (name, topic) in b.replicas.hosted().iter() {
+                for (index, partition) in &topic.partitions {
+                    if expire {
+                        partition.expire_producers(now, expiration_ms);
+                        continue;
+                    }
+                    match partition.enforce_retention(now) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(topic = %name, partition = index, segments = n,
+                            log_start_offset = partition.log.log_start_offset(), "retention deleted segments"),
+                        Err(e) => tracing::error!(topic = %name, partition = index, error = %e, "retention failed"),
+                    }
+                }
+            }
+        })
+        .await;
     }
 }
 

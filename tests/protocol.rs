@@ -428,10 +428,19 @@ fn flush_messages_topic_survives_kill9_at_the_same_offsets() {
         1,
         &[("flush.messages", "1"), ("segment.bytes", "2048")],
     );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
     for i in 0..50 {
         let v = format!("m{i}");
         assert_eq!(
-            produce(&mut c, "durable", 0, batch(&[&v], i, Compression::None)),
+            produce(
+                &mut c,
+                "durable",
+                0,
+                batch(&[&v], now + i, Compression::None)
+            ),
             (0, i)
         );
     }
@@ -440,7 +449,12 @@ fn flush_messages_topic_survives_kill9_at_the_same_offsets() {
     let mut c = broker.client();
     let resp = c.call(12, &fetch_req("durable", 0, 0, 0, 1 << 20));
     let p = &resp.responses[0].partitions[0];
-    assert_eq!(p.high_watermark, 50);
+    assert_eq!(
+        (p.error_code, p.high_watermark),
+        (0, 50),
+        "{}",
+        broker.log_tail()
+    );
     let mut all = Vec::new();
     let mut offset = 0;
     while offset < 50 {

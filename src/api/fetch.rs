@@ -13,10 +13,9 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use super::code;
+use super::{code, partition_error_code};
 use crate::broker::Broker;
-use crate::log::LogError;
-use crate::replica::{Partition, PartitionError};
+use crate::replica::Partition;
 
 /// One requested partition, resolved against what this broker hosts.
 struct Wanted {
@@ -189,16 +188,4 @@ fn error_partition(index: i32, error: ResponseError) -> PartitionData {
         .with_log_start_offset(-1)
         .with_preferred_read_replica((-1).into())
         .with_records(Some(Bytes::new()))
-}
-
-pub fn partition_error_code(e: &PartitionError) -> ResponseError {
-    match e {
-        PartitionError::NotLeader => ResponseError::NotLeaderOrFollower,
-        PartitionError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
-        PartitionError::UnknownLeaderEpoch(_) => ResponseError::UnknownLeaderEpoch,
-        PartitionError::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
-        PartitionError::Log(LogError::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,
-        PartitionError::Log(LogError::MessageTooLarge { .. }) => ResponseError::MessageTooLarge,
-        PartitionError::Log(LogError::Io(_)) => ResponseError::KafkaStorageError,
-    }
 }

@@ -9,8 +9,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
-use super::code;
-use super::fetch::partition_error_code;
+use super::{code, partition_error_code};
 use crate::broker::Broker;
 
 pub const LATEST: i64 = -1;

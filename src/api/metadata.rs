@@ -222,3 +222,50 @@ fn topic_metadata(
         .with_is_internal(is_internal_topic(&topic.name))
         .with_partitions(partitions)
 }
+
+/// DescribeCluster: the cluster id, the active controller and the registered brokers.
+pub fn describe_cluster(
+    broker: &Broker,
+    version: i16,
+    req: kafka_protocol::messages::DescribeClusterRequest,
+) -> kafka_protocol::messages::DescribeClusterResponse {
+    use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+    use kafka_protocol::messages::DescribeClusterResponse;
+    const BROKERS_ENDPOINT: i8 = 1;
+    if version >= 1 && req.endpoint_type != BROKERS_ENDPOINT {
+        return DescribeClusterResponse::default()
+            .with_error_code(code(ResponseError::UnsupportedEndpointType))
+            .with_error_message(Some(StrBytes::from_static_str(
+                "The broker listener only serves the brokers endpoint type",
+            )))
+            .with_endpoint_type(req.endpoint_type);
+    }
+    let image = broker.image();
+    let mut resp = DescribeClusterResponse::default()
+        .with_cluster_id(StrBytes::from_string(
+            image.cluster_id.clone().unwrap_or_default(),
+        ))
+        .with_controller_id(BrokerId(broker.controller_id()))
+        .with_brokers(
+            image
+                .brokers
+                .values()
+                .map(|b| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(b.node_id))
+                        .with_host(StrBytes::from_string(b.host.clone()))
+                        .with_port(b.port)
+                        .with_rack(b.rack.clone().map(StrBytes::from_string))
+                })
+                .collect(),
+        );
+    if version >= 1 {
+        resp.endpoint_type = BROKERS_ENDPOINT;
+    }
+    resp.cluster_authorized_operations = if req.include_cluster_authorized_operations {
+        CLUSTER_OPERATIONS
+    } else {
+        i32::MIN
+    };
+    resp
+}

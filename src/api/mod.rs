@@ -4,14 +4,27 @@
 //! tested end to end with real clients, and only for the versions listed.
 
 pub mod api_versions;
+pub mod configs;
+pub mod delete_records;
 pub mod fetch;
+pub mod leader_epoch;
 pub mod list_offsets;
+pub mod log_dirs;
 pub mod metadata;
 pub mod produce;
+pub mod producer_id;
 pub mod topics;
 
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::ResponseError;
+
+use std::sync::Arc;
+
+use crate::broker::Broker;
+use crate::log::LogError;
+use crate::meta::image::MetadataImage;
+use crate::replica::producer_state::ProducerError;
+use crate::replica::{Partition, PartitionError};
 
 /// (api key, lowest advertised version, highest version).
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
@@ -24,6 +37,15 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 2),
 ];
 
 /// The lowest Produce version actually served.
@@ -55,6 +77,49 @@ pub fn is_served(key: ApiKey, version: i16) -> bool {
 /// Shorthand for an error code.
 pub fn code(e: ResponseError) -> i16 {
     e.code()
+}
+
+/// The partition this broker leads, or the error a client should get: NOT_LEADER_OR_FOLLOWER
+/// when the partition exists elsewhere, UNKNOWN_TOPIC_OR_PARTITION when it does not exist.
+pub fn hosted_partition(
+    broker: &Broker,
+    image: &MetadataImage,
+    topic: &str,
+    index: i32,
+) -> Result<Arc<Partition>, ResponseError> {
+    match broker.replicas.partition(topic, index) {
+        Some(p) if p.is_leader() => Ok(p),
+        Some(_) => Err(ResponseError::NotLeaderOrFollower),
+        None => {
+            let exists = image
+                .topic(topic)
+                .is_some_and(|t| t.partitions.iter().any(|p| p.partition == index));
+            Err(if exists {
+                ResponseError::NotLeaderOrFollower
+            } else {
+                ResponseError::UnknownTopicOrPartition
+            })
+        }
+    }
+}
+
+/// The Kafka error code for a partition-level failure.
+pub fn partition_error_code(e: &PartitionError) -> ResponseError {
+    match e {
+        PartitionError::NotLeader => ResponseError::NotLeaderOrFollower,
+        PartitionError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
+        PartitionError::UnknownLeaderEpoch(_) => ResponseError::UnknownLeaderEpoch,
+        PartitionError::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
+        PartitionError::Producer(ProducerError::InvalidProducerEpoch(_)) => {
+            ResponseError::InvalidProducerEpoch
+        }
+        PartitionError::Producer(ProducerError::OutOfOrderSequence(_)) => {
+            ResponseError::OutOfOrderSequenceNumber
+        }
+        PartitionError::Log(LogError::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,
+        PartitionError::Log(LogError::MessageTooLarge { .. }) => ResponseError::MessageTooLarge,
+        PartitionError::Log(LogError::Io(_)) => ResponseError::KafkaStorageError,
+    }
 }
 
 /// Kafka's topic name rules (`Topic.validate`).

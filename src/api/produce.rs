@@ -194,20 +194,11 @@ fn produce_partition(
             log_start_offset: partition.log.log_start_offset(),
         }),
         Err(e) => {
-            let (error, message) = match &e {
-                PartitionError::NotLeader => (ResponseError::NotLeaderOrFollower, None),
-                PartitionError::NotEnoughReplicas => {
-                    (ResponseError::NotEnoughReplicas, Some(e.to_string()))
-                }
-                PartitionError::Log(LogError::MessageTooLarge { .. }) => {
-                    (ResponseError::MessageTooLarge, Some(e.to_string()))
-                }
-                PartitionError::Log(LogError::Io(io)) => {
-                    tracing::error!(topic, partition = index, error = %io, "append failed");
-                    (ResponseError::KafkaStorageError, None)
-                }
-                other => (ResponseError::UnknownServerError, Some(other.to_string())),
-            };
+            if let PartitionError::Log(LogError::Io(io)) = &e {
+                tracing::error!(topic, partition = index, error = %io, "append failed");
+            }
+            let error = super::partition_error_code(&e);
+            let message = (error != ResponseError::NotLeaderOrFollower).then(|| e.to_string());
             Err((error, message))
         }
     }

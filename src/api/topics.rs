@@ -1,14 +1,16 @@
-//! CreateTopics and DeleteTopics: validated here and by the controller, then proposed to the
+//! CreateTopics, CreatePartitions and DeleteTopics: validated here and by the controller, then proposed to the
 //! metadata log; the response is sent once this broker has applied the change.
 
 use std::collections::{BTreeMap, HashMap};
 
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -29,6 +31,7 @@ fn create_error_code(e: &CreateTopicError) -> ResponseError {
         CreateTopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
         CreateTopicError::InvalidRequest(_) => ResponseError::InvalidRequest,
         CreateTopicError::NotController(_) => ResponseError::NotController,
+        CreateTopicError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
     }
 }
 
@@ -224,4 +227,51 @@ pub async fn delete(
         responses.push(r);
     }
     DeleteTopicsResponse::default().with_responses(responses)
+}
+
+pub async fn create_partitions(
+    broker: &Broker,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for t in &req.topics {
+        *counts.entry(t.name.0.to_string()).or_default() += 1;
+    }
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let outcome: Result<(), (ResponseError, String)> = if counts[&name] > 1 {
+            Err((
+                ResponseError::InvalidRequest,
+                format!("Duplicate topic {name} in the request"),
+            ))
+        } else {
+            let assignments = t.assignments.as_ref().map(|a| {
+                a.iter()
+                    .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
+                    .collect()
+            });
+            match controller::plan_partitions(&broker.image(), &name, t.count, assignments) {
+                Err(e) => Err((create_error_code(&e), e.to_string())),
+                Ok(_) if req.validate_only => Ok(()),
+                Ok((topic_id, partitions)) => {
+                    match controller::add_partitions(&broker.meta, topic_id, partitions).await {
+                        Ok(()) => {
+                            broker.replicas.apply_image(&broker.image());
+                            tracing::info!(topic = %name, count = t.count, "added partitions");
+                            Ok(())
+                        }
+                        Err(e) => Err((create_error_code(&e), e.to_string())),
+                    }
+                }
+            }
+        };
+        let mut r = CreatePartitionsTopicResult::default().with_name(t.name);
+        if let Err((e, m)) = outcome {
+            r.error_code = code(e);
+            r.error_message = Some(StrBytes::from_string(m));
+        }
+        results.push(r);
+    }
+    CreatePartitionsResponse::default().with_results(results)
 }

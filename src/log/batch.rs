@@ -14,12 +14,16 @@ pub const HEADER_SIZE: usize = 61;
 
 const BASE_OFFSET: usize = 0;
 const BATCH_LENGTH: usize = 8;
+const PARTITION_LEADER_EPOCH: usize = 12;
 const MAGIC: usize = 16;
 const CRC: usize = 17;
 const ATTRIBUTES: usize = 21;
 const LAST_OFFSET_DELTA: usize = 23;
 const BASE_TIMESTAMP: usize = 27;
 const MAX_TIMESTAMP: usize = 35;
+const PRODUCER_ID: usize = 43;
+const PRODUCER_EPOCH: usize = 51;
+const BASE_SEQUENCE: usize = 53;
 const RECORDS_COUNT: usize = 57;
 
 const COMPRESSION_MASK: i16 = 0x07;
@@ -78,9 +82,8 @@ impl<'a> BatchView<'a> {
     pub fn base_offset(&self) -> i64 {
         be_i64(self.bytes, BASE_OFFSET)
     }
-    #[cfg(test)]
     pub fn partition_leader_epoch(&self) -> i32 {
-        be_i32(self.bytes, 12)
+        be_i32(self.bytes, PARTITION_LEADER_EPOCH)
     }
     pub fn stored_crc(&self) -> u32 {
         u32::from_be_bytes([
@@ -124,6 +127,19 @@ impl<'a> BatchView<'a> {
     pub fn max_timestamp(&self) -> i64 {
         be_i64(self.bytes, MAX_TIMESTAMP)
     }
+    pub fn producer_id(&self) -> i64 {
+        be_i64(self.bytes, PRODUCER_ID)
+    }
+    pub fn producer_epoch(&self) -> i16 {
+        be_i16(self.bytes, PRODUCER_EPOCH)
+    }
+    pub fn base_sequence(&self) -> i32 {
+        be_i32(self.bytes, BASE_SEQUENCE)
+    }
+    /// The sequence of the batch's last record, wrapping past i32::MAX as Kafka does.
+    pub fn last_sequence(&self) -> i32 {
+        increment_sequence(self.base_sequence(), self.last_offset_delta())
+    }
     pub fn records_count(&self) -> i32 {
         be_i32(self.bytes, RECORDS_COUNT)
     }
@@ -132,6 +148,15 @@ impl<'a> BatchView<'a> {
     }
     pub fn as_bytes(&self) -> &'a [u8] {
         self.bytes
+    }
+}
+
+/// Kafka's `DefaultRecordBatch.incrementSequence`: sequences wrap from i32::MAX to 0.
+pub fn increment_sequence(sequence: i32, increment: i32) -> i32 {
+    if sequence > i32::MAX - increment {
+        increment - (i32::MAX - sequence) - 1
+    } else {
+        sequence + increment
     }
 }
 

@@ -41,8 +41,9 @@ enum Kind {
     Choice(&'static [&'static str]),
     /// A comma-separated list of choices.
     List(&'static [&'static str]),
-    /// Free text.
-    Text,
+    Bool,
+    /// A fraction between 0 and 1.
+    Ratio,
 }
 
 /// One topic config key: its name, the broker config key that supplies its default, Kafka's
@@ -123,7 +124,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "min.cleanable.dirty.ratio",
         "log.cleaner.min.cleanable.ratio",
         "0.5",
-        Kind::Text,
+        Kind::Ratio,
     ),
     def(
         "min.compaction.lag.ms",
@@ -177,7 +178,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "unclean.leader.election.enable",
         "unclean.leader.election.enable",
         "false",
-        Kind::Choice(&["true", "false"]),
+        Kind::Bool,
     ),
 ];
 
@@ -192,6 +193,25 @@ const fn def(
         broker_key,
         default,
         kind,
+    }
+}
+
+impl TopicConfigDef {
+    /// DescribeConfigs' config type: BOOLEAN 1, STRING 2, INT 3, LONG 5, DOUBLE 6, LIST 7.
+    pub fn config_type(&self) -> i8 {
+        match self.kind {
+            Kind::Bool => 1,
+            Kind::Choice(_) => 2,
+            Kind::Int { .. } => 3,
+            Kind::Long { .. } => 5,
+            Kind::Ratio => 6,
+            Kind::List(_) => 7,
+        }
+    }
+
+    /// Whether APPEND and SUBTRACT apply (list-typed configs).
+    pub fn is_list(&self) -> bool {
+        matches!(self.kind, Kind::List(_))
     }
 }
 
@@ -240,17 +260,34 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
                 ))
             }
         }
-        Kind::Text => {
-            if name == "min.cleanable.dirty.ratio" {
-                match value.trim().parse::<f64>() {
-                    Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
-                    _ => Err(format!("{}: Value must be between 0 and 1", bad())),
-                }
-            } else {
-                Ok(())
-            }
-        }
+        Kind::Bool => match value.trim() {
+            "true" | "false" => Ok(()),
+            _ => Err(format!(
+                "{}: Expected value to be either true or false",
+                bad()
+            )),
+        },
+        Kind::Ratio => match value.trim().parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
+            _ => Err(format!("{}: Value must be between 0 and 1", bad())),
+        },
     }
+}
+
+/// Checks a whole set of topic overrides: every key and value, and the features this broker
+/// does not have yet.
+pub fn validate_topic_overrides(configs: &BTreeMap<String, String>) -> Result<(), String> {
+    for (k, v) in configs {
+        validate_topic_config(k, v)?;
+    }
+    if configs
+        .get("cleanup.policy")
+        .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"))
+    {
+        // Accepting it without a log cleaner would silently keep every record.
+        return Err("cleanup.policy=compact is not supported by this broker yet".into());
+    }
+    Ok(())
 }
 
 /// Broker-wide defaults for topic configs, keyed by topic config name.
@@ -307,6 +344,14 @@ impl TopicDefaults {
             values,
             from_broker,
         })
+    }
+
+    /// The broker-level value of a topic config, if the broker settings set it.
+    pub fn broker_value(&self, name: &str) -> Option<&str> {
+        self.from_broker
+            .contains(name)
+            .then(|| self.get(name))
+            .flatten()
     }
 
     /// Every topic config with its effective value and source, given a topic's overrides.

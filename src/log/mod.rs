@@ -4,9 +4,11 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod index;
+pub mod leader_epoch;
 pub mod manager;
 pub mod partition_log;
 pub mod records;
+pub mod retention;
 pub mod segment;
 
 pub use config::TopicDefaults;

@@ -15,6 +15,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::batch::{self, BatchView};
 use super::config::{LogConfig, TimestampType};
+use super::leader_epoch::LeaderEpochCache;
 use super::segment::{file_name, LogSegment};
 
 /// What an append did.
@@ -61,6 +62,7 @@ pub struct PartitionLog {
     log_end_offset: AtomicI64,
     /// Everything below this offset is known to be on disk (fsync'ed).
     recovery_point: AtomicI64,
+    epochs: Mutex<LeaderEpochCache>,
 }
 
 impl PartitionLog {
@@ -165,6 +167,19 @@ impl PartitionLog {
         let first_base = *segments.keys().next().expect("segment");
         let log_end = next_offset.unwrap_or(last_base).max(last_base);
         let log_start = log_start_checkpoint.max(first_base).min(log_end);
+        let (mut epochs, found) = LeaderEpochCache::load(dir);
+        if clean && found {
+            epochs.truncate_from_end(log_end);
+        } else {
+            epochs.clear();
+            for seg in segments.values() {
+                for (_, b) in super::batch::BatchIter::new(seg.bytes()) {
+                    epochs.assign(b.partition_leader_epoch(), b.base_offset());
+                }
+            }
+        }
+        epochs.truncate_from_start(log_start);
+        epochs.persist()?;
         let log = Self {
             dir: dir.to_path_buf(),
             config: RwLock::new(config),
@@ -180,6 +195,7 @@ impl PartitionLog {
             } else {
                 recovery_point.min(log_end)
             }),
+            epochs: Mutex::new(epochs),
         };
         if !clean {
             log.flush()?;
@@ -263,6 +279,12 @@ impl PartitionLog {
         )?;
         self.log_end_offset
             .store(last_offset + 1, Ordering::Release);
+        {
+            let mut epochs = self.epochs.lock();
+            if epochs.assign(leader_epoch, base_offset) {
+                epochs.persist()?;
+            }
+        }
         writer.unflushed_messages += records;
         if writer.unflushed_messages >= config.flush_messages
             || now_ms.saturating_sub(writer.last_flush_ms) >= config.flush_ms
@@ -444,6 +466,116 @@ impl PartitionLog {
         super::records::first_record_at_or_after(&view, ts, self.log_start_offset())
             .map(|(o, _)| (o, ts))
             .or(Some((loc.last_offset, ts)))
+    }
+
+    /// The largest epoch <= `epoch` and the offset where it ends (OffsetForLeaderEpoch).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epochs
+            .lock()
+            .end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// Moves the log start offset up to `offset` (DeleteRecords), then deletes the segments
+    /// that now lie wholly below it.
+    pub fn advance_log_start_offset(&self, offset: i64) -> io::Result<()> {
+        {
+            let _writer = self.writer.lock();
+            let offset = offset.min(self.log_end_offset());
+            if offset <= self.log_start_offset() {
+                return Ok(());
+            }
+            self.log_start_offset.store(offset, Ordering::Release);
+            let mut epochs = self.epochs.lock();
+            if epochs.truncate_from_start(offset) {
+                epochs.persist()?;
+            }
+        }
+        let start = self.log_start_offset();
+        self.delete_oldest_segments(i64::MAX, 0, |_, end, _| end <= start)
+            .map(|_| ())
+    }
+
+    /// Deletes segments from the oldest on while `deletable(segment, end offset, log bytes
+    /// before it goes)` holds and all of a segment lies below `high_watermark`. Returns how
+    /// many were deleted. If every segment goes, a new empty one is rolled first, as Kafka
+    /// does; the log start offset moves to the first remaining segment.
+    pub fn delete_oldest_segments(
+        &self,
+        high_watermark: i64,
+        now_ms: i64,
+        mut deletable: impl FnMut(&LogSegment, i64, u64) -> bool,
+    ) -> io::Result<usize> {
+        let _writer = self.writer.lock();
+        let log_end = self.log_end_offset();
+        let segments: Vec<Arc<LogSegment>> = self.segments.read().values().cloned().collect();
+        let mut total: u64 = segments.iter().map(|s| s.size() as u64).sum();
+        let mut doomed = Vec::new();
+        for (i, seg) in segments.iter().enumerate() {
+            let end = segments
+                .get(i + 1)
+                .map(|n| n.base_offset())
+                .unwrap_or(log_end);
+            if seg.size() == 0 || end > high_watermark || !deletable(seg, end, total) {
+                break;
+            }
+            total -= seg.size() as u64;
+            doomed.push(seg.clone());
+        }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        if doomed.len() == segments.len() {
+            let config = self.config();
+            let seg = Arc::new(LogSegment::open(
+                &self.dir,
+                log_end,
+                config.segment_bytes,
+                config.segment_index_bytes,
+                true,
+                now_ms,
+            )?);
+            segments[segments.len() - 1].seal()?;
+            self.segments.write().insert(log_end, seg);
+        }
+        {
+            let mut map = self.segments.write();
+            for seg in &doomed {
+                map.remove(&seg.base_offset());
+            }
+        }
+        let new_start = self
+            .segments
+            .read()
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(log_end);
+        self.log_start_offset.fetch_max(new_start, Ordering::AcqRel);
+        {
+            let mut epochs = self.epochs.lock();
+            if epochs.truncate_from_start(self.log_start_offset()) {
+                epochs.persist()?;
+            }
+        }
+        for seg in &doomed {
+            // Readers that still hold a slice keep the mapping (and the data) alive.
+            seg.delete_files()?;
+        }
+        sync_dir(&self.dir)?;
+        Ok(doomed.len())
+    }
+
+    /// Calls `f` with every batch at or after the log start offset, oldest first.
+    pub fn for_each_batch(&self, mut f: impl FnMut(&BatchView<'_>)) {
+        let start = self.log_start_offset();
+        let segments: Vec<Arc<LogSegment>> = self.segments.read().values().cloned().collect();
+        for seg in segments {
+            for (_, b) in super::batch::BatchIter::new(seg.bytes()) {
+                if b.last_offset() >= start {
+                    f(&b);
+                }
+            }
+        }
     }
 
     /// fsyncs every segment that may hold unflushed data and advances the recovery point.

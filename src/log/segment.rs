@@ -177,6 +177,18 @@ impl LogSegment {
         self.write.lock().created_ms
     }
 
+    /// The `.log` file's modification time in ms, Kafka's stand-in for a segment without
+    /// timestamps.
+    pub fn last_modified_ms(&self) -> i64 {
+        self.file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+
     /// The largest batch max timestamp in this segment, or -1.
     pub fn largest_timestamp(&self) -> i64 {
         self.write.lock().max_timestamp_so_far

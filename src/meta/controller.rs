@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::ids::random_kafka_uuid;
 use super::image::{ApplyOutcome, MetadataImage, MetadataRecord, PartitionImage, TopicImage};
 use super::{MetadataQuorum, ProposeError};
-use crate::log::config::validate_topic_config;
+use crate::log::config::validate_topic_overrides;
 
 /// A topic as a client asked for it; -1 means "use the broker default".
 #[derive(Debug, Clone)]
@@ -39,6 +39,8 @@ pub enum CreateTopicError {
     InvalidConfig(String),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("{0}")]
+    UnknownTopic(String),
     #[error("{0}")]
     NotController(String),
 }
@@ -90,19 +92,7 @@ pub fn plan_topic(
             spec.name
         )));
     }
-    for (k, v) in &spec.configs {
-        validate_topic_config(k, v).map_err(CreateTopicError::InvalidConfig)?;
-    }
-    if spec
-        .configs
-        .get("cleanup.policy")
-        .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"))
-    {
-        // Accepting it without a log cleaner would silently keep every record.
-        return Err(CreateTopicError::InvalidConfig(
-            "cleanup.policy=compact is not supported by this broker yet".into(),
-        ));
-    }
+    validate_topic_overrides(&spec.configs).map_err(CreateTopicError::InvalidConfig)?;
     let brokers: Vec<i32> = image.brokers.keys().copied().collect();
     let replicas: Vec<Vec<i32>> = match &spec.assignments {
         Some(assignments) => {
@@ -195,6 +185,105 @@ fn validate_assignments(assignments: &[Vec<i32>], brokers: &[i32]) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Validates growing `topic` to `count` partitions and places the new ones (or checks the
+/// explicit assignment for them). Returns the topic id and the new partitions.
+pub fn plan_partitions(
+    image: &MetadataImage,
+    topic: &str,
+    count: i32,
+    assignments: Option<Vec<Vec<i32>>>,
+) -> Result<(Uuid, Vec<PartitionImage>), CreateTopicError> {
+    let Some(t) = image.topic(topic) else {
+        return Err(CreateTopicError::UnknownTopic(format!(
+            "The topic '{topic}' does not exist."
+        )));
+    };
+    let current = t.partitions.len() as i32;
+    if count < current {
+        return Err(CreateTopicError::InvalidPartitions(format!(
+            "Topic currently has {current} partitions, which is higher than the requested {count}."
+        )));
+    }
+    if count == current {
+        return Err(CreateTopicError::InvalidPartitions(format!(
+            "Topic already has {current} partitions."
+        )));
+    }
+    let brokers: Vec<i32> = image.brokers.keys().copied().collect();
+    let rf = t.partitions.first().map(|p| p.replicas.len()).unwrap_or(1);
+    let added = (count - current) as usize;
+    let replicas = match assignments {
+        Some(a) => {
+            if a.len() != added {
+                return Err(CreateTopicError::InvalidReplicaAssignment(format!(
+                    "Increasing the number of partitions by {added} but {} assignments provided.",
+                    a.len()
+                )));
+            }
+            validate_assignments(&a, &brokers)?;
+            if a[0].len() != rf {
+                return Err(CreateTopicError::InvalidReplicaAssignment(format!(
+                    "Inconsistent replication factor between partitions, partition 0 has {rf} while partitions [{current}] have replication factors [{}], respectively.",
+                    a[0].len()
+                )));
+            }
+            a
+        }
+        None => {
+            if rf > brokers.len() {
+                return Err(CreateTopicError::InvalidReplicationFactor(format!(
+                    "Unable to replicate the partition {rf} time(s): only {} broker(s) are registered.",
+                    brokers.len()
+                )));
+            }
+            place_replicas(
+                &brokers,
+                count,
+                rf as i16,
+                rand::random::<u32>() as i32 & i32::MAX,
+            )
+            .split_off(current as usize)
+        }
+    };
+    let partitions = replicas
+        .into_iter()
+        .enumerate()
+        .map(|(i, replicas)| PartitionImage {
+            partition: current + i as i32,
+            leader: replicas[0],
+            leader_epoch: 0,
+            isr: replicas.clone(),
+            replicas,
+            partition_epoch: 0,
+        })
+        .collect();
+    Ok((t.topic_id, partitions))
+}
+
+/// Proposes adding planned partitions.
+pub async fn add_partitions(
+    meta: &MetadataQuorum,
+    topic_id: Uuid,
+    partitions: Vec<PartitionImage>,
+) -> Result<(), CreateTopicError> {
+    match meta
+        .propose(MetadataRecord::AddPartitions {
+            topic_id,
+            partitions,
+        })
+        .await
+    {
+        Ok(ApplyOutcome::Ok) => Ok(()),
+        Ok(ApplyOutcome::UnknownTopic) => Err(CreateTopicError::UnknownTopic(
+            "The topic was deleted meanwhile.".into(),
+        )),
+        Ok(_) => Err(CreateTopicError::InvalidPartitions(
+            "The topic's partitions changed meanwhile; retry.".into(),
+        )),
+        Err(e) => Err(CreateTopicError::NotController(e.to_string())),
+    }
 }
 
 /// Proposes the planned topic. Returns the topic as applied.

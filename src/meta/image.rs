@@ -56,6 +56,18 @@ pub enum MetadataRecord {
     CreateTopic(TopicImage),
     /// Deletes a topic by id.
     DeleteTopic { topic_id: Uuid },
+    /// Replaces a topic's config overrides (validated by the proposer).
+    SetTopicConfigs {
+        topic_id: Uuid,
+        configs: BTreeMap<String, String>,
+    },
+    /// Adds partitions to a topic; they must continue its partition numbering.
+    AddPartitions {
+        topic_id: Uuid,
+        partitions: Vec<PartitionImage>,
+    },
+    /// Hands a block of producer ids to a broker. Ids are never reused.
+    AllocateProducerIds { broker_id: i32, block_size: i64 },
 }
 
 /// What applying one record did. The proposer turns this into a Kafka error code.
@@ -64,6 +76,13 @@ pub enum ApplyOutcome {
     Ok,
     TopicAlreadyExists,
     UnknownTopic,
+    /// The record conflicts with the current state (e.g. partitions added concurrently).
+    Conflict,
+    /// Producer ids `first..first + size` now belong to the proposing broker.
+    ProducerIdBlock {
+        first: i64,
+        size: i64,
+    },
 }
 
 /// Cluster state at one point of the metadata log.
@@ -73,6 +92,9 @@ pub struct MetadataImage {
     pub brokers: BTreeMap<i32, BrokerRegistration>,
     pub topics: BTreeMap<String, Arc<TopicImage>>,
     pub topic_names_by_id: BTreeMap<Uuid, String>,
+    /// The first producer id not yet handed out.
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 impl MetadataImage {
@@ -111,6 +133,42 @@ impl MetadataImage {
                 self.topics
                     .insert(topic.name.clone(), Arc::new(topic.clone()));
                 ApplyOutcome::Ok
+            }
+            MetadataRecord::SetTopicConfigs { topic_id, configs } => {
+                match self.topic_by_id(topic_id).cloned() {
+                    Some(topic) => {
+                        let mut t = (*topic).clone();
+                        t.configs = configs.clone();
+                        self.topics.insert(t.name.clone(), Arc::new(t));
+                        ApplyOutcome::Ok
+                    }
+                    None => ApplyOutcome::UnknownTopic,
+                }
+            }
+            MetadataRecord::AddPartitions {
+                topic_id,
+                partitions,
+            } => match self.topic_by_id(topic_id).cloned() {
+                Some(topic) => {
+                    let continues = partitions
+                        .iter()
+                        .enumerate()
+                        .all(|(i, p)| p.partition == (topic.partitions.len() + i) as i32);
+                    if !continues || partitions.is_empty() {
+                        return ApplyOutcome::Conflict;
+                    }
+                    let mut t = (*topic).clone();
+                    t.partitions.extend(partitions.iter().cloned());
+                    self.topics.insert(t.name.clone(), Arc::new(t));
+                    ApplyOutcome::Ok
+                }
+                None => ApplyOutcome::UnknownTopic,
+            },
+            MetadataRecord::AllocateProducerIds { block_size, .. } => {
+                let first = self.next_producer_id;
+                let size = (*block_size).clamp(1, 1 << 20);
+                self.next_producer_id = first + size;
+                ApplyOutcome::ProducerIdBlock { first, size }
             }
             MetadataRecord::DeleteTopic { topic_id } => {
                 match self.topic_names_by_id.remove(topic_id) {

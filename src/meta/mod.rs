@@ -15,6 +15,7 @@ pub mod ids;
 pub mod image;
 mod log_store;
 mod network;
+pub mod producer_ids;
 mod rpc_server;
 mod state_machine;
 mod types;

@@ -4,6 +4,7 @@
 //! partitions up through a lock-free snapshot of the partition map.
 
 pub mod partition;
+pub mod producer_state;
 
 use std::collections::HashMap;
 use std::sync::Arc;

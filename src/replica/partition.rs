@@ -4,9 +4,10 @@
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 
+use super::producer_state::{batch_metadata, ProducerError, ProducerStateManager, SequenceCheck};
 use crate::log::batch::BatchView;
 use crate::log::{AppendInfo, LogError, PartitionLog, ReadResult};
 
@@ -29,6 +30,9 @@ pub struct Partition {
     leader_epoch: AtomicI32,
     high_watermark: AtomicI64,
     data_arrived: Notify,
+    /// Idempotent producers' state; its lock also serializes this partition's appends, so
+    /// the sequence check and the write are one step.
+    producers: Mutex<ProducerStateManager>,
 }
 
 /// A read from a partition for a fetch, with the offsets the response reports.
@@ -49,6 +53,8 @@ pub enum PartitionError {
     UnknownLeaderEpoch(i32),
     #[error("the in-sync replica set is smaller than min.insync.replicas")]
     NotEnoughReplicas,
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
     #[error(transparent)]
     Log(#[from] LogError),
 }
@@ -71,9 +77,58 @@ impl Partition {
             leader_epoch: AtomicI32::new(state.leader_epoch),
             state: RwLock::new(state.clone()),
             data_arrived: Notify::new(),
+            producers: Mutex::new(ProducerStateManager::default()),
         };
+        p.rebuild_producer_state();
         p.update_state(state);
         p
+    }
+
+    /// Rebuilds idempotent producers' state by reading every batch header in the log.
+    fn rebuild_producer_state(&self) {
+        let mut producers = self.producers.lock();
+        let now = super::now_ms();
+        self.log.for_each_batch(|b| {
+            if b.producer_id() >= 0 {
+                let append_time = if b.is_log_append_time() {
+                    b.max_timestamp()
+                } else {
+                    -1
+                };
+                let meta = batch_metadata(
+                    b.base_sequence(),
+                    b.last_offset_delta(),
+                    b.base_offset(),
+                    append_time,
+                );
+                producers.record(b.producer_id(), b.producer_epoch(), meta, now);
+            }
+        });
+    }
+
+    /// DeleteRecords: moves the log start offset to `offset` and forgets producer state that
+    /// now lies below it. Returns the new log start offset.
+    pub fn delete_records_before(&self, offset: i64) -> std::io::Result<i64> {
+        self.log.advance_log_start_offset(offset)?;
+        let start = self.log.log_start_offset();
+        self.producers.lock().truncate_head(start);
+        Ok(start)
+    }
+
+    /// One retention pass (`retention.ms`, `retention.bytes`); returns segments deleted.
+    pub fn enforce_retention(&self, now_ms: i64) -> std::io::Result<usize> {
+        let deleted = crate::log::retention::enforce(&self.log, self.high_watermark(), now_ms)?;
+        if deleted > 0 {
+            self.producers
+                .lock()
+                .truncate_head(self.log.log_start_offset());
+        }
+        Ok(deleted)
+    }
+
+    /// Drops idle producers (`producer.id.expiration.ms`).
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) {
+        self.producers.lock().expire(now_ms, expiration_ms);
     }
 
     /// Applies the controller's latest decision for this partition.
@@ -154,7 +209,35 @@ impl Partition {
         {
             return Err(PartitionError::NotEnoughReplicas);
         }
+        let mut producers = self.producers.lock();
+        let pid = batch.producer_id();
+        if pid >= 0 {
+            let check = producers.check(
+                pid,
+                batch.producer_epoch(),
+                batch.base_sequence(),
+                batch.last_sequence(),
+            )?;
+            if let SequenceCheck::Duplicate(meta) = check {
+                return Ok(AppendInfo {
+                    base_offset: meta.first_offset,
+                    last_offset: meta.last_offset,
+                    log_append_time: meta.log_append_time,
+                    size: 0,
+                });
+            }
+        }
         let info = self.log.append(batch, self.leader_epoch(), now_ms)?;
+        if pid >= 0 {
+            let meta = batch_metadata(
+                batch.base_sequence(),
+                batch.last_offset_delta(),
+                info.base_offset,
+                info.log_append_time,
+            );
+            producers.record(pid, batch.producer_epoch(), meta, now_ms);
+        }
+        drop(producers);
         self.maybe_advance_high_watermark();
         Ok(info)
     }

@@ -3,25 +3,49 @@
 //! connection, as Kafka does; an unsupported ApiVersions version gets the KIP-511 v0 answer.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, ResponseHeader,
-};
+use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable, Encodable};
 
 use crate::api::{self, produce::ProduceOutcome};
 use crate::broker::Broker;
 
-/// A decoded request of an API Gregor serves.
-#[derive(Debug)]
-pub enum ApiRequest {
-    ApiVersions(ApiVersionsRequest),
-    Metadata(MetadataRequest),
-    Produce(ProduceRequest),
-    Fetch(FetchRequest),
-    ListOffsets(ListOffsetsRequest),
-    CreateTopics(CreateTopicsRequest),
-    DeleteTopics(DeleteTopicsRequest),
+/// Declares the decoded request type and its decoder from one list of served APIs.
+macro_rules! served_apis {
+    ($($key:ident => $req:ty),* $(,)?) => {
+        /// A decoded request of an API Gregor serves.
+        #[derive(Debug)]
+        pub enum ApiRequest {
+            $($key($req),)*
+        }
+
+        fn decode_body(key: ApiKey, frame: &mut Bytes, version: i16) -> Result<ApiRequest, String> {
+            match key {
+                $(ApiKey::$key => <$req>::decode(frame, version)
+                    .map(ApiRequest::$key)
+                    .map_err(|e| format!("malformed {key:?} v{version} request: {e}")),)*
+                other => Err(format!("no handler for {other:?}")),
+            }
+        }
+    };
+}
+
+served_apis! {
+    Produce => ProduceRequest,
+    Fetch => FetchRequest,
+    ListOffsets => ListOffsetsRequest,
+    Metadata => MetadataRequest,
+    ApiVersions => ApiVersionsRequest,
+    CreateTopics => CreateTopicsRequest,
+    DeleteTopics => DeleteTopicsRequest,
+    DeleteRecords => DeleteRecordsRequest,
+    InitProducerId => InitProducerIdRequest,
+    OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
+    DescribeConfigs => DescribeConfigsRequest,
+    AlterConfigs => AlterConfigsRequest,
+    DescribeLogDirs => DescribeLogDirsRequest,
+    CreatePartitions => CreatePartitionsRequest,
+    IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
+    DescribeCluster => DescribeClusterRequest,
 }
 
 #[derive(Debug)]
@@ -77,19 +101,7 @@ pub fn decode_request(mut frame: Bytes) -> DecodeOutcome {
         }
         return DecodeOutcome::Close(format!("unsupported {key:?} version {version}"));
     }
-    fn body<T: Decodable>(frame: &mut Bytes, key: ApiKey, version: i16) -> Result<T, String> {
-        T::decode(frame, version).map_err(|e| format!("malformed {key:?} v{version} request: {e}"))
-    }
-    let request = match key {
-        ApiKey::ApiVersions => body(&mut frame, key, version).map(ApiRequest::ApiVersions),
-        ApiKey::Metadata => body(&mut frame, key, version).map(ApiRequest::Metadata),
-        ApiKey::Produce => body(&mut frame, key, version).map(ApiRequest::Produce),
-        ApiKey::Fetch => body(&mut frame, key, version).map(ApiRequest::Fetch),
-        ApiKey::ListOffsets => body(&mut frame, key, version).map(ApiRequest::ListOffsets),
-        ApiKey::CreateTopics => body(&mut frame, key, version).map(ApiRequest::CreateTopics),
-        ApiKey::DeleteTopics => body(&mut frame, key, version).map(ApiRequest::DeleteTopics),
-        other => Err(format!("no handler for {other:?}")),
-    };
+    let request = decode_body(key, &mut frame, version);
     match request {
         Ok(request) => DecodeOutcome::Request(Decoded {
             key,
@@ -149,39 +161,38 @@ pub async fn dispatch(broker: &Broker, frame: Bytes) -> Reply {
         correlation_id,
         request,
     } = decoded;
+    macro_rules! respond {
+        ($resp:expr) => {
+            encode_frame(key, version, None, correlation_id, &$resp)
+        };
+    }
+    let b = broker;
     let encoded = match request {
-        ApiRequest::ApiVersions(req) => {
-            let resp = api::api_versions::handle(version, &req);
-            encode_frame(key, version, None, correlation_id, &resp)
-        }
-        ApiRequest::Metadata(req) => {
-            let resp = api::metadata::handle(broker, version, req).await;
-            encode_frame(key, version, None, correlation_id, &resp)
-        }
-        ApiRequest::Produce(req) => match api::produce::handle(broker, version, req).await {
-            ProduceOutcome::Respond(resp) => {
-                encode_frame(key, version, None, correlation_id, &resp)
-            }
+        ApiRequest::ApiVersions(r) => respond!(api::api_versions::handle(version, &r)),
+        ApiRequest::Metadata(r) => respond!(api::metadata::handle(b, version, r).await),
+        ApiRequest::Produce(r) => match api::produce::handle(b, version, r).await {
+            ProduceOutcome::Respond(resp) => respond!(resp),
             ProduceOutcome::NoResponse => return Reply::Nothing,
             ProduceOutcome::CloseConnection => {
                 return Reply::Close("acks=0 produce failed; closing so the client notices".into())
             }
         },
-        ApiRequest::Fetch(req) => {
-            let resp = api::fetch::handle(broker, version, req).await;
-            encode_frame(key, version, None, correlation_id, &resp)
+        ApiRequest::Fetch(r) => respond!(api::fetch::handle(b, version, r).await),
+        ApiRequest::ListOffsets(r) => respond!(api::list_offsets::handle(b, version, r)),
+        ApiRequest::CreateTopics(r) => respond!(api::topics::create(b, version, r).await),
+        ApiRequest::DeleteTopics(r) => respond!(api::topics::delete(b, version, r).await),
+        ApiRequest::CreatePartitions(r) => respond!(api::topics::create_partitions(b, r).await),
+        ApiRequest::DeleteRecords(r) => respond!(api::delete_records::handle(b, r)),
+        ApiRequest::InitProducerId(r) => respond!(api::producer_id::handle(b, r).await),
+        ApiRequest::OffsetForLeaderEpoch(r) => respond!(api::leader_epoch::handle(b, r)),
+        ApiRequest::DescribeConfigs(r) => respond!(api::configs::describe(b, version, r)),
+        ApiRequest::AlterConfigs(r) => respond!(api::configs::alter(b, r).await),
+        ApiRequest::IncrementalAlterConfigs(r) => {
+            respond!(api::configs::incremental_alter(b, r).await)
         }
-        ApiRequest::ListOffsets(req) => {
-            let resp = api::list_offsets::handle(broker, version, req);
-            encode_frame(key, version, None, correlation_id, &resp)
-        }
-        ApiRequest::CreateTopics(req) => {
-            let resp = api::topics::create(broker, version, req).await;
-            encode_frame(key, version, None, correlation_id, &resp)
-        }
-        ApiRequest::DeleteTopics(req) => {
-            let resp = api::topics::delete(broker, version, req).await;
-            encode_frame(key, version, None, correlation_id, &resp)
+        ApiRequest::DescribeLogDirs(r) => respond!(api::log_dirs::handle(b, version, r)),
+        ApiRequest::DescribeCluster(r) => {
+            respond!(api::metadata::describe_cluster(b, version, r))
         }
     };
     reply(encoded)

@@ -1,0 +1,36 @@
+//! InitProducerId: hands idempotent producers a new producer id (epoch 0) from this broker's
+//! block of ids. Transactions are not offered: a transactional id gets its timeout validated
+//! and then COORDINATOR_NOT_AVAILABLE, since no transaction coordinator exists here.
+
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use kafka_protocol::ResponseError;
+
+use super::code;
+use crate::broker::Broker;
+
+pub async fn handle(broker: &Broker, req: InitProducerIdRequest) -> InitProducerIdResponse {
+    let failed = |e: ResponseError| {
+        InitProducerIdResponse::default()
+            .with_error_code(code(e))
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    if req.transactional_id.is_some() {
+        let timeout = req.transaction_timeout_ms;
+        if timeout <= 0 || timeout > broker.config.kafka.transaction_max_timeout_ms {
+            return failed(ResponseError::InvalidTransactionTimeout);
+        }
+        return failed(ResponseError::CoordinatorNotAvailable);
+    }
+    // Without a transactional id Kafka always hands out a fresh producer id with epoch 0,
+    // whatever id and epoch the request carries (KIP-360 bumps apply to transactions).
+    match broker.producer_ids.next(&broker.meta).await {
+        Ok(id) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
+        Err(e) => {
+            tracing::warn!(error = %e, "allocating a producer id block failed");
+            failed(ResponseError::CoordinatorLoadInProgress)
+        }
+    }
+}
