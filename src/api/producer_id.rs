@@ -15,7 +15,10 @@ pub async fn handle(broker: &Broker, req: InitProducerIdRequest) -> InitProducer
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
-    if req.transactional_id.is_some() {
+    if let Some(id) = &req.transactional_id {
+        if id.is_empty() {
+            return failed(ResponseError::InvalidRequest);
+        }
         let timeout = req.transaction_timeout_ms;
         if timeout <= 0 || timeout > broker.config.kafka.transaction_max_timeout_ms {
             return failed(ResponseError::InvalidTransactionTimeout);

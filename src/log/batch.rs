@@ -202,6 +202,11 @@ pub fn check_batch(buf: &[u8]) -> Result<BatchView<'_>, BatchError> {
 /// Validates a produce request's records for one partition, as Kafka does for produce v3 and
 /// later: exactly one well-formed v2 batch, a known codec, and a consistent record count.
 pub fn validate_produce_batch(records: &[u8]) -> Result<BatchView<'_>, BatchError> {
+    if records.is_empty() {
+        return Err(BatchError::Invalid(
+            "produce requests must have at least one record batch per partition",
+        ));
+    }
     let view = check_batch(records)?;
     if view.size() != records.len() {
         return Err(BatchError::Invalid(

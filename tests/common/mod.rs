@@ -2,6 +2,8 @@
 //! minimal blocking Kafka client built on the kafka-protocol codecs.
 #![allow(dead_code)]
 
+pub mod requests;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
