@@ -263,21 +263,22 @@ impl Config {
     }
 }
 
-/// Broker settings Gregor reads, with Kafka's names, defaults and DescribeConfigs types
-/// (BOOLEAN 1, STRING 2, INT 3, SHORT 4, LONG 5). Topic-config defaults (`log.retention.ms`,
+/// Broker settings Gregor reads, with Kafka's names, defaults, DescribeConfigs types
+/// (BOOLEAN 1, STRING 2, INT 3, SHORT 4, LONG 5) and documentation. Topic-config defaults (`log.retention.ms`,
 /// ...) are listed in `log::config::TOPIC_CONFIGS` instead.
-pub const BROKER_SETTINGS: &[(&str, &str, i8)] = &[
-    ("auto.create.topics.enable", "true", 1),
-    ("default.replication.factor", "1", 3),
-    ("delete.topic.enable", "true", 1),
-    ("log.flush.offset.checkpoint.interval.ms", "60000", 3),
-    ("log.flush.scheduler.interval.ms", "1000", 5),
-    ("log.retention.check.interval.ms", "300000", 5),
-    ("num.partitions", "1", 3),
-    ("producer.id.expiration.check.interval.ms", "600000", 3),
-    ("producer.id.expiration.ms", "86400000", 3),
-    ("socket.request.max.bytes", "104857600", 3),
-    ("transaction.max.timeout.ms", "900000", 3),
+#[rustfmt::skip]
+pub const BROKER_SETTINGS: &[(&str, &str, i8, &str)] = &[
+    ("auto.create.topics.enable", "true", 1, "Enable auto creation of topics when a producer asks for an unknown one."),
+    ("default.replication.factor", "1", 3, "The replication factor of automatically created topics."),
+    ("delete.topic.enable", "true", 1, "Enables topic deletion; deleting a topic fails when this is off."),
+    ("log.flush.offset.checkpoint.interval.ms", "60000", 3, "How often the recovery points are written to disk."),
+    ("log.flush.scheduler.interval.ms", "1000", 5, "How often logs are checked for a time-based flush (flush.ms)."),
+    ("log.retention.check.interval.ms", "300000", 5, "How often the log cleaner checks whether any log is eligible for deletion."),
+    ("num.partitions", "1", 3, "The default number of partitions per topic."),
+    ("producer.id.expiration.check.interval.ms", "600000", 3, "How often expired producer ids are removed."),
+    ("producer.id.expiration.ms", "86400000", 3, "How long a producer id is kept after its last write."),
+    ("socket.request.max.bytes", "104857600", 3, "The maximum number of bytes in a socket request."),
+    ("transaction.max.timeout.ms", "900000", 3, "The maximum allowed timeout for transactions."),
 ];
 
 impl KafkaSettings {
@@ -286,8 +287,8 @@ impl KafkaSettings {
         self.raw.get(name).map(String::as_str).or_else(|| {
             BROKER_SETTINGS
                 .iter()
-                .find(|(n, _, _)| *n == name)
-                .map(|(_, d, _)| *d)
+                .find(|(n, _, _, _)| *n == name)
+                .map(|(_, d, _, _)| *d)
         })
     }
 
@@ -295,8 +296,8 @@ impl KafkaSettings {
         fn get<T: std::str::FromStr>(raw: &BTreeMap<String, String>, key: &str) -> Result<T> {
             let default = BROKER_SETTINGS
                 .iter()
-                .find(|(n, _, _)| *n == key)
-                .map(|(_, d, _)| *d)
+                .find(|(n, _, _, _)| *n == key)
+                .map(|(_, d, _, _)| *d)
                 .ok_or_else(|| anyhow!("{key} is not a known broker setting"))?;
             let v = raw.get(key).map(String::as_str).unwrap_or(default);
             v.trim()
@@ -304,7 +305,7 @@ impl KafkaSettings {
                 .map_err(|_| anyhow!("[kafka] {key}: invalid value {v:?}"))
         }
         for key in raw.keys() {
-            let known = BROKER_SETTINGS.iter().any(|(n, _, _)| n == key)
+            let known = BROKER_SETTINGS.iter().any(|(n, _, _, _)| n == key)
                 || crate::log::config::TOPIC_CONFIGS
                     .iter()
                     .any(|d| d.broker_key == key)

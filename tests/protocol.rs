@@ -303,7 +303,7 @@ fn flush_messages_topic_survives_kill9_at_the_same_offsets() {
         &mut c,
         "durable",
         1,
-        &[("flush.messages", "1"), ("segment.bytes", "2048")],
+        &[("flush.messages", "1"), ("internal.segment.bytes", "2048")],
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -346,4 +346,32 @@ fn flush_messages_topic_survives_kill9_at_the_same_offsets() {
     }
     assert_eq!(all, (0..50).collect::<Vec<i64>>());
     assert!(broker.is_running());
+}
+
+#[test]
+fn metadata_by_topic_id() {
+    let broker = Broker::start();
+    let mut c = broker.client();
+    create_topic(&mut c, "by-id", 2, &[]);
+    let all = c.call(12, &MetadataRequest::default().with_topics(None));
+    let id = all.topics[0].topic_id;
+    let missing = uuid::Uuid::from_u128(12345);
+    let req = MetadataRequest::default().with_topics(Some(vec![
+        // The Java client sends an empty name alongside the id.
+        MetadataRequestTopic::default()
+            .with_name(Some(name("")))
+            .with_topic_id(id),
+        MetadataRequestTopic::default()
+            .with_name(None)
+            .with_topic_id(missing),
+    ]));
+    let resp = c.call(12, &req);
+    assert_eq!(resp.topics.len(), 2);
+    assert_eq!(resp.topics[0].topic_id, id);
+    assert_eq!(resp.topics[0].name, Some(name("by-id")));
+    assert_eq!(resp.topics[0].partitions.len(), 2);
+    assert_eq!(
+        (resp.topics[1].error_code, resp.topics[1].topic_id),
+        (100, missing)
+    );
 }

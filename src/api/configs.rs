@@ -19,8 +19,8 @@ use super::code;
 use crate::broker::Broker;
 use crate::config::BROKER_SETTINGS;
 use crate::log::config::{
-    topic_config_def, validate_topic_overrides, SOURCE_DEFAULT_CONFIG, SOURCE_STATIC_BROKER_CONFIG,
-    SOURCE_TOPIC_CONFIG, TOPIC_CONFIGS,
+    broker_synonyms, topic_config_def, validate_topic_overrides, SOURCE_DEFAULT_CONFIG,
+    SOURCE_STATIC_BROKER_CONFIG, SOURCE_TOPIC_CONFIG, TOPIC_CONFIGS,
 };
 use crate::meta::image::{ApplyOutcome, MetadataRecord};
 
@@ -51,13 +51,14 @@ pub fn describe(
                     .configuration_keys
                     .map(|k| k.iter().map(|k| k.to_string()).collect());
                 let wanted = |name: &str| keys.as_ref().is_none_or(|k| k.contains(name));
+                let detail = Detail {
+                    version,
+                    synonyms: req.include_synonyms,
+                    docs: req.include_documentation,
+                };
                 let configs = match r.resource_type {
-                    RESOURCE_TOPIC => {
-                        describe_topic(broker, &r.resource_name, version, req.include_synonyms)
-                    }
-                    RESOURCE_BROKER => {
-                        describe_broker(broker, &r.resource_name, version, req.include_synonyms)
-                    }
+                    RESOURCE_TOPIC => describe_topic(broker, &r.resource_name, detail),
+                    RESOURCE_BROKER => describe_broker(broker, &r.resource_name, detail),
                     other => Err((
                         ResponseError::InvalidRequest,
                         format!("Unsupported resource type {other}"),
@@ -80,25 +81,22 @@ pub fn describe(
 
 fn entry(
     name: &str,
-    value: &str,
+    value: Option<&str>,
     source: i8,
     read_only: bool,
-    config_type: i8,
+    (config_type, doc): (i8, &str),
     version: i16,
+    with_doc: bool,
 ) -> DescribeConfigsResourceResult {
     let mut e = DescribeConfigsResourceResult::default()
         .with_name(s(name))
-        .with_value(Some(s(value)))
+        .with_value(value.map(s))
         .with_read_only(read_only)
-        .with_is_sensitive(false);
-    if version >= 1 {
-        e.config_source = source;
-    } else {
-        // v0 has is_default in the same position as config_source.
-        e.config_source = i8::from(source == SOURCE_DEFAULT_CONFIG);
-    }
+        .with_is_sensitive(false)
+        .with_config_source(source);
     if version >= 3 {
         e.config_type = config_type;
+        e.documentation = with_doc.then(|| s(doc));
     }
     e
 }
@@ -110,11 +108,18 @@ fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
         .with_source(source)
 }
 
+/// What a request asked to be included.
+#[derive(Clone, Copy)]
+struct Detail {
+    version: i16,
+    synonyms: bool,
+    docs: bool,
+}
+
 fn describe_topic(
     broker: &Broker,
     name: &str,
-    version: i16,
-    synonyms: bool,
+    detail: Detail,
 ) -> Result<Vec<DescribeConfigsResourceResult>, Failure> {
     let image = broker.image();
     let topic = image.topic(name).ok_or_else(|| {
@@ -123,23 +128,38 @@ fn describe_topic(
             format!("Topic '{name}' does not exist."),
         )
     })?;
-    let defaults = &broker.config.topic_defaults;
-    Ok(defaults
+    let raw = &broker.config.kafka.raw;
+    Ok(broker
+        .config
+        .topic_defaults
         .describe(&topic.configs)
         .into_iter()
         .map(|(key, value, source)| {
             let def = topic_config_def(key).expect("described keys are defined");
-            let mut e = entry(key, &value, source, false, def.config_type(), version);
-            if version >= 1 && synonyms {
+            let kind = (def.config_type(), def.doc);
+            let mut e = entry(
+                key,
+                Some(&value),
+                source,
+                false,
+                kind,
+                detail.version,
+                detail.docs,
+            );
+            if detail.synonyms {
                 if let Some(v) = topic.configs.get(key) {
                     e.synonyms.push(synonym(key, v, SOURCE_TOPIC_CONFIG));
                 }
-                if let Some(v) = defaults.broker_value(key) {
-                    e.synonyms
-                        .push(synonym(def.broker_key, v, SOURCE_STATIC_BROKER_CONFIG));
+                for (broker_key, default) in broker_synonyms(def) {
+                    if let Some(v) = raw.get(broker_key) {
+                        e.synonyms
+                            .push(synonym(broker_key, v, SOURCE_STATIC_BROKER_CONFIG));
+                    }
+                    if let Some(d) = default {
+                        e.synonyms
+                            .push(synonym(broker_key, d, SOURCE_DEFAULT_CONFIG));
+                    }
                 }
-                e.synonyms
-                    .push(synonym(def.broker_key, def.default, SOURCE_DEFAULT_CONFIG));
             }
             e
         })
@@ -149,30 +169,25 @@ fn describe_topic(
 fn describe_broker(
     broker: &Broker,
     name: &str,
-    version: i16,
-    synonyms: bool,
+    detail: Detail,
 ) -> Result<Vec<DescribeConfigsResourceResult>, Failure> {
     check_broker_resource(broker, name)?;
-    let kafka = &broker.config.kafka;
-    let mut rows: BTreeMap<String, (String, i8, i8, &str)> = BTreeMap::new();
-    for (key, default, config_type) in BROKER_SETTINGS {
-        let source = if kafka.raw.contains_key(*key) {
-            SOURCE_STATIC_BROKER_CONFIG
-        } else {
-            SOURCE_DEFAULT_CONFIG
-        };
-        let value = kafka.value(key).unwrap_or(default).to_string();
-        rows.insert(key.to_string(), (value, source, *config_type, default));
+    let raw = &broker.config.kafka.raw;
+    // name -> (default, (type, doc))
+    let mut rows: BTreeMap<&str, (Option<&str>, (i8, &str))> = BTreeMap::new();
+    for (key, default, config_type, doc) in BROKER_SETTINGS {
+        rows.insert(key, (Some(default), (*config_type, doc)));
     }
     for def in TOPIC_CONFIGS {
-        let (value, source) = match broker.config.topic_defaults.broker_value(def.name) {
-            Some(v) => (v.to_string(), SOURCE_STATIC_BROKER_CONFIG),
-            None => (def.default.to_string(), SOURCE_DEFAULT_CONFIG),
-        };
-        rows.insert(
-            def.broker_key.to_string(),
-            (value, source, def.config_type(), def.default),
-        );
+        for (broker_key, default) in broker_synonyms(def) {
+            let config_type = if broker_key.ends_with(".hours") || broker_key.ends_with(".minutes")
+            {
+                3
+            } else {
+                def.config_type()
+            };
+            rows.insert(broker_key, (default, (config_type, def.doc)));
+        }
     }
     let node = broker.node_id().to_string();
     let dirs = broker.config.data_dir.join("logs").display().to_string();
@@ -181,32 +196,51 @@ fn describe_broker(
         "PLAINTEXT://{}:{}",
         broker.config.advertised_host, broker.config.advertised_port
     );
-    for (key, value) in [
+    let fixed: [(&str, String); 5] = [
         ("broker.id", node.clone()),
         ("node.id", node),
         ("log.dirs", dirs),
         ("listeners", listener),
         ("advertised.listeners", advertised),
-    ] {
-        rows.insert(key.to_string(), (value, SOURCE_STATIC_BROKER_CONFIG, 2, ""));
-    }
-    Ok(rows
+    ];
+    let mut out: Vec<DescribeConfigsResourceResult> = rows
         .into_iter()
-        .map(|(key, (value, source, config_type, default))| {
-            let mut e = entry(&key, &value, source, true, config_type, version);
-            if version >= 1 && synonyms {
-                if source == SOURCE_STATIC_BROKER_CONFIG {
+        .map(|(key, (default, kind))| {
+            let (value, source) = match raw.get(key) {
+                Some(v) => (Some(v.as_str()), SOURCE_STATIC_BROKER_CONFIG),
+                None => (default, SOURCE_DEFAULT_CONFIG),
+            };
+            let mut e = entry(key, value, source, true, kind, detail.version, detail.docs);
+            if detail.synonyms {
+                if let Some(v) = raw.get(key) {
                     e.synonyms
-                        .push(synonym(&key, &value, SOURCE_STATIC_BROKER_CONFIG));
+                        .push(synonym(key, v, SOURCE_STATIC_BROKER_CONFIG));
                 }
-                if !default.is_empty() {
-                    e.synonyms
-                        .push(synonym(&key, default, SOURCE_DEFAULT_CONFIG));
+                if let Some(d) = default {
+                    e.synonyms.push(synonym(key, d, SOURCE_DEFAULT_CONFIG));
                 }
             }
             e
         })
-        .collect())
+        .collect();
+    for (key, value) in fixed {
+        let mut e = entry(
+            key,
+            Some(&value),
+            SOURCE_STATIC_BROKER_CONFIG,
+            true,
+            (2, ""),
+            detail.version,
+            detail.docs,
+        );
+        if detail.synonyms {
+            e.synonyms
+                .push(synonym(key, &value, SOURCE_STATIC_BROKER_CONFIG));
+        }
+        out.push(e);
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 fn check_broker_resource(broker: &Broker, name: &str) -> Result<(), Failure> {

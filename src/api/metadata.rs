@@ -39,19 +39,27 @@ pub fn is_internal_topic(name: &str) -> bool {
 
 pub async fn handle(broker: &Broker, version: i16, req: MetadataRequest) -> MetadataResponse {
     // v0: an empty list means every topic. v1+: null means every topic.
+    // v10+: a topic may be named by id alone; unknown ids get UNKNOWN_TOPIC_ID.
+    let mut unknown_ids = Vec::new();
     let requested: Option<Vec<String>> = match req.topics {
         None => None,
         Some(ref t) if t.is_empty() && version == 0 => None,
         Some(ref t) => Some(
             t.iter()
-                .map(|t| match &t.name {
-                    Some(n) => n.to_string(),
-                    // v10+: a topic may be named by id alone.
-                    None => broker
-                        .image()
-                        .topic_by_id(&t.topic_id)
-                        .map(|t| t.name.clone())
-                        .unwrap_or_default(),
+                .filter_map(|t| match &t.name {
+                    // A non-zero id names the topic, whatever the name field holds (the Java
+                    // client sends "" with an id).
+                    Some(n) if t.topic_id.is_nil() => Some(n.to_string()),
+                    _ => {
+                        let name = broker
+                            .image()
+                            .topic_by_id(&t.topic_id)
+                            .map(|t| t.name.clone());
+                        if name.is_none() && !unknown_ids.contains(&t.topic_id) {
+                            unknown_ids.push(t.topic_id);
+                        }
+                        name
+                    }
                 })
                 .collect(),
         ),
@@ -128,6 +136,13 @@ pub async fn handle(broker: &Broker, version: i16, req: MetadataRequest) -> Meta
         }
     };
 
+    let mut topics = topics;
+    topics.extend(unknown_ids.into_iter().map(|id| {
+        MetadataResponseTopic::default()
+            .with_error_code(code(ResponseError::UnknownTopicId))
+            .with_name(None)
+            .with_topic_id(id)
+    }));
     let mut resp = MetadataResponse::default()
         .with_brokers(brokers(&image))
         .with_topics(topics);

@@ -47,139 +47,71 @@ enum Kind {
 }
 
 /// One topic config key: its name, the broker config key that supplies its default, Kafka's
-/// default value, and its type.
+/// default value, its type, and its documentation.
 #[derive(Debug, Clone, Copy)]
 pub struct TopicConfigDef {
     pub name: &'static str,
     pub broker_key: &'static str,
     pub default: &'static str,
     kind: Kind,
+    pub doc: &'static str,
 }
 
 const COMPRESSION_TYPES: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
 
+/// Kafka 4's lower bound for `segment.bytes` (tests use `internal.segment.bytes` instead).
+pub const MIN_SEGMENT_BYTES: i64 = 1024 * 1024;
+
 /// Every topic config key Gregor accepts, with Kafka's defaults.
+#[rustfmt::skip]
 pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
-    def(
-        "cleanup.policy",
-        "log.cleanup.policy",
-        "delete",
-        Kind::List(&["delete", "compact"]),
-    ),
-    def(
-        "compression.type",
-        "compression.type",
-        "producer",
-        Kind::Choice(COMPRESSION_TYPES),
-    ),
-    def(
-        "delete.retention.ms",
-        "log.cleaner.delete.retention.ms",
-        "86400000",
-        Kind::Long { min: 0 },
-    ),
-    def(
-        "file.delete.delay.ms",
-        "log.segment.delete.delay.ms",
-        "60000",
-        Kind::Long { min: 0 },
-    ),
-    def(
-        "flush.messages",
-        "log.flush.interval.messages",
-        "9223372036854775807",
-        Kind::Long { min: 1 },
-    ),
-    def(
-        "flush.ms",
-        "log.flush.interval.ms",
-        "9223372036854775807",
-        Kind::Long { min: 0 },
-    ),
-    def(
-        "index.interval.bytes",
-        "log.index.interval.bytes",
-        "4096",
-        Kind::Int { min: 0 },
-    ),
-    def(
-        "max.compaction.lag.ms",
-        "log.cleaner.max.compaction.lag.ms",
-        "9223372036854775807",
-        Kind::Long { min: 1 },
-    ),
-    def(
-        "max.message.bytes",
-        "message.max.bytes",
-        "1048588",
-        Kind::Int { min: 0 },
-    ),
-    def(
-        "message.timestamp.type",
-        "log.message.timestamp.type",
-        "CreateTime",
-        Kind::Choice(&["CreateTime", "LogAppendTime"]),
-    ),
-    def(
-        "min.cleanable.dirty.ratio",
-        "log.cleaner.min.cleanable.ratio",
-        "0.5",
-        Kind::Ratio,
-    ),
-    def(
-        "min.compaction.lag.ms",
-        "log.cleaner.min.compaction.lag.ms",
-        "0",
-        Kind::Long { min: 0 },
-    ),
-    def(
-        "min.insync.replicas",
-        "min.insync.replicas",
-        "1",
-        Kind::Int { min: 1 },
-    ),
-    def(
-        "retention.bytes",
-        "log.retention.bytes",
-        "-1",
-        Kind::Long { min: -1 },
-    ),
-    def(
-        "retention.ms",
-        "log.retention.ms",
-        "604800000",
-        Kind::Long { min: -1 },
-    ),
-    def(
-        "segment.bytes",
-        "log.segment.bytes",
-        "1073741824",
-        Kind::Int { min: 14 },
-    ),
-    def(
-        "segment.index.bytes",
-        "log.index.size.max.bytes",
-        "10485760",
-        Kind::Int { min: 4 },
-    ),
-    def(
-        "segment.jitter.ms",
-        "log.roll.jitter.ms",
-        "0",
-        Kind::Long { min: 0 },
-    ),
-    def(
-        "segment.ms",
-        "log.roll.ms",
-        "604800000",
-        Kind::Long { min: 1 },
-    ),
-    def(
-        "unclean.leader.election.enable",
-        "unclean.leader.election.enable",
-        "false",
-        Kind::Bool,
-    ),
+    def("cleanup.policy", "log.cleanup.policy", "delete", Kind::List(&["delete", "compact"]),
+        "The retention policy for old log segments: delete (by time or size) or compact."),
+    def("compression.type", "compression.type", "producer", Kind::Choice(COMPRESSION_TYPES),
+        "The final compression type for the topic; 'producer' keeps the codec the producer used."),
+    def("delete.retention.ms", "log.cleaner.delete.retention.ms", "86400000", Kind::Long { min: 0 },
+        "How long delete tombstones are kept for compacted topics."),
+    def("file.delete.delay.ms", "log.segment.delete.delay.ms", "60000", Kind::Long { min: 0 },
+        "The time to wait before deleting a file from the filesystem."),
+    def("flush.messages", "log.flush.interval.messages", "9223372036854775807", Kind::Long { min: 1 },
+        "Force an fsync of the log after this many messages (1: before every acknowledgement)."),
+    def("flush.ms", "log.flush.interval.ms", "9223372036854775807", Kind::Long { min: 0 },
+        "Force an fsync of the log when this much time has passed since the last one."),
+    def("index.interval.bytes", "log.index.interval.bytes", "4096", Kind::Int { min: 0 },
+        "How frequently an entry is added to the offset index, in bytes of log."),
+    def("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms", "9223372036854775807", Kind::Long { min: 1 },
+        "The maximum time a message remains ineligible for compaction."),
+    def("max.message.bytes", "message.max.bytes", "1048588", Kind::Int { min: 0 },
+        "The largest record batch size allowed, after compression."),
+    def("message.timestamp.type", "log.message.timestamp.type", "CreateTime", Kind::Choice(&["CreateTime", "LogAppendTime"]),
+        "Whether the timestamp in the message is the producer's create time or the broker's log append time."),
+    def("min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio", "0.5", Kind::Ratio,
+        "The minimum ratio of dirty log to total log for a log to be eligible for cleaning."),
+    def("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms", "0", Kind::Long { min: 0 },
+        "The minimum time a message remains uncompacted in the log."),
+    def("min.insync.replicas", "min.insync.replicas", "1", Kind::Int { min: 1 },
+        "The minimum number of in-sync replicas that must acknowledge a write with acks=all."),
+    def("retention.bytes", "log.retention.bytes", "-1", Kind::Long { min: -1 },
+        "The maximum size a partition's log can grow to before old segments are deleted (-1: no limit)."),
+    def("retention.ms", "log.retention.ms", "604800000", Kind::Long { min: -1 },
+        "The maximum time a log segment is retained before it is deleted (-1: no time limit)."),
+    def("segment.bytes", "log.segment.bytes", "1073741824", Kind::Int { min: MIN_SEGMENT_BYTES },
+        "The segment file size for the log; retention and cleaning work a segment at a time."),
+    def("segment.index.bytes", "log.index.size.max.bytes", "10485760", Kind::Int { min: 4 },
+        "The size of the index that maps offsets to file positions."),
+    def("segment.jitter.ms", "log.roll.jitter.ms", "0", Kind::Long { min: 0 },
+        "The maximum random jitter subtracted from segment.ms to avoid thundering herds of rolls."),
+    def("segment.ms", "log.roll.ms", "604800000", Kind::Long { min: 1 },
+        "The time after which a segment is rolled even if it is not full."),
+    def("unclean.leader.election.enable", "unclean.leader.election.enable", "false", Kind::Bool,
+        "Whether replicas not in the ISR may be elected leader as a last resort, at the risk of data loss."),
+];
+
+/// Topic configs that are accepted but never described, as Kafka's internal ones.
+#[rustfmt::skip]
+pub const INTERNAL_TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    def("internal.segment.bytes", "", "", Kind::Int { min: 14 },
+        "Overrides segment.bytes without its lower bound (for tests)."),
 ];
 
 const fn def(
@@ -187,12 +119,14 @@ const fn def(
     broker_key: &'static str,
     default: &'static str,
     kind: Kind,
+    doc: &'static str,
 ) -> TopicConfigDef {
     TopicConfigDef {
         name,
         broker_key,
         default,
         kind,
+        doc,
     }
 }
 
@@ -216,7 +150,10 @@ impl TopicConfigDef {
 }
 
 pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
-    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+    TOPIC_CONFIGS
+        .iter()
+        .chain(INTERNAL_TOPIC_CONFIGS)
+        .find(|d| d.name == name)
 }
 
 /// Checks one topic config override. The error text goes back to the client with
@@ -271,6 +208,21 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
             Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
             _ => Err(format!("{}: Value must be between 0 and 1", bad())),
         },
+    }
+}
+
+/// The broker settings behind a topic config, most specific first, with Kafka's default for
+/// those that have one (`retention.ms` falls back to `log.retention.ms`, then
+/// `log.retention.minutes`, then `log.retention.hours`, whose default is 168).
+pub fn broker_synonyms(def: &TopicConfigDef) -> Vec<(&'static str, Option<&'static str>)> {
+    match def.name {
+        "retention.ms" => vec![
+            ("log.retention.ms", None),
+            ("log.retention.minutes", None),
+            ("log.retention.hours", Some("168")),
+        ],
+        "segment.ms" => vec![("log.roll.ms", None), ("log.roll.hours", Some("168"))],
+        _ => vec![(def.broker_key, Some(def.default))],
     }
 }
 
@@ -394,7 +346,11 @@ impl TopicDefaults {
         };
         let long = |k: &str, fallback: i64| get(k).trim().parse::<i64>().unwrap_or(fallback);
         LogConfig {
-            segment_bytes: long("segment.bytes", 1 << 30).max(14) as usize,
+            segment_bytes: overrides
+                .get("internal.segment.bytes")
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .unwrap_or_else(|| long("segment.bytes", 1 << 30))
+                .max(14) as usize,
             segment_ms: long("segment.ms", 604_800_000),
             segment_index_bytes: long("segment.index.bytes", 10 << 20).max(12) as usize,
             index_interval_bytes: long("index.interval.bytes", 4096).max(0) as usize,

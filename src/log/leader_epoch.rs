@@ -58,19 +58,23 @@ impl LeaderEpochCache {
         }
     }
 
-    /// Kafka's `endOffsetFor`: the largest epoch <= `requested` and the offset where it ends
-    /// (the start of the next epoch, or `log_end_offset` for the latest epoch).
+    /// Kafka's `LeaderEpochFileCache.endOffsetFor`: the largest epoch <= `requested` and the
+    /// offset where it ends (the start of the next epoch, or the log end offset for the
+    /// latest epoch). An epoch newer than any known is undefined; one older than the first
+    /// known ends where the first known starts.
     pub fn end_offset_for(&self, requested: i32, log_end_offset: i64) -> (i32, i64) {
-        match self.entries.iter().rposition(|(e, _)| *e <= requested) {
-            None => (UNDEFINED_EPOCH, UNDEFINED_OFFSET),
-            Some(i) => {
-                let end = self
-                    .entries
-                    .get(i + 1)
-                    .map(|(_, start)| *start)
-                    .unwrap_or(log_end_offset);
-                (self.entries[i].0, end)
-            }
+        if requested == UNDEFINED_EPOCH {
+            return (UNDEFINED_EPOCH, UNDEFINED_OFFSET);
+        }
+        if self.latest_epoch() == Some(requested) {
+            return (requested, log_end_offset);
+        }
+        let Some(&(_, higher_start)) = self.entries.iter().find(|(e, _)| *e > requested) else {
+            return (UNDEFINED_EPOCH, UNDEFINED_OFFSET);
+        };
+        match self.entries.iter().rev().find(|(e, _)| *e <= requested) {
+            Some(&(floor, _)) => (floor, higher_start),
+            None => (requested, higher_start),
         }
     }
 
@@ -149,7 +153,8 @@ mod tests {
         assert_eq!(c.end_offset_for(0, 30), (0, 10));
         assert_eq!(c.end_offset_for(1, 30), (0, 10));
         assert_eq!(c.end_offset_for(4, 30), (2, 20));
-        assert_eq!(c.end_offset_for(9, 30), (5, 30));
+        assert_eq!(c.end_offset_for(5, 30), (5, 30));
+        assert_eq!(c.end_offset_for(9, 30), (UNDEFINED_EPOCH, UNDEFINED_OFFSET));
         c.persist().expect("persist");
         let (loaded, found) = LeaderEpochCache::load(dir.path());
         assert!(found);

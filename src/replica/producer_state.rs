@@ -56,7 +56,9 @@ pub struct ProducerStateManager {
 }
 
 impl ProducerStateManager {
-    pub fn len(&self) -> usize {
+    /// How many producers are tracked.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.producers.len()
     }
 
@@ -213,7 +215,7 @@ mod tests {
         );
         assert_eq!(s.check(1, 0, 7, 7), Ok(SequenceCheck::Append));
         s.expire(100, 50);
-        assert_eq!(s.len(), 0);
+        assert_eq!(s.tracked(), 0);
     }
 
     #[test]

@@ -155,6 +155,7 @@ pub async fn dispatch(broker: &Broker, frame: Bytes) -> Reply {
         }
         DecodeOutcome::Close(reason) => return Reply::Close(reason),
     };
+    tracing::trace!(request = ?decoded, "request");
     let Decoded {
         key,
         version,

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what proto-tests/ needs: kcat (Debian's package, librdkafka 2.0.2) and a Python
+# venv at .deps/venv with proto-tests/requirements.txt. Safe to run again: it only adds what is
+# missing. Needs root (or sudo) for apt-get, python3 with venv support.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+
+apt_install() {
+    $SUDO apt-get update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "$@"
+}
+
+if ! command -v kcat >/dev/null 2>&1; then
+    apt_install kcat
+fi
+
+VENV=.deps/venv
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+        # Debian ships venv (ensurepip) separately.
+        rm -rf "$VENV"
+        py_ver=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+        apt_install "python${py_ver}-venv" || apt_install python3-venv
+        python3 -m venv "$VENV"
+    fi
+fi
+
+REQ=proto-tests/requirements.txt
+STAMP="$VENV/.requirements.sha256"
+want=$(sha256sum "$REQ" | cut -d' ' -f1)
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ"
+    echo "$want" > "$STAMP"
+fi
+
+scripts/install-java-deps.sh  # Kafka jars from Maven Central, for the Java proto-tests
+
+echo "test deps ready: $(command -v kcat), $("$VENV/bin/python" -c 'import confluent_kafka as c; print("confluent-kafka", c.version(), "librdkafka", c.libversion()[0])')"
