@@ -1,7 +1,7 @@
 """Client helpers shared by the tests: kcat runner and confluent-kafka factories.
 
-Gregor has no consumer groups or InitProducerId yet, so producers run with
-enable.idempotence=false and consumers use assign(), never subscribe().
+Producers run with enable.idempotence=false and consumers use assign() unless a test says
+otherwise; GroupMember and pump() drive consumers in a group (subscribe()).
 """
 import logging
 import subprocess
@@ -174,3 +174,71 @@ def assert_stored_codec(broker, topic, codec):
             " as Kafka's does)") if codec == "lz4" else ""
     assert coded >= 0.9 * total, f"only {coded} of {total} records stored with {codec}{hint}"
 
+
+
+class GroupMember:
+    """A confluent-kafka consumer in a group (subscribe()), recording its rebalance callbacks
+    and the records it polls. Drive it (and others) with pump()."""
+
+    def __init__(self, broker, group, topics, name="member", **conf):
+        c = {"group.id": group, "session.timeout.ms": 6000, "heartbeat.interval.ms": 500,
+             "enable.partition.eof": False, "enable.auto.offset.store": True,
+             "error_cb": self._error}
+        c.update(conf)
+        self.name = name
+        self.events = []    # (kind, [partitions], monotonic time); kind: assign, revoke, lost
+        self.records = []   # (topic, partition, offset, key, value)
+        self.errors = []    # KafkaError from error_cb and from poll()
+        self.consumer = consumer(broker, **c)
+        self.consumer.subscribe(list(topics), on_assign=self._on("assign"),
+                                on_revoke=self._on("revoke"), on_lost=self._on("lost"))
+        self.closed = False
+
+    def _on(self, kind):
+        def cb(_consumer, parts):
+            self.events.append((kind, sorted(p.partition for p in parts), time.monotonic()))
+        return cb
+
+    def _error(self, err):
+        self.errors.append(err)
+
+    def poll(self, timeout=0.05):
+        m = self.consumer.poll(timeout)
+        if m is None:
+            return
+        if m.error():
+            if m.error().code() != KafkaError._PARTITION_EOF:
+                self.errors.append(m.error())
+            return
+        self.records.append((m.topic(), m.partition(), m.offset(), m.key(), m.value()))
+
+    def assignment(self):
+        return sorted(p.partition for p in self.consumer.assignment())
+
+    def assigns(self):
+        return [parts for kind, parts, _ in self.events if kind == "assign"]
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.consumer.close()
+
+
+def pump(members, until, timeout=TIMEOUT, what="condition"):
+    """Polls every member in turn until until() holds; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        if time.monotonic() > deadline:
+            state = "; ".join(f"{m.name}: assignment {m.assignment()} events "
+                              f"{[(k, p) for k, p, _ in m.events]} records {len(m.records)} "
+                              f"errors {m.errors[:3]}" for m in members if not m.closed)
+            raise AssertionError(f"{what} not reached after {timeout}s ({state})")
+        for m in members:
+            if not m.closed:
+                m.poll(0.02)
+
+
+def pump_for(members, seconds):
+    """Polls every member for `seconds` (to let heartbeats and any rebalance happen)."""
+    end = time.monotonic() + seconds
+    pump(members, lambda: time.monotonic() >= end, timeout=seconds + 5)

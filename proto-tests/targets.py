@@ -8,6 +8,8 @@ Fixtures (import them into a test module to use them):
                                     settings by Kafka's names. Gregor gets them as GREGOR_KAFKA_*
                                     environment variables, Kafka in its server.properties.
     module_target                   one started broker with default settings for a whole module.
+    new_target(workdir, kafka_config)   (a function) an unstarted broker, for module fixtures
+                                    with settings of their own.
     shared_target                   module_target, with its log tail attached to a failing
                                     test's report (as conftest does for make_broker).
 Both give an object with .bootstrap, .port, .data_dir, .start(), .stop(), .log_tail(); use
@@ -128,6 +130,14 @@ class KafkaReferenceBroker:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log)"
+
+
+def new_target(workdir, kafka_config=None):
+    """An unstarted broker of the selected target, in `workdir` (which must exist), for
+    module-scoped fixtures that need settings of their own."""
+    if TARGET == "gregor":
+        return Broker(workdir, env=gregor_env(kafka_config))
+    return KafkaReferenceBroker(workdir, kafka_config)
 
 
 @pytest.fixture

@@ -347,3 +347,137 @@ def _lo_part_v7(r):
     r.i32()  # leader_epoch
     r.skip_tags()
     return p
+
+
+# --- consumer groups (classic protocol), non-flexible versions -------------------------------
+# FindCoordinator v2 (10), JoinGroup v5 (11), Heartbeat v3 (12), LeaveGroup v3 (13),
+# SyncGroup v3 (14), DescribeGroups v4 (15), OffsetCommit v7 (8), OffsetFetch v5 (9).
+
+def nullable_string(s):
+    return string(s)  # i16(-1) for None
+
+
+def bytes_(b):
+    return i32(-1) if b is None else i32(len(b)) + b
+
+
+def read_bytes(r):
+    n = r.i32()
+    return None if n < 0 else r.take(n)
+
+
+def find_coordinator_v2(correlation_id, key, key_type=0):
+    return header_v1(10, 2, correlation_id) + string(key) + i8(key_type)
+
+
+def read_find_coordinator_v2(r):
+    r.i32()  # throttle_time_ms
+    return {"error": r.i16(), "message": r.string(), "node_id": r.i32(), "host": r.string(),
+            "port": r.i32()}
+
+
+def join_group_v5(correlation_id, group, member_id="", instance_id=None, session_ms=10000,
+                  rebalance_ms=10000, protocols=(("range", b"meta"),), protocol_type="consumer"):
+    return (header_v1(11, 5, correlation_id) + string(group) + i32(session_ms) + i32(rebalance_ms)
+            + string(member_id) + nullable_string(instance_id) + string(protocol_type)
+            + i32(len(protocols)) + b"".join(string(n) + bytes_(m) for n, m in protocols))
+
+
+def read_join_group_v5(r):
+    r.i32()  # throttle_time_ms
+    out = {"error": r.i16(), "generation": r.i32(), "protocol": r.string(), "leader": r.string(),
+           "member_id": r.string()}
+    out["members"] = r.array(lambda r: (r.string(), r.string(), read_bytes(r)))
+    return out
+
+
+def sync_group_v3(correlation_id, group, generation, member_id, assignments=(), instance_id=None):
+    return (header_v1(14, 3, correlation_id) + string(group) + i32(generation) + string(member_id)
+            + nullable_string(instance_id) + i32(len(assignments))
+            + b"".join(string(m) + bytes_(a) for m, a in assignments))
+
+
+def read_sync_group_v3(r):
+    r.i32()  # throttle_time_ms
+    return {"error": r.i16(), "assignment": read_bytes(r)}
+
+
+def heartbeat_v3(correlation_id, group, generation, member_id, instance_id=None):
+    return (header_v1(12, 3, correlation_id) + string(group) + i32(generation) + string(member_id)
+            + nullable_string(instance_id))
+
+
+def read_error_only(r):
+    """Heartbeat v1+ response: throttle_time_ms, error_code."""
+    r.i32()
+    return r.i16()
+
+
+def leave_group_v3(correlation_id, group, members):
+    """members: [(member_id, instance_id or None)]"""
+    return (header_v1(13, 3, correlation_id) + string(group) + i32(len(members))
+            + b"".join(string(m) + nullable_string(i) for m, i in members))
+
+
+def read_leave_group_v3(r):
+    r.i32()  # throttle_time_ms
+    error = r.i16()
+    return error, r.array(lambda r: (r.string(), r.string(), r.i16()))
+
+
+def offset_commit_v7(correlation_id, group, generation, member_id, offsets, instance_id=None):
+    """offsets: {topic: [(partition, offset, metadata or None)]}"""
+    topics = b"".join(
+        string(t) + i32(len(ps)) + b"".join(i32(p) + i64(o) + i32(-1) + nullable_string(m)
+                                             for p, o, m in ps)
+        for t, ps in offsets.items())
+    return (header_v1(8, 7, correlation_id) + string(group) + i32(generation) + string(member_id)
+            + nullable_string(instance_id) + i32(len(offsets)) + topics)
+
+
+def read_offset_commit_v7(r):
+    """{(topic, partition): error}"""
+    r.i32()  # throttle_time_ms
+    out = {}
+    for t, ps in r.array(lambda r: (r.string(), r.array(lambda r: (r.i32(), r.i16())))):
+        for p, e in ps:
+            out[(t, p)] = e
+    return out
+
+
+def offset_fetch_v5(correlation_id, group, topics=None):
+    """topics: {topic: [partitions]}, or None for every committed partition."""
+    body = i32(-1) if topics is None else i32(len(topics)) + b"".join(
+        string(t) + i32(len(ps)) + b"".join(i32(p) for p in ps) for t, ps in topics.items())
+    return header_v1(9, 5, correlation_id) + string(group) + body
+
+
+def read_offset_fetch_v5(r):
+    """(error, {(topic, partition): (offset, metadata, error)})"""
+    r.i32()  # throttle_time_ms
+    out = {}
+    for t, ps in r.array(lambda r: (r.string(), r.array(
+            lambda r: (r.i32(), r.i64(), r.i32(), r.string(), r.i16())))):
+        for p, o, _epoch, m, e in ps:
+            out[(t, p)] = (o, m, e)
+    return r.i16(), out
+
+
+def describe_groups_v4(correlation_id, groups):
+    return (header_v1(15, 4, correlation_id) + i32(len(groups)) + b"".join(map(string, groups))
+            + i8(0))
+
+
+def read_describe_groups_v4(r):
+    r.i32()  # throttle_time_ms
+
+    def member(r):
+        return {"member_id": r.string(), "instance_id": r.string(), "client_id": r.string(),
+                "client_host": r.string(), "metadata": read_bytes(r), "assignment": read_bytes(r)}
+
+    def group(r):
+        g = {"error": r.i16(), "group": r.string(), "state": r.string(),
+             "protocol_type": r.string(), "protocol": r.string(), "members": r.array(member)}
+        r.i32()  # authorized_operations
+        return g
+    return r.array(group)

@@ -13,9 +13,10 @@ ACKS=${BENCH_ACKS:-1}
 COMPRESSION=${BENCH_COMPRESSION:-none}
 
 cargo build --release --locked -q
-cargo build --release -q --manifest-path bench/Cargo.toml
+# target/rdkafka: shared with examples/chat, so librdkafka compiles once for both
+cargo build --release -q --manifest-path bench/Cargo.toml --target-dir target/rdkafka
 GREGOR=target/release/gregor
-BENCH=bench/target/release/gregor-bench
+BENCH=target/rdkafka/release/gregor-bench
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 work=$(mktemp -d)

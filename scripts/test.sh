@@ -9,6 +9,8 @@ scripts/install-test-deps.sh
 export CARGO_TERM_COLOR=never
 cargo build --release --locked
 cargo test --release --locked
+# the chat example (proto-tests/test_chat.py); target/rdkafka is shared with bench/
+cargo build --release --locked --manifest-path examples/chat/Cargo.toml --target-dir target/rdkafka
 
 export GREGOR_BIN="$PWD/target/release/gregor"
 .deps/venv/bin/python -m pytest proto-tests -q -p no:cacheprovider

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::group::GroupCoordinator;
 use crate::meta::image::MetadataImage;
 use crate::meta::producer_ids::ProducerIdAllocator;
 use crate::meta::MetadataQuorum;
+use crate::replica::fetcher::FetcherManager;
 use crate::replica::ReplicaManager;
 
 pub struct Broker {
@@ -17,6 +19,8 @@ pub struct Broker {
     pub meta: MetadataQuorum,
     pub replicas: ReplicaManager,
     pub producer_ids: ProducerIdAllocator,
+    pub groups: GroupCoordinator,
+    pub fetchers: FetcherManager,
     /// Cancelled when the broker starts shutting down.
     pub shutdown: CancellationToken,
     ready: AtomicBool,
@@ -26,6 +30,8 @@ impl Broker {
     pub fn new(config: Config, meta: MetadataQuorum, replicas: ReplicaManager) -> Arc<Self> {
         Arc::new(Self {
             producer_ids: ProducerIdAllocator::new(config.node_id),
+            groups: GroupCoordinator::new(config.kafka.group.clone()),
+            fetchers: FetcherManager::default(),
             config,
             meta,
             replicas,

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
@@ -122,6 +123,11 @@ pub struct KafkaSettings {
     pub producer_id_expiration_check_interval_ms: u64,
     pub transaction_max_timeout_ms: i32,
     pub delete_topic_enable: bool,
+    pub log_cleaner_backoff_ms: u64,
+    pub replica_lag_time_max_ms: u64,
+    pub group: crate::group::GroupConfig,
+    /// Broker fencing and leader elections by the active controller.
+    pub controller: crate::meta::ControllerSettings,
     /// Every setting as given, for topic defaults and DescribeConfigs.
     pub raw: BTreeMap<String, String>,
 }
@@ -269,13 +275,29 @@ impl Config {
 #[rustfmt::skip]
 pub const BROKER_SETTINGS: &[(&str, &str, i8, &str)] = &[
     ("auto.create.topics.enable", "true", 1, "Enable auto creation of topics when a producer asks for an unknown one."),
+    ("auto.leader.rebalance.enable", "true", 1, "Enables auto leader balancing: the controller moves leadership back to a partition's preferred replica once it is live and in the ISR, checked every leader.imbalance.check.interval.seconds."),
+    ("broker.session.timeout.ms", "9000", 3, "The controller fences a broker it has not heard from (Raft heartbeat acknowledgements) for this long: it leaves every ISR and loses its leaderships."),
     ("default.replication.factor", "1", 3, "The replication factor of automatically created topics."),
     ("delete.topic.enable", "true", 1, "Enables topic deletion; deleting a topic fails when this is off."),
+    ("group.initial.rebalance.delay.ms", "3000", 3, "How long the coordinator waits for more consumers to join a new group before the first rebalance."),
+    ("group.max.session.timeout.ms", "1800000", 3, "The maximum allowed session timeout for registered consumers."),
+    ("group.max.size", "2147483647", 3, "The maximum number of consumers a single consumer group can accommodate."),
+    ("group.min.session.timeout.ms", "6000", 3, "The minimum allowed session timeout for registered consumers."),
+    ("leader.imbalance.check.interval.seconds", "300", 5, "The frequency with which the partition rebalance check is triggered by the controller."),
+    ("log.cleaner.backoff.ms", "15000", 5, "The amount of time to sleep when there are no logs to clean."),
     ("log.flush.offset.checkpoint.interval.ms", "60000", 3, "How often the recovery points are written to disk."),
     ("log.flush.scheduler.interval.ms", "1000", 5, "How often logs are checked for a time-based flush (flush.ms)."),
     ("log.retention.check.interval.ms", "300000", 5, "How often the log cleaner checks whether any log is eligible for deletion."),
     ("num.partitions", "1", 3, "The default number of partitions per topic."),
+    ("offset.metadata.max.bytes", "4096", 3, "The maximum size for a metadata entry associated with an offset commit."),
+    ("offsets.commit.timeout.ms", "5000", 3, "Offset commits wait this long for the offsets topic's replicas."),
+    ("offsets.retention.check.interval.ms", "600000", 5, "How often to check for stale offsets."),
+    ("offsets.retention.minutes", "10080", 3, "How long committed offsets are kept after a group becomes empty (7 days)."),
+    ("offsets.topic.num.partitions", "50", 3, "The number of partitions for the offset commit topic (should not change after deployment)."),
+    ("offsets.topic.replication.factor", "3", 4, "The replication factor for the offsets topic (capped at the number of brokers)."),
+    ("offsets.topic.segment.bytes", "104857600", 3, "The offsets topic segment bytes, kept small for faster log compaction and cache loads."),
     ("producer.id.expiration.check.interval.ms", "600000", 3, "How often expired producer ids are removed."),
+    ("replica.lag.time.max.ms", "30000", 5, "A follower that has not caught up with the leader for this long leaves the ISR."),
     ("producer.id.expiration.ms", "86400000", 3, "How long a producer id is kept after its last write."),
     ("socket.request.max.bytes", "104857600", 3, "The maximum number of bytes in a socket request."),
     ("transaction.max.timeout.ms", "900000", 3, "The maximum allowed timeout for transactions."),
@@ -335,8 +357,69 @@ impl KafkaSettings {
             )?,
             transaction_max_timeout_ms: get(&raw, "transaction.max.timeout.ms")?,
             delete_topic_enable: get(&raw, "delete.topic.enable")?,
+            log_cleaner_backoff_ms: get(&raw, "log.cleaner.backoff.ms")?,
+            replica_lag_time_max_ms: get(&raw, "replica.lag.time.max.ms")?,
+            group: crate::group::GroupConfig {
+                offsets_partitions: get(&raw, "offsets.topic.num.partitions")?,
+                offsets_replication_factor: get(&raw, "offsets.topic.replication.factor")?,
+                offsets_segment_bytes: get(&raw, "offsets.topic.segment.bytes")?,
+                min_session_timeout: Duration::from_millis(get(
+                    &raw,
+                    "group.min.session.timeout.ms",
+                )?),
+                max_session_timeout: Duration::from_millis(get(
+                    &raw,
+                    "group.max.session.timeout.ms",
+                )?),
+                initial_rebalance_delay: Duration::from_millis(get(
+                    &raw,
+                    "group.initial.rebalance.delay.ms",
+                )?),
+                max_size: get(&raw, "group.max.size")?,
+                offsets_retention: Duration::from_secs(
+                    60 * get::<u64>(&raw, "offsets.retention.minutes")?,
+                ),
+                offsets_retention_check_interval: Duration::from_millis(get(
+                    &raw,
+                    "offsets.retention.check.interval.ms",
+                )?),
+                offset_metadata_max_bytes: get(&raw, "offset.metadata.max.bytes")?,
+                commit_timeout: Duration::from_millis(get(&raw, "offsets.commit.timeout.ms")?),
+            },
+            controller: crate::meta::ControllerSettings {
+                broker_session_timeout: Duration::from_millis(get(
+                    &raw,
+                    "broker.session.timeout.ms",
+                )?),
+                auto_leader_rebalance_enable: get(&raw, "auto.leader.rebalance.enable")?,
+                leader_imbalance_check_interval: Duration::from_secs(get(
+                    &raw,
+                    "leader.imbalance.check.interval.seconds",
+                )?),
+                // A topic config default (validated with the topic defaults); topics may
+                // override it.
+                unclean_leader_election_enable: raw
+                    .get("unclean.leader.election.enable")
+                    .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
+            },
             raw,
         };
+        if settings.group.offsets_partitions < 1 {
+            bail!("[kafka] offsets.topic.num.partitions must be at least 1");
+        }
+        if settings.group.offsets_replication_factor < 1 {
+            bail!("[kafka] offsets.topic.replication.factor must be at least 1");
+        }
+        if settings.controller.broker_session_timeout < Duration::from_millis(100) {
+            bail!("[kafka] broker.session.timeout.ms must be at least 100");
+        }
+        if settings
+            .controller
+            .leader_imbalance_check_interval
+            .is_zero()
+        {
+            bail!("[kafka] leader.imbalance.check.interval.seconds must be at least 1");
+        }
         if settings.num_partitions < 1 {
             bail!("[kafka] num.partitions must be at least 1");
         }

@@ -1,11 +1,13 @@
 //! Gregor: a Kafka-protocol message broker. The binary (`main.rs`) is a thin CLI over these
 //! modules; the library form exists so that tests and fuzz targets can reach them.
 
+pub mod admin_cli;
 pub mod admin_http;
 pub mod alloc_guard;
 pub mod api;
 pub mod broker;
 pub mod config;
+pub mod group;
 pub mod log;
 pub mod meta;
 pub mod replica;

@@ -1,8 +1,9 @@
 //! gregor: a Kafka-protocol message broker in one binary.
 //!
 //! `gregor serve` runs one broker, which is also one voter of the metadata quorum.
+//! `gregor admin` manages the metadata quorum through a broker's admin HTTP API.
 
-use gregor::{config, serve};
+use gregor::{admin_cli, config, serve};
 
 use clap::{Parser, Subcommand};
 
@@ -17,11 +18,15 @@ struct Cli {
 enum Command {
     /// Run a broker.
     Serve(config::Flags),
+    /// Manage the metadata quorum (status, add-learner, promote, remove) through a broker's
+    /// admin HTTP API.
+    Admin(admin_cli::AdminArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Admin(args) => admin_cli::run(&args),
         Command::Serve(flags) => {
             let config = match config::Config::load(&flags) {
                 Ok(c) => c,

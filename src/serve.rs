@@ -73,6 +73,7 @@ pub async fn run(config: Config) -> Result<()> {
         dir: config.data_dir.join("meta"),
         controller_listen: config.controller_listen,
         voters: config.voters.clone(),
+        controller: config.kafka.controller.clone(),
     })
     .await
     .context("starting the metadata quorum")?;
@@ -91,6 +92,7 @@ pub async fn run(config: Config) -> Result<()> {
         port: config.advertised_port,
         rack: None,
         incarnation_id: uuid::Uuid::new_v4(),
+        fenced: false,
     };
     meta.propose(MetadataRecord::RegisterBroker(registration))
         .await
@@ -103,11 +105,16 @@ pub async fn run(config: Config) -> Result<()> {
     replicas.remove_stray_logs();
 
     let broker = Broker::new(config, meta, replicas);
+    broker.groups.sync_partitions(&broker.replicas);
     provision_topics(&broker).await;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(follow_metadata(broker.clone()));
     tasks.spawn(flush_and_checkpoint(broker.clone()));
     tasks.spawn(retention_and_expiry(broker.clone()));
+    tasks.spawn(group_timers(broker.clone()));
+    tasks.spawn(clean_logs(broker.clone()));
+    tasks.spawn(crate::replica::isr::maintain_isr(broker.clone()));
+    broker.fetchers.sync(&broker);
     tasks.spawn(crate::admin_http::run(broker.clone(), admin_listener));
     let kafka = tokio::spawn(crate::server::run(broker.clone(), kafka_listener));
 
@@ -224,9 +231,73 @@ async fn follow_metadata(broker: Arc<Broker>) {
                 let image = images.borrow_and_update().clone();
                 let b = broker.clone();
                 // Opening logs does file I/O; keep it off the async workers.
-                let _ = tokio::task::spawn_blocking(move || b.replicas.apply_image(&image)).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    b.replicas.apply_image(&image);
+                    b.groups.sync_partitions(&b.replicas);
+                })
+                .await;
+                broker.fetchers.sync(&broker);
             }
             _ = broker.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// The log cleaner: a compaction pass over every hosted compacted log, one at a time on a
+/// blocking thread, every `log.cleaner.backoff.ms`.
+async fn clean_logs(broker: Arc<Broker>) {
+    let config = crate::log::cleaner::CleanerConfig {
+        backoff_ms: broker.config.kafka.log_cleaner_backoff_ms,
+        ..Default::default()
+    };
+    if !config.enable {
+        return;
+    }
+    let every = Duration::from_millis(config.backoff_ms.max(10));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = broker.shutdown.cancelled() => return,
+        }
+        let b = broker.clone();
+        let config = config.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for (name, topic) in b.replicas.hosted().iter() {
+                for (index, p) in &topic.partitions {
+                    if !p.log.config().compact {
+                        continue;
+                    }
+                    match crate::log::cleaner::clean_once(&p.log, p.high_watermark(), now_ms(), &config) {
+                        Ok(stats) if stats.cleaned => tracing::debug!(topic = %name, partition = index, ?stats, "cleaned log"),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(topic = %name, partition = index, error = %e, "log cleaning failed"),
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Drives group timeouts (sessions, join and sync phases) and offset retention.
+async fn group_timers(broker: Arc<Broker>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let expiry_every = broker
+        .groups
+        .config
+        .offsets_retention_check_interval
+        .max(Duration::from_millis(100));
+    let mut last_expiry = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = broker.shutdown.cancelled() => return,
+        }
+        broker.groups.tick(&broker.replicas);
+        if last_expiry.elapsed() >= expiry_every {
+            last_expiry = Instant::now();
+            broker.groups.expire_offsets(&broker.replicas);
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Fetch for consumers: whole batches below the high watermark, sliced straight from segment
+//! Fetch for consumers and follower replicas: whole batches (below the high watermark for
+//! consumers, up to the log end for followers), sliced straight from segment
 //! mappings. A fetch that has less than `min_bytes` waits (up to `max_wait_ms`) for an append
 //! to any of its partitions to wake it; there is no polling timer.
 
@@ -7,14 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::{code, partition_error_code};
 use crate::broker::Broker;
+use crate::replica::replication::FollowerRead;
 use crate::replica::Partition;
 
 /// One requested partition, resolved against what this broker hosts.
@@ -25,6 +29,7 @@ struct Wanted {
     fetch_offset: i64,
     current_leader_epoch: i32,
     max_bytes: usize,
+    last_fetched_epoch: i32,
     target: Result<Arc<Partition>, ResponseError>,
 }
 
@@ -40,6 +45,8 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
             .with_error_code(code(ResponseError::FetchSessionIdNotFound))
             .with_session_id(0);
     }
+    // A broker replica fetches with its id; consumers send -1.
+    let replica_id = (req.replica_id.0 >= 0).then_some(req.replica_id.0);
     let image = broker.image();
     let mut wanted = Vec::new();
     for topic in &req.topics {
@@ -79,6 +86,11 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
                     -1
                 },
                 max_bytes: p.partition_max_bytes.max(0) as usize,
+                last_fetched_epoch: if version >= 12 {
+                    p.last_fetched_epoch
+                } else {
+                    -1
+                },
                 target,
             });
         }
@@ -99,7 +111,7 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
         for w in wakeups.iter_mut() {
             w.as_mut().enable();
         }
-        let (topics, bytes, errors) = read_all(&wanted, version, response_max_bytes);
+        let (topics, bytes, errors) = read_all(&wanted, version, replica_id, response_max_bytes);
         let now = tokio::time::Instant::now();
         if bytes >= min_bytes || errors || now >= deadline || wakeups.is_empty() {
             return FetchResponse::default()
@@ -119,6 +131,7 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
 fn read_all(
     wanted: &[Wanted],
     version: i16,
+    replica_id: Option<i32>,
     response_max_bytes: usize,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
@@ -126,13 +139,13 @@ fn read_all(
     let mut any_error = false;
     for w in wanted {
         let remaining = response_max_bytes.saturating_sub(total);
-        let data = match &w.target {
-            Err(e) => {
+        let min_one = total == 0;
+        let data = match (&w.target, replica_id) {
+            (Err(e), _) => {
                 any_error = true;
                 error_partition(w.index, *e)
             }
-            Ok(partition) => {
-                let min_one = total == 0;
+            (Ok(partition), None) => {
                 match partition.read(
                     w.fetch_offset,
                     w.current_leader_epoch,
@@ -151,7 +164,53 @@ fn read_all(
                     }
                     Err(e) => {
                         any_error = true;
-                        error_partition(w.index, partition_error_code(&e))
+                        partition_failure(partition, w.index, &e, version)
+                    }
+                }
+            }
+            (Ok(partition), Some(replica)) => {
+                match partition.read_for_follower(
+                    replica,
+                    w.fetch_offset,
+                    w.current_leader_epoch,
+                    w.last_fetched_epoch,
+                    w.max_bytes.min(remaining),
+                ) {
+                    Ok(FollowerRead::Records {
+                        result,
+                        high_watermark,
+                        log_start_offset,
+                    }) => {
+                        total += result.records.len();
+                        PartitionData::default()
+                            .with_partition_index(w.index)
+                            .with_high_watermark(high_watermark)
+                            .with_last_stable_offset(high_watermark)
+                            .with_log_start_offset(log_start_offset)
+                            .with_preferred_read_replica((-1).into())
+                            .with_records(Some(result.records))
+                    }
+                    Ok(FollowerRead::Diverging { epoch, end_offset }) => {
+                        any_error = true;
+                        let mut d = PartitionData::default()
+                            .with_partition_index(w.index)
+                            .with_high_watermark(partition.high_watermark())
+                            .with_last_stable_offset(partition.high_watermark())
+                            .with_log_start_offset(partition.log.log_start_offset())
+                            .with_preferred_read_replica((-1).into())
+                            .with_records(Some(Bytes::new()));
+                        d.diverging_epoch = EpochEndOffset::default()
+                            .with_epoch(epoch)
+                            .with_end_offset(end_offset);
+                        d
+                    }
+                    Err(e) => {
+                        any_error = true;
+                        let mut d = partition_failure(partition, w.index, &e, version);
+                        // Followers need the leader's bounds to reset an out-of-range log.
+                        d.log_start_offset = partition.log.log_start_offset();
+                        d.high_watermark = partition.high_watermark();
+                        d
                     }
                 }
             }
@@ -177,6 +236,29 @@ fn read_all(
         }
     }
     (topics, total, any_error)
+}
+
+/// A failed partition read; NOT_LEADER and epoch errors carry the current leader (v12+), so
+/// clients can go straight there.
+fn partition_failure(
+    partition: &Partition,
+    index: i32,
+    e: &crate::replica::PartitionError,
+    version: i16,
+) -> PartitionData {
+    let error = partition_error_code(e);
+    let mut d = error_partition(index, error);
+    let leader_hint = matches!(
+        error,
+        ResponseError::NotLeaderOrFollower | ResponseError::FencedLeaderEpoch
+    );
+    if version >= 12 && leader_hint {
+        let state = partition.state();
+        d.current_leader = LeaderIdAndEpoch::default()
+            .with_leader_id(BrokerId(state.leader))
+            .with_leader_epoch(state.leader_epoch);
+    }
+    d
 }
 
 fn error_partition(index: i32, error: ResponseError) -> PartitionData {

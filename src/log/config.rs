@@ -25,6 +25,27 @@ pub struct LogConfig {
     pub retention_ms: i64,
     pub retention_bytes: i64,
     pub min_insync_replicas: i32,
+    /// `cleanup.policy` contains `compact`: the log cleaner keeps the latest record per key.
+    pub compact: bool,
+    /// `cleanup.policy` contains `delete`: time and size retention apply.
+    pub delete: bool,
+    /// How long a tombstone stays readable after the cleaner first saw it (`delete.retention.ms`).
+    pub delete_retention_ms: i64,
+    pub min_cleanable_dirty_ratio: f64,
+    pub min_compaction_lag_ms: i64,
+    pub max_compaction_lag_ms: i64,
+}
+
+impl LogConfig {
+    /// The age after which the active segment is rolled: `segment.ms`, or for compacted logs
+    /// at most `max.compaction.lag.ms` (the active segment is never cleaned), as in Kafka.
+    pub fn max_segment_ms(&self) -> i64 {
+        if self.compact && self.max_compaction_lag_ms > 0 {
+            self.segment_ms.min(self.max_compaction_lag_ms)
+        } else {
+            self.segment_ms
+        }
+    }
 }
 
 /// How a key's value is checked.
@@ -226,18 +247,19 @@ pub fn broker_synonyms(def: &TopicConfigDef) -> Vec<(&'static str, Option<&'stat
     }
 }
 
-/// Checks a whole set of topic overrides: every key and value, and the features this broker
-/// does not have yet.
+/// Checks a whole set of topic overrides: every key and value, and the combinations Kafka
+/// refuses.
 pub fn validate_topic_overrides(configs: &BTreeMap<String, String>) -> Result<(), String> {
     for (k, v) in configs {
         validate_topic_config(k, v)?;
     }
-    if configs
-        .get("cleanup.policy")
-        .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"))
-    {
-        // Accepting it without a log cleaner would silently keep every record.
-        return Err("cleanup.policy=compact is not supported by this broker yet".into());
+    let long = |k: &str| configs.get(k).and_then(|v| v.trim().parse::<i64>().ok());
+    if let (Some(min), Some(max)) = (long("min.compaction.lag.ms"), long("max.compaction.lag.ms")) {
+        if min > max {
+            return Err(format!(
+                "conflict topic config setting min.compaction.lag.ms ({min}) > max.compaction.lag.ms ({max})"
+            ));
+        }
     }
     Ok(())
 }
@@ -365,8 +387,24 @@ impl TopicDefaults {
             retention_ms: long("retention.ms", 604_800_000),
             retention_bytes: long("retention.bytes", -1),
             min_insync_replicas: long("min.insync.replicas", 1) as i32,
+            compact: policy_has(get("cleanup.policy"), "compact"),
+            delete: policy_has(get("cleanup.policy"), "delete"),
+            delete_retention_ms: long("delete.retention.ms", 86_400_000),
+            min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .unwrap_or(0.5),
+            min_compaction_lag_ms: long("min.compaction.lag.ms", 0).max(0),
+            max_compaction_lag_ms: long("max.compaction.lag.ms", i64::MAX).max(1),
         }
     }
+}
+
+/// Whether a `cleanup.policy` list names `policy`.
+fn policy_has(list: &str, policy: &str) -> bool {
+    list.split(',').any(|p| p.trim() == policy)
 }
 
 impl Default for LogConfig {
@@ -395,18 +433,43 @@ mod tests {
     fn overrides_and_validation() {
         let mut s = BTreeMap::new();
         s.insert("log.retention.hours".to_string(), "1".to_string());
-        s.insert("log.segment.bytes".to_string(), "4096".to_string());
+        s.insert("log.segment.bytes".to_string(), "2097152".to_string());
         let d = TopicDefaults::from_broker_settings(&s).expect("valid");
         let mut o = BTreeMap::new();
         o.insert("flush.messages".to_string(), "1".to_string());
         let c = d.resolve(&o);
         assert_eq!(c.retention_ms, 3_600_000);
-        assert_eq!(c.segment_bytes, 4096);
+        assert_eq!(c.segment_bytes, 2097152);
         assert_eq!(c.flush_messages, 1);
         assert!(validate_topic_config("flush.messages", "0").is_err());
         assert!(validate_topic_config("segment.bytes", "abc").is_err());
         assert!(validate_topic_config("message.timestamp.type", "LogAppendTime").is_ok());
         assert!(validate_topic_config("cleanup.policy", "compact,delete").is_ok());
         assert!(validate_topic_config("no.such.key", "1").is_err());
+    }
+
+    #[test]
+    fn cleanup_policy_and_compaction_settings() {
+        let d = LogConfig::default();
+        assert!(d.delete && !d.compact);
+        assert_eq!(d.delete_retention_ms, 86_400_000);
+        assert_eq!(d.min_cleanable_dirty_ratio, 0.5);
+        assert_eq!(d.max_segment_ms(), d.segment_ms);
+        let defaults = TopicDefaults::from_broker_settings(&BTreeMap::new()).expect("defaults");
+        let mut o = BTreeMap::new();
+        o.insert("cleanup.policy".to_string(), "compact".to_string());
+        o.insert("min.cleanable.dirty.ratio".to_string(), "0.1".to_string());
+        o.insert("max.compaction.lag.ms".to_string(), "60000".to_string());
+        // A compacted topic is accepted now that the log cleaner exists.
+        assert_eq!(validate_topic_overrides(&o), Ok(()));
+        let c = defaults.resolve(&o);
+        assert!(c.compact && !c.delete);
+        assert_eq!(c.min_cleanable_dirty_ratio, 0.1);
+        assert_eq!(c.max_segment_ms(), 60_000);
+        o.insert("cleanup.policy".to_string(), "compact,delete".to_string());
+        let c = defaults.resolve(&o);
+        assert!(c.compact && c.delete);
+        o.insert("min.compaction.lag.ms".to_string(), "60001".to_string());
+        assert!(validate_topic_overrides(&o).is_err());
     }
 }

@@ -182,6 +182,15 @@ impl<E: IndexEntry> Index<E> {
         (lo > 0).then(|| self.entry(lo - 1))
     }
 
+    /// Drops every entry for which `keep` is false, from the first such entry on.
+    pub fn truncate_where(&mut self, keep: impl Fn(&E) -> bool) {
+        let mut n = self.entries;
+        while n > 0 && !keep(&self.entry(n - 1)) {
+            n -= 1;
+        }
+        self.entries = n;
+    }
+
     pub fn clear(&mut self) {
         self.entries = 0;
     }
@@ -198,6 +207,12 @@ impl<E: IndexEntry> Index<E> {
             Some(map) => map.flush(),
             None => Ok(()),
         }
+    }
+
+    /// Flushes the entries and fsyncs the file, its length included.
+    pub fn sync(&self) -> io::Result<()> {
+        self.flush()?;
+        self.file.sync_all()
     }
 }
 

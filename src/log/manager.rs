@@ -1,6 +1,6 @@
 //! LogManager: every partition log under `<data-dir>/logs`, their recovery at startup, the
-//! recovery-point and log-start-offset checkpoints, scheduled flushes (`flush.ms`) and the
-//! clean-shutdown marker.
+//! recovery-point, log-start-offset and cleaner-offset checkpoints, scheduled flushes
+//! (`flush.ms`) and the clean-shutdown marker.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -16,6 +16,8 @@ use super::partition_log::PartitionLog;
 
 const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
 const LOG_START_FILE: &str = "log-start-offset-checkpoint";
+/// Kafka's file for where each compacted log's dirty section starts.
+const CLEANER_FILE: &str = "cleaner-offset-checkpoint";
 const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
 
 pub type TopicPartition = (String, i32);
@@ -31,6 +33,7 @@ struct Startup {
     clean: bool,
     recovery_points: Checkpoint,
     log_starts: Checkpoint,
+    cleaner_offsets: Checkpoint,
 }
 
 /// Splits a partition directory name `<topic>-<partition>`.
@@ -77,6 +80,7 @@ impl LogManager {
         }
         let recovery_points = checkpoint::read(&dir.join(RECOVERY_POINT_FILE));
         let log_starts = checkpoint::read(&dir.join(LOG_START_FILE));
+        let cleaner_offsets = checkpoint::read(&dir.join(CLEANER_FILE));
         let has_logs = std::fs::read_dir(dir)?.any(|e| e.is_ok_and(|e| e.path().is_dir()));
         if !clean && has_logs {
             tracing::info!(dir = %dir.display(), "no clean-shutdown marker: logs will be recovered");
@@ -88,6 +92,7 @@ impl LogManager {
                 clean,
                 recovery_points,
                 log_starts,
+                cleaner_offsets,
             }),
         })
     }
@@ -131,12 +136,13 @@ impl LogManager {
             }
             _ => {}
         }
-        let (clean, recovery_point, log_start) = {
+        let (clean, recovery_point, log_start, cleaner_offset) = {
             let s = self.startup.lock();
             (
                 s.clean,
                 s.recovery_points.get(tp).copied().unwrap_or(0),
                 s.log_starts.get(tp).copied().unwrap_or(0),
+                s.cleaner_offsets.get(tp).copied(),
             )
         };
         let existed = dir.exists();
@@ -148,6 +154,10 @@ impl LogManager {
             clean || !existed,
             now_ms,
         )?);
+        if let (true, Some(offset)) = (existed, cleaner_offset) {
+            // Ignored when outside the log (a recreated topic): cleaning then starts over.
+            log.set_cleaner_checkpoint(offset);
+        }
         write_partition_metadata(&dir, topic_id)?;
         if !existed {
             super::partition_log::sync_dir(&self.dir)?;
@@ -187,7 +197,7 @@ impl LogManager {
         }
     }
 
-    /// Writes the recovery-point and log-start-offset checkpoints.
+    /// Writes the recovery-point, log-start-offset and cleaner-offset checkpoints.
     pub fn write_checkpoints(&self) -> io::Result<()> {
         let logs = self.all();
         let mut recovery = BTreeMap::new();
@@ -197,7 +207,23 @@ impl LogManager {
             starts.insert(tp.clone(), log.log_start_offset());
         }
         checkpoint::write(&self.dir.join(RECOVERY_POINT_FILE), &recovery)?;
-        checkpoint::write(&self.dir.join(LOG_START_FILE), &starts)
+        checkpoint::write(&self.dir.join(LOG_START_FILE), &starts)?;
+        self.write_cleaner_checkpoint()
+    }
+
+    /// Writes `cleaner-offset-checkpoint`: where each compacted log's dirty section starts.
+    /// Call it after a cleaning round; a stale file only makes the cleaner redo some work.
+    pub fn write_cleaner_checkpoint(&self) -> io::Result<()> {
+        let offsets: Checkpoint = self
+            .all()
+            .into_iter()
+            .filter_map(|(tp, log)| log.cleaner_checkpoint().map(|o| (tp, o)))
+            .collect();
+        let path = self.dir.join(CLEANER_FILE);
+        if offsets.is_empty() && !path.exists() {
+            return Ok(());
+        }
+        checkpoint::write(&path, &offsets)
     }
 
     /// Flushes and closes every log, writes the checkpoints, then the clean-shutdown marker.
@@ -217,6 +243,42 @@ impl LogManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cleaner_checkpoint_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tp: TopicPartition = ("compacted".into(), 0);
+        let id = Uuid::new_v4();
+        let config = Arc::new(LogConfig {
+            segment_bytes: 1024,
+            ..LogConfig::default()
+        });
+        {
+            let logs = LogManager::open(dir.path()).expect("open");
+            let log = logs.get_or_open(&tp, id, config.clone(), 0).expect("log");
+            for i in 0..20 {
+                let raw = crate::log::testing::encode_batch(
+                    1,
+                    i,
+                    100,
+                    kafka_protocol::records::Compression::None,
+                );
+                let view = crate::log::batch::validate_produce_batch(&raw).expect("valid");
+                log.append(&view, 0, 0).expect("append");
+            }
+            assert_eq!(log.cleaner_checkpoint(), None);
+            log.set_cleaner_checkpoint(12);
+            // Outside the log: ignored.
+            log.set_cleaner_checkpoint(99);
+            assert_eq!(log.cleaner_checkpoint(), Some(12));
+            logs.shutdown().expect("shutdown");
+        }
+        let text = std::fs::read_to_string(dir.path().join(CLEANER_FILE)).expect("file");
+        assert_eq!(text, "0\n1\ncompacted 0 12\n");
+        let logs = LogManager::open(dir.path()).expect("reopen");
+        let log = logs.get_or_open(&tp, id, config, 0).expect("log");
+        assert_eq!(log.cleaner_checkpoint(), Some(12));
+    }
 
     #[test]
     fn partition_dir_names() {

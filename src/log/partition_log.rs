@@ -7,13 +7,14 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
 use super::batch::{self, BatchView};
+use super::cleaner::CleanerState;
 use super::config::{LogConfig, TimestampType};
 use super::leader_epoch::LeaderEpochCache;
 use super::segment::{file_name, LogSegment};
@@ -63,6 +64,14 @@ pub struct PartitionLog {
     /// Everything below this offset is known to be on disk (fsync'ed).
     recovery_point: AtomicI64,
     epochs: Mutex<LeaderEpochCache>,
+    /// Where the log cleaner's dirty section starts (Kafka's `cleaner-offset-checkpoint`
+    /// entry); -1 until the log is first cleaned or a checkpoint is loaded.
+    cleaner_checkpoint: AtomicI64,
+    /// The cleaner's working state; held for a whole cleaning pass, never by appends or reads.
+    pub(crate) cleaner: Mutex<CleanerState>,
+    /// Bumped (under the writer lock) by every truncation of the log's tail, so that a
+    /// cleaner pass that read segments before a truncation does not swap its output in.
+    truncations: AtomicU64,
 }
 
 impl PartitionLog {
@@ -78,6 +87,9 @@ impl PartitionLog {
         now_ms: i64,
     ) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        // A cleaner swap interrupted by a crash is completed first (`cleaner.rs`); the
+        // segments it produced get their indexes rebuilt below.
+        let swapped = super::cleaner::complete_interrupted_swaps(dir)?;
         let mut bases: Vec<i64> = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let name = entry?.file_name();
@@ -117,18 +129,24 @@ impl PartitionLog {
         for (i, &base) in bases.iter().enumerate() {
             let active = base == last;
             let capacity = if active { config.segment_bytes } else { 0 };
+            let needs_recovery = swapped.contains(&base)
+                || (!clean && bases.get(i + 1).is_none_or(|n| *n > recovery_point));
+            // A segment being recovered gets writable indexes so that the rebuild is not
+            // limited by the size of the index files found (a swapped-in segment has none).
             let seg = LogSegment::open(
                 dir,
                 base,
                 capacity,
                 config.segment_index_bytes,
-                active,
+                active || needs_recovery,
                 now_ms,
             )?;
-            let needs_recovery = !clean && bases.get(i + 1).is_none_or(|n| *n > recovery_point);
             if needs_recovery {
                 let before = seg.size();
                 let end = seg.recover(config.index_interval_bytes)?;
+                if !active {
+                    seg.seal()?;
+                }
                 if let Some(end) = end {
                     next_offset = Some(end);
                 }
@@ -196,6 +214,9 @@ impl PartitionLog {
                 recovery_point.min(log_end)
             }),
             epochs: Mutex::new(epochs),
+            cleaner_checkpoint: AtomicI64::new(-1),
+            cleaner: Mutex::new(CleanerState::default()),
+            truncations: AtomicU64::new(0),
         };
         if !clean {
             log.flush()?;
@@ -285,6 +306,26 @@ impl PartitionLog {
                 epochs.persist()?;
             }
         }
+        self.after_append(&mut writer, &segment, &config, records, last_offset, now_ms)?;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            log_append_time: if stamped.is_some() { now_ms } else { -1 },
+            size: raw.len(),
+        })
+    }
+
+    /// Counts appended messages and fsyncs when `flush.messages` or `flush.ms` says so; the
+    /// recovery point then moves past `last_offset`.
+    fn after_append(
+        &self,
+        writer: &mut WriterState,
+        segment: &LogSegment,
+        config: &LogConfig,
+        records: i64,
+        last_offset: i64,
+        now_ms: i64,
+    ) -> io::Result<()> {
         writer.unflushed_messages += records;
         if writer.unflushed_messages >= config.flush_messages
             || now_ms.saturating_sub(writer.last_flush_ms) >= config.flush_ms
@@ -295,12 +336,7 @@ impl PartitionLog {
             self.recovery_point
                 .store(last_offset + 1, Ordering::Release);
         }
-        Ok(AppendInfo {
-            base_offset,
-            last_offset,
-            log_append_time: if stamped.is_some() { now_ms } else { -1 },
-            size: raw.len(),
-        })
+        Ok(())
     }
 
     fn should_roll(
@@ -319,7 +355,7 @@ impl PartitionLog {
             || size + batch_size > segment.capacity()
             || segment.offset_index_full()
             || !segment.can_hold_offset(last_offset)
-            || now_ms.saturating_sub(segment.created_ms()) > config.segment_ms
+            || now_ms.saturating_sub(segment.created_ms()) > config.max_segment_ms()
     }
 
     /// Seals the active segment and starts a new one at `base_offset`. The sealed segment is
@@ -515,7 +551,10 @@ impl PartitionLog {
                 .get(i + 1)
                 .map(|n| n.base_offset())
                 .unwrap_or(log_end);
-            if seg.size() == 0 || end > high_watermark || !deletable(seg, end, total) {
+            // Only the last segment is kept when empty (Kafka's rule); the cleaner can leave
+            // empty segments in between.
+            let last_and_empty = i + 1 == segments.len() && seg.size() == 0;
+            if last_and_empty || end > high_watermark || !deletable(seg, end, total) {
                 break;
             }
             total -= seg.size() as u64;
@@ -628,6 +667,82 @@ impl PartitionLog {
         }
     }
 
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The segments, oldest first; the last is the active segment.
+    pub(crate) fn segments_snapshot(&self) -> Vec<Arc<LogSegment>> {
+        self.segments.read().values().cloned().collect()
+    }
+
+    /// The log cleaner's checkpoint: where the dirty section starts, if known.
+    pub fn cleaner_checkpoint(&self) -> Option<i64> {
+        let c = self.cleaner_checkpoint.load(Ordering::Acquire);
+        (c >= 0).then_some(c)
+    }
+
+    /// Sets the cleaner checkpoint (from the `cleaner-offset-checkpoint` file at startup, or
+    /// by the cleaner after a pass). Offsets outside the log are ignored.
+    pub fn set_cleaner_checkpoint(&self, offset: i64) {
+        if offset >= self.log_start_offset() && offset <= self.log_end_offset() {
+            self.cleaner_checkpoint.store(offset, Ordering::Release);
+        }
+    }
+
+    /// How many times the log's tail was truncated since it was opened. Every truncation
+    /// (follower truncation to a leader's epoch end, truncate-fully) must call
+    /// `note_truncation` while it holds the writer lock.
+    pub(crate) fn truncation_count(&self) -> u64 {
+        self.truncations.load(Ordering::Acquire)
+    }
+
+    /// Records a truncation of the log's tail to `new_log_end` (call with the writer lock
+    /// held): a cleaner pass that started before it will not swap its output in, and the
+    /// cleaner checkpoint does not stay past the new end (Kafka's
+    /// `maybeTruncateCleanerCheckpoint`).
+    fn note_truncation(&self, new_log_end: i64) {
+        self.truncations.fetch_add(1, Ordering::AcqRel);
+        self.cleaner_checkpoint
+            .fetch_min(new_log_end, Ordering::AcqRel);
+    }
+
+    /// Replaces `old` (consecutive segments, oldest first) with the segment `install`
+    /// returns, under the writer lock. `install` performs the file operations of the swap.
+    /// Returns `Ok(false)`, without calling `install`, when `old` is no longer exactly what
+    /// the log holds (retention or DeleteRecords removed some meanwhile), or when the log
+    /// was truncated after `truncations` was read. Readers that still hold an old segment keep
+    /// reading its mapping.
+    pub(crate) fn replace_segments(
+        &self,
+        old: &[Arc<LogSegment>],
+        truncations: u64,
+        install: impl FnOnce() -> io::Result<LogSegment>,
+    ) -> io::Result<bool> {
+        let _writer = self.writer.lock();
+        if self.truncation_count() != truncations {
+            return Ok(false);
+        }
+        {
+            let map = self.segments.read();
+            let intact = old.iter().all(|s| {
+                map.get(&s.base_offset())
+                    .is_some_and(|held| Arc::ptr_eq(held, s))
+            });
+            if !intact || old.is_empty() {
+                return Ok(false);
+            }
+        }
+        let new = Arc::new(install()?);
+        let mut map = self.segments.write();
+        for seg in old {
+            map.remove(&seg.base_offset());
+        }
+        map.insert(new.base_offset(), new);
+        Ok(true)
+    }
+
     /// Segment base offsets, oldest first.
     #[cfg(test)]
     pub fn segment_bases(&self) -> Vec<i64> {
@@ -638,4 +753,175 @@ impl PartitionLog {
 /// fsyncs a directory so that file creations and renames in it are durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// A batch a follower appended, with what producer state needs.
+pub struct ReplicatedBatch {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub metadata: crate::replica::producer_state::BatchMetadata,
+}
+
+/// Replication: what followers do to a log (append as the leader wrote, truncate).
+impl PartitionLog {
+    /// The latest leader epoch recorded in the log, if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.lock().latest_epoch()
+    }
+
+    /// Records that `epoch` starts at `offset` (a new leader's epoch starts at its log end).
+    pub fn assign_leader_epoch(&self, epoch: i32, offset: i64) -> io::Result<()> {
+        let _writer = self.writer.lock();
+        let mut epochs = self.epochs.lock();
+        if epochs.assign(epoch, offset) {
+            epochs.persist()?;
+        }
+        Ok(())
+    }
+
+    /// Appends batches a leader sent, exactly as they are (offsets, leader epochs,
+    /// timestamps). Batches this log already has are skipped; a trailing partial batch is
+    /// ignored. A batch that does not continue the log end offset is an error.
+    pub fn append_replicated(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<Vec<ReplicatedBatch>, LogError> {
+        let config = self.config();
+        let mut writer = self.writer.lock();
+        let mut out = Vec::new();
+        let mut position = 0;
+        while position < records.len() {
+            let Ok(view) = batch::check_batch(&records[position..]) else {
+                break;
+            };
+            position += view.size();
+            let log_end = self.log_end_offset();
+            if view.last_offset() < log_end {
+                continue;
+            }
+            if view.base_offset() != log_end {
+                return Err(LogError::Io(io::Error::other(format!(
+                    "replicated batch at offset {} does not continue the log end offset {log_end}",
+                    view.base_offset()
+                ))));
+            }
+            let mut segment = self.active_segment();
+            if self.should_roll(&segment, &config, view.size(), view.last_offset(), now_ms) {
+                segment = self.roll(log_end, &config, view.size(), now_ms)?;
+            }
+            let raw = view.as_bytes();
+            let mut prefix = [0u8; 16];
+            prefix.copy_from_slice(&raw[..16]);
+            segment.append(
+                &prefix,
+                &raw[16..],
+                view.last_offset(),
+                view.max_timestamp(),
+                config.index_interval_bytes,
+            )?;
+            self.log_end_offset
+                .store(view.last_offset() + 1, Ordering::Release);
+            {
+                let mut epochs = self.epochs.lock();
+                if epochs.assign(view.partition_leader_epoch(), view.base_offset()) {
+                    epochs.persist()?;
+                }
+            }
+            self.after_append(
+                &mut writer,
+                &segment,
+                &config,
+                view.records_count() as i64,
+                view.last_offset(),
+                now_ms,
+            )?;
+            let append_time = if view.is_log_append_time() {
+                view.max_timestamp()
+            } else {
+                -1
+            };
+            out.push(ReplicatedBatch {
+                producer_id: view.producer_id(),
+                producer_epoch: view.producer_epoch(),
+                metadata: crate::replica::producer_state::batch_metadata(
+                    view.base_sequence(),
+                    view.last_offset_delta(),
+                    view.base_offset(),
+                    append_time,
+                ),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Discards everything from `offset` on (a follower's divergent tail). Whole segments at
+    /// or after it are deleted; the segment holding it is cut. Readers that still hold slices
+    /// of the removed data keep valid (zeroed or old) bytes, never a torn mapping.
+    pub fn truncate_to(&self, offset: i64) -> io::Result<()> {
+        let _writer = self.writer.lock();
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let first_base = self
+            .segments
+            .read()
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(offset);
+        if offset <= first_base {
+            drop(_writer);
+            return self.truncate_fully_and_start_at(offset);
+        }
+        let doomed: Vec<Arc<LogSegment>> = {
+            let mut map = self.segments.write();
+            let bases: Vec<i64> = map.range(offset..).map(|(b, _)| *b).collect();
+            bases.iter().filter_map(|b| map.remove(b)).collect()
+        };
+        for seg in &doomed {
+            seg.delete_files()?;
+        }
+        let active = self.active_segment();
+        let end = active.truncate_to(offset)?;
+        self.log_end_offset.store(end, Ordering::Release);
+        self.note_truncation(end);
+        self.recovery_point.fetch_min(end, Ordering::AcqRel);
+        let mut epochs = self.epochs.lock();
+        if epochs.truncate_from_end(end) {
+            epochs.persist()?;
+        }
+        Ok(())
+    }
+
+    /// Empties the log and restarts it at `offset` (a follower behind its leader's log start).
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> io::Result<()> {
+        let _writer = self.writer.lock();
+        let config = self.config();
+        let old: Vec<Arc<LogSegment>> = self.segments.read().values().cloned().collect();
+        for s in &old {
+            s.delete_files()?;
+        }
+        let seg = Arc::new(LogSegment::open(
+            &self.dir,
+            offset,
+            config.segment_bytes,
+            config.segment_index_bytes,
+            true,
+            crate::replica::now_ms(),
+        )?);
+        {
+            let mut map = self.segments.write();
+            map.clear();
+            map.insert(offset, seg);
+        }
+        sync_dir(&self.dir)?;
+        self.log_start_offset.store(offset, Ordering::Release);
+        self.log_end_offset.store(offset, Ordering::Release);
+        self.recovery_point.store(offset, Ordering::Release);
+        self.note_truncation(offset);
+        let mut epochs = self.epochs.lock();
+        epochs.clear();
+        epochs.persist()
+    }
 }

@@ -193,3 +193,99 @@ fn log_append_time_and_size_limit() {
         Err(LogError::MessageTooLarge { .. })
     ));
 }
+
+#[test]
+fn follower_appends_as_is_and_truncates_divergent_tails() {
+    let leader_dir = tempfile::tempdir().expect("tempdir");
+    let follower_dir = tempfile::tempdir().expect("tempdir");
+    let leader =
+        PartitionLog::open(leader_dir.path(), small_config(), 0, 0, true, 0).expect("open");
+    let follower =
+        PartitionLog::open(follower_dir.path(), small_config(), 0, 0, true, 0).expect("open");
+    for i in 0..60 {
+        let raw = batch(2, 1000 + i, 50);
+        let view = validate_produce_batch(&raw).expect("valid");
+        leader
+            .append(&view, if i < 30 { 1 } else { 2 }, 1)
+            .expect("append");
+    }
+    // Replicate everything in chunks, as fetch responses would carry it.
+    while follower.log_end_offset() < leader.log_end_offset() {
+        let r = leader
+            .read(
+                follower.log_end_offset(),
+                leader.log_end_offset(),
+                700,
+                true,
+            )
+            .expect("read");
+        let appended = follower
+            .append_replicated(&r.records, 1)
+            .expect("append replicated");
+        assert!(!appended.is_empty());
+    }
+    assert_eq!(follower.log_end_offset(), 120);
+    assert_eq!(follower.latest_epoch(), Some(2));
+    assert_eq!(follower.end_offset_for_epoch(1), (1, 60));
+    // Same bytes, same offsets, same epochs.
+    let a = leader.read(0, 120, 1 << 20, true).expect("read").records;
+    let b = follower.read(0, 120, 1 << 20, true).expect("read").records;
+    assert_eq!(a, b);
+    // Re-sending what the follower has is skipped; a gap is refused.
+    let again = leader.read(100, 120, 1 << 20, true).expect("read");
+    assert!(follower
+        .append_replicated(&again.records, 1)
+        .expect("skip")
+        .is_empty());
+
+    // Truncate a divergent tail inside a segment, then append anew at the cut.
+    follower.truncate_to(75).expect("truncate");
+    assert_eq!(
+        follower.log_end_offset(),
+        74,
+        "the batch holding 75 starts at 74"
+    );
+    follower.truncate_to(74).expect("no-op");
+    assert_eq!(follower.end_offset_for_epoch(2), (2, 74));
+    let raw = batch(1, 5000, 10);
+    let view = validate_produce_batch(&raw).expect("valid");
+    assert_eq!(
+        follower.append(&view, 3, 1).expect("append").base_offset,
+        74
+    );
+    let r = follower.read(70, 75, 1 << 20, true).expect("read");
+    let offsets: Vec<i64> = BatchIter::new(&r.records)
+        .map(|(_, b)| b.base_offset())
+        .collect();
+    assert_eq!(offsets, vec![70, 72, 74]);
+    // A clean close and reopen keeps exactly that.
+    follower.close().expect("close");
+    drop(follower);
+    let reopened =
+        PartitionLog::open(follower_dir.path(), small_config(), 75, 0, true, 0).expect("reopen");
+    assert_eq!(reopened.log_end_offset(), 75);
+    assert_eq!(reopened.latest_epoch(), Some(3));
+
+    // Behind the leader's log start: start over there.
+    reopened.truncate_fully_and_start_at(500).expect("reset");
+    assert_eq!(
+        (reopened.log_start_offset(), reopened.log_end_offset()),
+        (500, 500)
+    );
+    assert_eq!(reopened.segment_bases(), vec![500]);
+}
+
+#[test]
+fn truncated_tail_is_not_resurrected_by_recovery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let log = PartitionLog::open(dir.path(), small_config(), 0, 0, true, 0).expect("open");
+        for i in 0..10 {
+            append(&log, &batch(1, i, 64), 1);
+        }
+        log.truncate_to(6).expect("truncate");
+        // Crash without a clean close.
+    }
+    let log = PartitionLog::open(dir.path(), small_config(), 0, 0, false, 0).expect("recover");
+    assert_eq!(log.log_end_offset(), 6);
+}

@@ -13,6 +13,10 @@ pub fn enforce(log: &PartitionLog, high_watermark: i64, now_ms: i64) -> io::Resu
     let log_start = log.log_start_offset();
     let mut deleted =
         log.delete_oldest_segments(high_watermark, now_ms, |_, end, _| end <= log_start)?;
+    if !config.delete {
+        // cleanup.policy=compact alone: the cleaner, not time or size, decides what goes.
+        return Ok(deleted);
+    }
     if config.retention_ms >= 0 {
         deleted += log.delete_oldest_segments(high_watermark, now_ms, |seg, _, _| {
             let newest = match seg.largest_timestamp() {
@@ -95,6 +99,24 @@ mod tests {
         assert_eq!(log.log_start_offset(), 40);
         assert_eq!(log.log_end_offset(), 40);
         assert_eq!(log.segment_bases(), vec![40]);
+    }
+
+    #[test]
+    fn compact_only_logs_are_not_deleted_by_time_or_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            compact: true,
+            delete: false,
+            ..small(10, 10)
+        };
+        let log = log_with(dir.path(), config, 30, |_| 5);
+        let before = log.segment_bases();
+        assert_eq!(enforce(&log, 30, 10_000_000).expect("pass"), 0);
+        assert_eq!(log.segment_bases(), before);
+        // DeleteRecords still moves the log start offset and drops what lies below it.
+        log.advance_log_start_offset(20).expect("delete records");
+        assert_eq!(log.log_start_offset(), 20);
+        assert!(log.segment_bases().len() < before.len());
     }
 
     #[test]

@@ -88,7 +88,30 @@ impl LogSegment {
         active: bool,
         now_ms: i64,
     ) -> io::Result<Self> {
-        let log_path = dir.join(file_name(base_offset, ".log"));
+        Self::open_with_suffix(
+            dir,
+            base_offset,
+            "",
+            capacity,
+            max_index_bytes,
+            active,
+            now_ms,
+        )
+    }
+
+    /// Opens a segment whose three files carry `suffix` after Kafka's names: the log cleaner
+    /// writes `<base>.log.cleaned`, `<base>.index.cleaned` and `<base>.timeindex.cleaned`.
+    pub fn open_with_suffix(
+        dir: &Path,
+        base_offset: i64,
+        suffix: &str,
+        capacity: usize,
+        max_index_bytes: usize,
+        active: bool,
+        now_ms: i64,
+    ) -> io::Result<Self> {
+        let named = |ext: &str| dir.join(file_name(base_offset, ext) + suffix);
+        let log_path = named(".log");
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -100,18 +123,8 @@ impl LogSegment {
         // SAFETY: the mapping is read-only and only bytes below `size` (written, never
         // truncated while mapped) are read.
         let map = unsafe { MmapOptions::new().len(capacity).map(&file)? };
-        let offset_index = OffsetIndex::open(
-            &dir.join(file_name(base_offset, ".index")),
-            None,
-            max_index_bytes,
-            active,
-        )?;
-        let time_index = TimeIndex::open(
-            &dir.join(file_name(base_offset, ".timeindex")),
-            None,
-            max_index_bytes,
-            active,
-        )?;
+        let offset_index = OffsetIndex::open(&named(".index"), None, max_index_bytes, active)?;
+        let time_index = TimeIndex::open(&named(".timeindex"), None, max_index_bytes, active)?;
         let (max_ts, max_ts_offset) = match time_index.last_entry() {
             Some(e) => (e.timestamp, base_offset + e.relative_offset as i64),
             None => (-1, base_offset),
@@ -187,6 +200,19 @@ impl LogSegment {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0)
+    }
+
+    /// Sets the `.log` file's modification time. The cleaner gives a cleaned segment the time
+    /// of the newest segment it replaces, as Kafka does, so that time-based retention of
+    /// segments without timestamps is unchanged.
+    pub fn set_last_modified(&self, ms: i64) -> io::Result<()> {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+        self.file.set_modified(t)
+    }
+
+    /// Records the `.log` file's new name after a rename (used in messages only).
+    pub fn set_log_path(&mut self, path: PathBuf) {
+        self.log_path = path;
     }
 
     /// The largest batch max timestamp in this segment, or -1.
@@ -343,10 +369,23 @@ impl LogSegment {
         self.time_index.read().flush()
     }
 
+    /// fsyncs the `.log` file and both index files, sizes included, so that a segment written
+    /// off to the side (by the cleaner) is durable before it is renamed into place.
+    pub fn sync_all(&self) -> io::Result<()> {
+        self.file.sync_all()?;
+        self.offset_index.read().sync()?;
+        self.time_index.read().sync()
+    }
+
     /// Seals the segment when a newer one takes over: records the final time index entry and
     /// trims both index files to their entries.
     pub fn seal(&self) -> io::Result<()> {
         let w = self.write.lock();
+        // Drop a zeroed tail left by `truncate_to` (readers never look past `size`).
+        let size = self.size() as u64;
+        if self.file.metadata()?.len() > size {
+            self.file.set_len(size)?;
+        }
         self.append_time_entry(&w, true);
         self.offset_index.write().trim()?;
         self.time_index.write().trim()
@@ -414,6 +453,50 @@ impl LogSegment {
         }
         self.size.store(position, Ordering::Release);
         Ok(next_offset)
+    }
+
+    /// Discards every batch from `offset` on. The discarded bytes are overwritten with zeros
+    /// rather than cut off the file, so a reader still slicing them sees zeros, never a torn
+    /// mapping, and recovery after a crash stops at the zeros. Sealing trims the file.
+    /// Whole batches go (the one holding `offset` included); returns the new next offset.
+    pub fn truncate_to(&self, offset: i64) -> io::Result<i64> {
+        let kept = self
+            .batches_from(0)
+            .take_while(|b| b.last_offset < offset)
+            .last();
+        let keep = kept.map(|b| b.position + b.size).unwrap_or(0);
+        let next = kept.map(|b| b.last_offset + 1).unwrap_or(self.base_offset);
+        let old = self.size();
+        if keep >= old {
+            return Ok(next);
+        }
+        let mut w = self.write.lock();
+        self.size.store(keep, Ordering::Release);
+        let zeros = vec![0u8; (old - keep).min(1 << 20)];
+        let mut at = keep;
+        while at < old {
+            let n = (old - at).min(zeros.len());
+            write_all_at(&self.file, &[&zeros[..n]], at as u64)?;
+            at += n;
+        }
+        self.file.sync_data()?;
+        let base = self.base_offset;
+        self.offset_index
+            .write()
+            .truncate_where(|e| base + (e.relative_offset as i64) < offset);
+        self.time_index
+            .write()
+            .truncate_where(|e| base + (e.relative_offset as i64) < offset);
+        w.bytes_since_last_index_entry = 0;
+        w.max_timestamp_so_far = -1;
+        w.offset_of_max_timestamp = base;
+        for b in self.batches_from(0) {
+            if b.max_timestamp > w.max_timestamp_so_far {
+                w.max_timestamp_so_far = b.max_timestamp;
+                w.offset_of_max_timestamp = b.last_offset;
+            }
+        }
+        Ok(next)
     }
 
     /// The offset after the last batch (scanning from the last index entry), if any batch.

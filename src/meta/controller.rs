@@ -1,5 +1,5 @@
 //! Controller decisions that become metadata records: validating a new topic, placing its
-//! replicas on registered brokers, and proposing it through the metadata log.
+//! replicas on live (registered, unfenced) brokers, and proposing it through the metadata log.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -94,6 +94,7 @@ pub fn plan_topic(
     }
     validate_topic_overrides(&spec.configs).map_err(CreateTopicError::InvalidConfig)?;
     let brokers: Vec<i32> = image.brokers.keys().copied().collect();
+    let live = live_brokers(image);
     let replicas: Vec<Vec<i32>> = match &spec.assignments {
         Some(assignments) => {
             if spec.num_partitions != -1 || spec.replication_factor != -1 {
@@ -125,33 +126,66 @@ pub fn plan_topic(
                     "Replication factor must be larger than 0.".into(),
                 ));
             }
-            if rf as usize > brokers.len() {
+            if rf as usize > live.len() {
                 return Err(CreateTopicError::InvalidReplicationFactor(format!(
                     "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.",
-                    brokers.len()
+                    live.len()
                 )));
             }
             let first = rand::random::<u32>() as i32 & i32::MAX;
-            place_replicas(&brokers, partitions, rf, first)
+            place_replicas(&live, partitions, rf, first)
         }
     };
     Ok(TopicImage {
         name: spec.name.clone(),
         topic_id: random_kafka_uuid(),
-        partitions: replicas
-            .into_iter()
-            .enumerate()
-            .map(|(i, replicas)| PartitionImage {
-                partition: i as i32,
-                leader: replicas[0],
+        partitions: new_partitions(image, 0, replicas)?,
+        configs: spec.configs.clone(),
+    })
+}
+
+/// Registered brokers that are not fenced, in id order: where new replicas go.
+fn live_brokers(image: &MetadataImage) -> Vec<i32> {
+    image
+        .brokers
+        .keys()
+        .copied()
+        .filter(|b| image.is_live(*b))
+        .collect()
+}
+
+/// Partitions `first..` with the given replica lists. The ISR is the live replicas and the
+/// leader the first of them (an explicit assignment may name fenced brokers).
+fn new_partitions(
+    image: &MetadataImage,
+    first: i32,
+    replicas: Vec<Vec<i32>>,
+) -> Result<Vec<PartitionImage>, CreateTopicError> {
+    replicas
+        .into_iter()
+        .enumerate()
+        .map(|(i, replicas)| {
+            let partition = first + i as i32;
+            let isr: Vec<i32> = replicas
+                .iter()
+                .copied()
+                .filter(|b| image.is_live(*b))
+                .collect();
+            let Some(&leader) = isr.first() else {
+                return Err(CreateTopicError::InvalidReplicaAssignment(format!(
+                    "All brokers specified in the partition assignment for partition {partition} are fenced."
+                )));
+            };
+            Ok(PartitionImage {
+                partition,
+                leader,
                 leader_epoch: 0,
-                isr: replicas.clone(),
+                isr,
                 replicas,
                 partition_epoch: 0,
             })
-            .collect(),
-        configs: spec.configs.clone(),
-    })
+        })
+        .collect()
 }
 
 fn validate_assignments(assignments: &[Vec<i32>], brokers: &[i32]) -> Result<(), CreateTopicError> {
@@ -212,6 +246,7 @@ pub fn plan_partitions(
         )));
     }
     let brokers: Vec<i32> = image.brokers.keys().copied().collect();
+    let live = live_brokers(image);
     let rf = t.partitions.first().map(|p| p.replicas.len()).unwrap_or(1);
     let added = (count - current) as usize;
     let replicas = match assignments {
@@ -232,14 +267,14 @@ pub fn plan_partitions(
             a
         }
         None => {
-            if rf > brokers.len() {
+            if rf > live.len() {
                 return Err(CreateTopicError::InvalidReplicationFactor(format!(
                     "Unable to replicate the partition {rf} time(s): only {} broker(s) are registered.",
-                    brokers.len()
+                    live.len()
                 )));
             }
             place_replicas(
-                &brokers,
+                &live,
                 count,
                 rf as i16,
                 rand::random::<u32>() as i32 & i32::MAX,
@@ -247,19 +282,7 @@ pub fn plan_partitions(
             .split_off(current as usize)
         }
     };
-    let partitions = replicas
-        .into_iter()
-        .enumerate()
-        .map(|(i, replicas)| PartitionImage {
-            partition: current + i as i32,
-            leader: replicas[0],
-            leader_epoch: 0,
-            isr: replicas.clone(),
-            replicas,
-            partition_epoch: 0,
-        })
-        .collect();
-    Ok((t.topic_id, partitions))
+    Ok((t.topic_id, new_partitions(image, current, replicas)?))
 }
 
 /// Proposes adding planned partitions.
@@ -332,6 +355,7 @@ mod tests {
                 port: 9092,
                 rack: None,
                 incarnation_id: Uuid::new_v4(),
+                fenced: false,
             }));
         }
         image

@@ -4,7 +4,7 @@
 //! one committed `MetadataRecord` to the current one, and publishes it as an `Arc` snapshot, so
 //! readers never block on Raft and never see a half-applied change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,9 @@ pub struct BrokerRegistration {
     pub rack: Option<String>,
     /// Changes every time the broker process starts.
     pub incarnation_id: Uuid,
+    /// A fenced broker missed its session: it leads nothing and is in no ISR.
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 /// One partition's replica set and leadership, as the controller decided it.
@@ -68,6 +71,25 @@ pub enum MetadataRecord {
     },
     /// Hands a block of producer ids to a broker. Ids are never reused.
     AllocateProducerIds { broker_id: i32, block_size: i64 },
+    /// The broker missed its session: it leaves every ISR it is not the last member of, and
+    /// each partition it led gets a new leader from the rest of its ISR (or none).
+    FenceBroker { node_id: i32 },
+    /// The broker is back: partitions without a leader whose ISR it is in get it as leader.
+    UnfenceBroker { node_id: i32 },
+    /// A leader or ISR change for one partition, applied only if the partition epoch is still
+    /// `expected_partition_epoch` (so concurrent changes cannot overwrite each other). A new
+    /// leader bumps the leader epoch. Only live (registered, unfenced) brokers may join the ISR.
+    UpdatePartition {
+        topic_id: Uuid,
+        partition: i32,
+        expected_partition_epoch: i32,
+        leader: i32,
+        isr: Vec<i32>,
+    },
+    /// The node is being removed from the metadata quorum. Its id is retired for good (a
+    /// removed id coming back with an empty log could split the quorum), and its broker, if
+    /// registered, is fenced.
+    RetireNode { node_id: u64 },
 }
 
 /// What applying one record did. The proposer turns this into a Kafka error code.
@@ -95,9 +117,120 @@ pub struct MetadataImage {
     /// The first producer id not yet handed out.
     #[serde(default)]
     pub next_producer_id: i64,
+    /// How many records this image has applied: a later image has a larger version.
+    #[serde(default)]
+    pub version: u64,
+    /// Node ids removed from the metadata quorum; never used again.
+    #[serde(default)]
+    pub retired_node_ids: BTreeSet<u64>,
+}
+
+fn reg_id(record: &MetadataRecord) -> i32 {
+    match record {
+        MetadataRecord::RegisterBroker(r) => r.node_id,
+        _ => -1,
+    }
+}
+
+impl PartitionImage {
+    /// Sets leader and ISR; a new leader bumps the leader epoch, any change the partition
+    /// epoch.
+    pub fn set_leader_and_isr(&mut self, leader: i32, isr: Vec<i32>) {
+        if leader != self.leader {
+            self.leader_epoch += 1;
+        }
+        if leader != self.leader || isr != self.isr {
+            self.partition_epoch += 1;
+        }
+        self.leader = leader;
+        self.isr = isr;
+    }
 }
 
 impl MetadataImage {
+    /// Whether `node_id` was removed from the metadata quorum (and may never come back).
+    pub fn is_retired(&self, node_id: i32) -> bool {
+        u64::try_from(node_id).is_ok_and(|id| self.retired_node_ids.contains(&id))
+    }
+
+    /// Whether a broker is registered and not fenced.
+    pub fn is_live(&self, node_id: i32) -> bool {
+        self.brokers.get(&node_id).is_some_and(|b| !b.fenced)
+    }
+
+    /// Takes a fenced broker out of every ISR (unless it is the last member, which keeps the
+    /// partition electable only by it: no unclean election) and moves its leaderships to the
+    /// first live ISR member in replica order.
+    fn fence(&mut self, node_id: i32) {
+        let names: Vec<String> = self.topics.keys().cloned().collect();
+        for name in names {
+            let Some(topic) = self.topics.get(&name).cloned() else {
+                continue;
+            };
+            if !topic
+                .partitions
+                .iter()
+                .any(|p| p.replicas.contains(&node_id))
+            {
+                continue;
+            }
+            let mut t = (*topic).clone();
+            for p in t
+                .partitions
+                .iter_mut()
+                .filter(|p| p.replicas.contains(&node_id))
+            {
+                let isr: Vec<i32> = if p.isr.len() > 1 {
+                    p.isr.iter().copied().filter(|r| *r != node_id).collect()
+                } else {
+                    p.isr.clone()
+                };
+                let leader = if p.leader == node_id || p.leader == -1 {
+                    p.replicas
+                        .iter()
+                        .copied()
+                        .find(|r| {
+                            *r != node_id
+                                && isr.contains(r)
+                                && self.brokers.get(r).is_some_and(|b| !b.fenced)
+                        })
+                        .unwrap_or(-1)
+                } else {
+                    p.leader
+                };
+                p.set_leader_and_isr(leader, isr);
+            }
+            self.topics.insert(name, Arc::new(t));
+        }
+    }
+
+    /// Gives leaderless partitions whose ISR includes the returning broker a leader again.
+    fn unfence(&mut self, node_id: i32) {
+        let names: Vec<String> = self.topics.keys().cloned().collect();
+        for name in names {
+            let Some(topic) = self.topics.get(&name).cloned() else {
+                continue;
+            };
+            if !topic
+                .partitions
+                .iter()
+                .any(|p| p.leader == -1 && p.isr.contains(&node_id))
+            {
+                continue;
+            }
+            let mut t = (*topic).clone();
+            for p in t
+                .partitions
+                .iter_mut()
+                .filter(|p| p.leader == -1 && p.isr.contains(&node_id))
+            {
+                let isr = p.isr.clone();
+                p.set_leader_and_isr(node_id, isr);
+            }
+            self.topics.insert(name, Arc::new(t));
+        }
+    }
+
     pub fn topic(&self, name: &str) -> Option<&Arc<TopicImage>> {
         self.topics.get(name)
     }
@@ -111,6 +244,7 @@ impl MetadataImage {
     /// Applies one committed record in place. Deterministic: every broker that applies the same
     /// records in the same order reaches the same image.
     pub fn apply(&mut self, record: &MetadataRecord) -> ApplyOutcome {
+        self.version += 1;
         match record {
             MetadataRecord::InitCluster { cluster_id } => {
                 if self.cluster_id.is_none() {
@@ -119,7 +253,77 @@ impl MetadataImage {
                 ApplyOutcome::Ok
             }
             MetadataRecord::RegisterBroker(reg) => {
-                self.brokers.insert(reg.node_id, reg.clone());
+                if self.is_retired(reg.node_id) {
+                    return ApplyOutcome::Conflict;
+                }
+                let unfence = self.brokers.get(&reg.node_id).is_some_and(|b| b.fenced);
+                let mut reg = reg.clone();
+                reg.fenced = false;
+                self.brokers.insert(reg.node_id, reg);
+                if unfence {
+                    self.unfence(reg_id(record));
+                }
+                ApplyOutcome::Ok
+            }
+            MetadataRecord::FenceBroker { node_id } => match self.brokers.get_mut(node_id) {
+                Some(b) if !b.fenced => {
+                    b.fenced = true;
+                    self.fence(*node_id);
+                    ApplyOutcome::Ok
+                }
+                Some(_) => ApplyOutcome::Ok,
+                None => ApplyOutcome::Conflict,
+            },
+            MetadataRecord::UnfenceBroker { node_id } => match self.brokers.get_mut(node_id) {
+                Some(b) if b.fenced => {
+                    b.fenced = false;
+                    self.unfence(*node_id);
+                    ApplyOutcome::Ok
+                }
+                Some(_) => ApplyOutcome::Ok,
+                None => ApplyOutcome::Conflict,
+            },
+            MetadataRecord::RetireNode { node_id } => {
+                self.retired_node_ids.insert(*node_id);
+                if let Ok(id) = i32::try_from(*node_id) {
+                    if let Some(b) = self.brokers.get_mut(&id) {
+                        if !b.fenced {
+                            b.fenced = true;
+                            self.fence(id);
+                        }
+                    }
+                }
+                ApplyOutcome::Ok
+            }
+            MetadataRecord::UpdatePartition {
+                topic_id,
+                partition,
+                expected_partition_epoch,
+                leader,
+                isr,
+            } => {
+                let Some(topic) = self.topic_by_id(topic_id).cloned() else {
+                    return ApplyOutcome::UnknownTopic;
+                };
+                let mut t = (*topic).clone();
+                let Some(p) = t.partitions.iter_mut().find(|p| p.partition == *partition) else {
+                    return ApplyOutcome::UnknownTopic;
+                };
+                let valid = *leader == -1 || (p.replicas.contains(leader) && isr.contains(leader));
+                if p.partition_epoch != *expected_partition_epoch
+                    || !valid
+                    || isr.is_empty()
+                    || !isr.iter().all(|r| p.replicas.contains(r))
+                    // A fenced broker may not join the ISR (Kafka: INELIGIBLE_REPLICA); a dead
+                    // follower looks caught up to its leader when nothing is produced.
+                    || isr
+                        .iter()
+                        .any(|r| !p.isr.contains(r) && !self.is_live(*r))
+                {
+                    return ApplyOutcome::Conflict;
+                }
+                p.set_leader_and_isr(*leader, isr.clone());
+                self.topics.insert(t.name.clone(), Arc::new(t));
                 ApplyOutcome::Ok
             }
             MetadataRecord::CreateTopic(topic) => {
@@ -180,5 +384,157 @@ impl MetadataImage {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> (MetadataImage, Uuid) {
+        let mut image = MetadataImage::default();
+        for id in 1..=3 {
+            image.apply(&MetadataRecord::RegisterBroker(BrokerRegistration {
+                node_id: id,
+                host: "h".into(),
+                port: 9092,
+                rack: None,
+                incarnation_id: Uuid::new_v4(),
+                fenced: false,
+            }));
+        }
+        let topic_id = Uuid::new_v4();
+        let partition = |i: i32, replicas: Vec<i32>| PartitionImage {
+            partition: i,
+            leader: replicas[0],
+            leader_epoch: 0,
+            isr: replicas.clone(),
+            replicas,
+            partition_epoch: 0,
+        };
+        image.apply(&MetadataRecord::CreateTopic(TopicImage {
+            name: "t".into(),
+            topic_id,
+            partitions: vec![
+                partition(0, vec![1, 2, 3]),
+                partition(1, vec![2, 3, 1]),
+                partition(2, vec![1]),
+            ],
+            configs: BTreeMap::new(),
+        }));
+        (image, topic_id)
+    }
+
+    #[test]
+    fn fencing_moves_leadership_and_shrinks_isr() {
+        let (mut image, _) = cluster();
+        assert_eq!(
+            image.apply(&MetadataRecord::FenceBroker { node_id: 1 }),
+            ApplyOutcome::Ok
+        );
+        let t = image.topic("t").expect("topic").clone();
+        assert_eq!(
+            (t.partitions[0].leader, t.partitions[0].leader_epoch),
+            (2, 1)
+        );
+        assert_eq!(t.partitions[0].isr, vec![2, 3]);
+        assert_eq!(
+            (t.partitions[1].leader, t.partitions[1].leader_epoch),
+            (2, 0)
+        );
+        assert_eq!(t.partitions[1].isr, vec![2, 3]);
+        // The sole replica: no leader, and it stays the only electable member.
+        assert_eq!(
+            (t.partitions[2].leader, t.partitions[2].isr.clone()),
+            (-1, vec![1])
+        );
+        assert!(!image.is_live(1));
+        // Back: the leaderless partition gets its leader again.
+        image.apply(&MetadataRecord::UnfenceBroker { node_id: 1 });
+        let t = image.topic("t").expect("topic").clone();
+        assert_eq!(
+            (t.partitions[2].leader, t.partitions[2].leader_epoch),
+            (1, 2)
+        );
+        assert_eq!(
+            t.partitions[0].leader, 2,
+            "leadership moves back only by preferred election"
+        );
+    }
+
+    #[test]
+    fn update_partition_is_compare_and_set() {
+        let (mut image, id) = cluster();
+        let update = |epoch, leader, isr: Vec<i32>| MetadataRecord::UpdatePartition {
+            topic_id: id,
+            partition: 0,
+            expected_partition_epoch: epoch,
+            leader,
+            isr,
+        };
+        assert_eq!(image.apply(&update(0, 1, vec![1, 2])), ApplyOutcome::Ok);
+        assert_eq!(
+            image.apply(&update(0, 1, vec![1])),
+            ApplyOutcome::Conflict,
+            "stale epoch"
+        );
+        assert_eq!(
+            image.apply(&update(1, 3, vec![1, 2])),
+            ApplyOutcome::Conflict,
+            "leader outside ISR"
+        );
+        assert_eq!(image.apply(&update(1, 2, vec![1, 2])), ApplyOutcome::Ok);
+        let p = &image.topic("t").expect("topic").partitions[0];
+        assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (2, 1, 2));
+    }
+
+    #[test]
+    fn fenced_brokers_cannot_join_the_isr() {
+        let (mut image, id) = cluster();
+        image.apply(&MetadataRecord::FenceBroker { node_id: 3 });
+        let p = image.topic("t").expect("topic").partitions[0].clone();
+        assert_eq!(p.isr, vec![1, 2]);
+        let rejoin = |epoch| MetadataRecord::UpdatePartition {
+            topic_id: id,
+            partition: 0,
+            expected_partition_epoch: epoch,
+            leader: 1,
+            isr: vec![1, 2, 3],
+        };
+        assert_eq!(
+            image.apply(&rejoin(p.partition_epoch)),
+            ApplyOutcome::Conflict
+        );
+        image.apply(&MetadataRecord::UnfenceBroker { node_id: 3 });
+        assert_eq!(image.apply(&rejoin(p.partition_epoch)), ApplyOutcome::Ok);
+    }
+
+    #[test]
+    fn retired_nodes_are_fenced_and_cannot_register() {
+        let (mut image, _) = cluster();
+        let retire = MetadataRecord::RetireNode { node_id: 1 };
+        assert_eq!(image.apply(&retire), ApplyOutcome::Ok);
+        assert!(image.is_retired(1) && !image.is_live(1));
+        assert_eq!(image.topic("t").expect("topic").partitions[0].leader, 2);
+        let back = MetadataRecord::RegisterBroker(BrokerRegistration {
+            node_id: 1,
+            host: "h".into(),
+            port: 9092,
+            rack: None,
+            incarnation_id: Uuid::new_v4(),
+            fenced: false,
+        });
+        assert_eq!(image.apply(&back), ApplyOutcome::Conflict);
+        assert!(!image.is_live(1));
+        // Idempotent, and ids that never registered can be retired too.
+        assert_eq!(image.apply(&retire), ApplyOutcome::Ok);
+        assert_eq!(
+            image.apply(&MetadataRecord::RetireNode { node_id: 7 }),
+            ApplyOutcome::Ok
+        );
+        assert_eq!(
+            image.retired_node_ids.iter().copied().collect::<Vec<_>>(),
+            vec![1, 7]
+        );
     }
 }

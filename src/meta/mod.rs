@@ -8,12 +8,16 @@
 //!
 //! Files: `types.rs` (openraft type config), `wal.rs` + `log_store.rs` (durable Raft log),
 //! `state_machine.rs` (image + snapshots), `wire.rs` (controller RPC format), `network.rs`
-//! (RPC client), `rpc_server.rs` (controller listener).
+//! (RPC client), `rpc_server.rs` (controller listener), `controller_loop.rs` (the active
+//! controller: broker fencing, leader elections), `membership.rs` (adding and removing quorum
+//! members, status).
 
 pub mod controller;
+mod controller_loop;
 pub mod ids;
 pub mod image;
 mod log_store;
+mod membership;
 mod network;
 pub mod producer_ids;
 mod rpc_server;
@@ -22,6 +26,8 @@ mod types;
 mod wal;
 mod wire;
 
+#[cfg(test)]
+mod controller_tests;
 #[cfg(test)]
 mod tests;
 
@@ -41,9 +47,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+pub use controller_loop::ControllerSettings;
 pub use image::{ApplyOutcome, MetadataImage, MetadataRecord};
+pub use membership::{MembershipChange, MembershipError, QuorumStatus};
 
 use log_store::LogStore;
+use membership::{MembershipManager, MembershipReply};
 use network::{CallError, NetworkFactory, PeerClient};
 use rpc_server::RpcServer;
 use state_machine::{MetaStateMachine, SnapshotStore};
@@ -60,7 +69,11 @@ pub struct MetaConfig {
     /// Where this node's controller listener binds.
     pub controller_listen: SocketAddr,
     /// Every voter: id -> `host:port` of its controller listener. Contains `node_id` itself.
+    /// A node joining an existing cluster lists the current voters and itself; it does not
+    /// initialize anything and waits to be added (`MetadataQuorum::add_learner`).
     pub voters: BTreeMap<u64, String>,
+    /// What the active controller does while this node is the leader (fencing, elections).
+    pub controller: ControllerSettings,
 }
 
 /// Why a proposal did not take effect.
@@ -85,6 +98,8 @@ struct Tuning {
     purge_batch: u64,
     /// How long `propose` keeps trying (leader elections, forwarding).
     propose_timeout: Duration,
+    /// How long membership changes keep trying (they wait for learners to catch up).
+    membership_timeout: Duration,
 }
 
 impl Default for Tuning {
@@ -94,6 +109,7 @@ impl Default for Tuning {
             keep_after_snapshot: 256,
             purge_batch: 64,
             propose_timeout: Duration::from_secs(15),
+            membership_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -102,6 +118,8 @@ impl Default for Tuning {
 const PROPOSE_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// A follower waits at least this long to apply an entry the leader reported committed.
 const MIN_APPLY_WAIT: Duration = Duration::from_secs(5);
+/// How long a fresh lowest-id node asks its peers whether they already form a cluster.
+const INIT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const LOCK_FILE: &str = "LOCK";
 
 fn raft_config(tuning: &Tuning) -> anyhow::Result<Arc<openraft::Config>> {
@@ -137,7 +155,11 @@ struct Inner {
     applied_rx: watch::Receiver<Option<u64>>,
     log_store: LogStore,
     snapshots: Arc<SnapshotStore>,
+    membership: Arc<MembershipManager>,
     server: tokio::sync::Mutex<Option<RpcServer>>,
+    /// Stops the controller loop.
+    controller_stop: watch::Sender<bool>,
+    controller_task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     shutting_down: AtomicBool,
     /// Held (set to true when finished) by `shutdown`, which runs once.
     shutdown_done: tokio::sync::Mutex<bool>,
@@ -215,8 +237,28 @@ impl MetadataQuorum {
         )
         .await
         .map_err(|e| anyhow!("starting the metadata Raft: {e}"))?;
-        let server = RpcServer::spawn(listener, cfg.node_id, raft.clone());
+        let membership = Arc::new(MembershipManager::new(
+            cfg.node_id,
+            raft.clone(),
+            image_rx.clone(),
+        ));
+        let server = RpcServer::spawn(
+            listener,
+            rpc_server::Context {
+                node_id: cfg.node_id,
+                raft: raft.clone(),
+                membership: membership.clone(),
+            },
+        );
         raft.run();
+        let (controller_stop, stop_rx) = watch::channel(false);
+        let controller_task = controller_loop::spawn(
+            raft.clone(),
+            cfg.node_id,
+            image_rx.clone(),
+            cfg.controller.clone(),
+            stop_rx,
+        );
 
         let quorum = Self {
             inner: Arc::new(Inner {
@@ -229,7 +271,10 @@ impl MetadataQuorum {
                 applied_rx,
                 log_store,
                 snapshots,
+                membership,
                 server: tokio::sync::Mutex::new(Some(server)),
+                controller_stop,
+                controller_task: tokio::sync::Mutex::new(Some(controller_task)),
                 shutting_down: AtomicBool::new(false),
                 shutdown_done: tokio::sync::Mutex::new(false),
                 dir_lock: parking_lot::Mutex::new(Some(lock)),
@@ -270,7 +315,17 @@ impl MetadataQuorum {
         }
         if cfg.node_id != lowest_voter {
             tracing::info!(
-                "metadata quorum: fresh node; waiting for node {lowest_voter} to form the cluster"
+                "metadata quorum: fresh node; waiting for node {lowest_voter} to form the cluster, or to be added to a running one (gregor admin add-learner {} {})",
+                cfg.node_id,
+                self.inner.controller_addr
+            );
+            return Ok(());
+        }
+        if let Some(peer) = self.probe_for_cluster(cfg).await {
+            tracing::warn!(
+                "metadata quorum: node {peer} already belongs to a cluster; not initializing a new one. This node waits to be added (gregor admin add-learner {} {})",
+                cfg.node_id,
+                self.inner.controller_addr
             );
             return Ok(());
         }
@@ -287,6 +342,34 @@ impl MetadataQuorum {
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
             Err(e) => Err(anyhow!("initializing the metadata quorum: {e}")),
         }
+    }
+
+    /// Asks every other configured voter, briefly, whether it already belongs to a cluster.
+    /// Returns one that does. Unreachable or fresh peers do not count.
+    async fn probe_for_cluster(&self, cfg: &MetaConfig) -> Option<u64> {
+        let probes = cfg
+            .voters
+            .iter()
+            .filter(|(id, _)| **id != cfg.node_id)
+            .map(|(id, addr)| {
+                let mut client = PeerClient::new(cfg.node_id, *id, addr.clone());
+                async move {
+                    match client
+                        .call(RequestBody::Probe, None, INIT_PROBE_TIMEOUT)
+                        .await
+                    {
+                        Ok(Reply::Probe {
+                            initialized: true, ..
+                        }) => Some(*id),
+                        _ => None,
+                    }
+                }
+            });
+        futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .next()
     }
 
     /// This node's id.
@@ -444,6 +527,104 @@ impl MetadataQuorum {
             .ok_or_else(|| anyhow!("no metadata quorum leader"))
     }
 
+    /// Adds `node_id` (controller listener at `address`) to the quorum as a learner.
+    pub async fn add_learner(
+        &self,
+        node_id: u64,
+        address: String,
+    ) -> Result<String, MembershipError> {
+        self.change_membership(MembershipChange::AddLearner { node_id, address })
+            .await
+    }
+
+    /// Promotes learner `node_id` to voter, once it has caught up.
+    pub async fn promote_voter(&self, node_id: u64) -> Result<String, MembershipError> {
+        self.change_membership(MembershipChange::PromoteVoter { node_id })
+            .await
+    }
+
+    /// Removes voter or learner `node_id` from the quorum for good (its id is retired).
+    pub async fn remove_node(&self, node_id: u64) -> Result<String, MembershipError> {
+        self.change_membership(MembershipChange::RemoveNode { node_id })
+            .await
+    }
+
+    /// Runs a membership change on the leader (forwarding it there over the controller RPC if
+    /// this node is not the leader) and returns what was done. Changes are idempotent, so they
+    /// are retried while no leader is known or the leader cannot be reached.
+    pub async fn change_membership(
+        &self,
+        change: MembershipChange,
+    ) -> Result<String, MembershipError> {
+        membership::validate(&change).map_err(MembershipError::Refused)?;
+        let deadline = Instant::now() + self.inner.tuning.membership_timeout;
+        let mut last_problem: Option<String> = None;
+        loop {
+            if self.is_shutting_down() {
+                return Err(MembershipError::Shutdown);
+            }
+            let reply = match self.leader_id() {
+                Some(leader) if leader == self.inner.node_id => {
+                    Some(self.inner.membership.apply(&change, deadline).await)
+                }
+                Some(leader) => {
+                    let ttl = deadline.saturating_duration_since(Instant::now());
+                    match self.leader_addr(leader) {
+                        None => {
+                            last_problem = Some(format!("no address known for leader {leader}"));
+                            None
+                        }
+                        Some(addr) => {
+                            let mut client = PeerClient::new(self.inner.node_id, leader, addr);
+                            let body = RequestBody::Membership(change.clone());
+                            match client.call(body, None, ttl).await {
+                                Ok(Reply::Membership(reply)) => Some(reply),
+                                Ok(other) => Some(MembershipReply::Failed(format!(
+                                    "unexpected reply from the leader: {other:?}"
+                                ))),
+                                Err(e) => {
+                                    last_problem = Some(format!("leader {leader}: {e}"));
+                                    None
+                                }
+                            }
+                        }
+                    }
+                }
+                None => None,
+            };
+            match reply {
+                Some(MembershipReply::Done(what)) => return Ok(what),
+                Some(MembershipReply::Refused(why)) => return Err(MembershipError::Refused(why)),
+                Some(MembershipReply::Failed(why)) => last_problem = Some(why),
+                Some(MembershipReply::NotLeader { .. }) | None => {}
+            }
+            if Instant::now() + PROPOSE_RETRY_INTERVAL >= deadline {
+                return Err(match last_problem {
+                    None => MembershipError::NoLeader,
+                    Some(why) => MembershipError::Unavailable(why),
+                });
+            }
+            tokio::time::sleep(PROPOSE_RETRY_INTERVAL).await;
+        }
+    }
+
+    /// The controller address of `leader`: from the Raft membership, else the configuration.
+    fn leader_addr(&self, leader: u64) -> Option<String> {
+        let metrics = self.inner.raft.metrics();
+        let from_membership = metrics
+            .borrow_watched()
+            .membership_config
+            .get_node(&leader)
+            .map(|n| n.addr.clone());
+        from_membership.or_else(|| self.inner.voters.get(&leader).cloned())
+    }
+
+    /// This node's view of the quorum: leader, term, voters, learners, log indexes, and on the
+    /// leader the replication progress of every member.
+    pub fn status(&self) -> QuorumStatus {
+        self.inner.membership.status()
+    }
+
     fn is_shutting_down(&self) -> bool {
         self.inner.shutting_down.load(Ordering::SeqCst)
     }
@@ -455,6 +636,12 @@ impl MetadataQuorum {
             return Ok(());
         }
         self.inner.shutting_down.store(true, Ordering::SeqCst);
+        self.inner.controller_stop.send_replace(true);
+        if let Some(task) = self.inner.controller_task.lock().await.take() {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "controller loop failed");
+            }
+        }
         let raft_result = self.inner.raft.shutdown().await;
         if let Some(server) = self.inner.server.lock().await.take() {
             server.stop().await;

@@ -17,6 +17,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::image::MetadataRecord;
+use super::membership::MembershipManager;
 use super::state_machine::MAX_SNAPSHOT_LEN;
 use super::types::{NodeId, Raft, Snapshot};
 use super::wire::{self, ProposalReply, Reply, Request, RequestBody, MAX_MESSAGE_LEN};
@@ -29,6 +30,16 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 const SNAPSHOT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the leader works on a forwarded proposal before answering `Failed`.
 const FORWARDED_PROPOSAL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the leader works on a forwarded membership change before answering `Failed`.
+const FORWARDED_MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a connection serves requests with.
+#[derive(Clone)]
+pub(super) struct Context {
+    pub node_id: NodeId,
+    pub raft: Raft,
+    pub membership: Arc<MembershipManager>,
+}
 
 /// The running listener. Dropping it does not stop it; call [`RpcServer::stop`].
 pub(super) struct RpcServer {
@@ -37,10 +48,10 @@ pub(super) struct RpcServer {
 }
 
 impl RpcServer {
-    /// Serves `listener` for `raft` until stopped.
-    pub(super) fn spawn(listener: TcpListener, node_id: NodeId, raft: Raft) -> Self {
+    /// Serves `listener` for `ctx.raft` until stopped.
+    pub(super) fn spawn(listener: TcpListener, ctx: Context) -> Self {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, node_id, raft, stop_rx));
+        let task = tokio::spawn(accept_loop(listener, ctx, stop_rx));
         Self { stop_tx, task }
     }
 
@@ -53,12 +64,7 @@ impl RpcServer {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    node_id: NodeId,
-    raft: Raft,
-    mut stop_rx: watch::Receiver<bool>,
-) {
+async fn accept_loop(listener: TcpListener, ctx: Context, mut stop_rx: watch::Receiver<bool>) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -77,10 +83,10 @@ async fn accept_loop(
         while conns.try_join_next().is_some() {}
         match accepted {
             Ok((stream, peer)) => {
-                let raft = raft.clone();
+                let ctx = ctx.clone();
                 let stop_rx = stop_rx.clone();
                 conns.spawn(async move {
-                    serve_connection(stream, peer, node_id, raft, stop_rx).await;
+                    serve_connection(stream, peer, ctx, stop_rx).await;
                     drop(permit);
                 });
             }
@@ -96,10 +102,10 @@ async fn accept_loop(
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    node_id: NodeId,
-    raft: Raft,
+    ctx: Context,
     mut stop_rx: watch::Receiver<bool>,
 ) {
+    let node_id = ctx.node_id;
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "controller connection: set_nodelay failed");
     }
@@ -154,7 +160,7 @@ async fn serve_connection(
             tracing::warn!(%peer, from = request.from, target = request.target, "controller request for another node");
             Reply::WrongNode { actual: node_id }
         } else {
-            dispatch(&raft, request.body, snapshot_data).await
+            dispatch(&ctx, request.body, snapshot_data).await
         };
         let written = async {
             wire::write_frame(&mut conn, &wire::encode(&reply)?).await?;
@@ -167,7 +173,8 @@ async fn serve_connection(
     }
 }
 
-async fn dispatch(raft: &Raft, body: RequestBody, snapshot_data: Option<Vec<u8>>) -> Reply {
+async fn dispatch(ctx: &Context, body: RequestBody, snapshot_data: Option<Vec<u8>>) -> Reply {
+    let raft = &ctx.raft;
     let failed = |e: &dyn std::fmt::Display| Reply::Failed(e.to_string());
     match body {
         RequestBody::AppendEntries(req) => match raft.append_entries(req).await {
@@ -211,6 +218,20 @@ async fn dispatch(raft: &Raft, body: RequestBody, snapshot_data: Option<Vec<u8>>
         RequestBody::ForwardProposal(record) => {
             Reply::Proposal(propose_locally(raft, record).await)
         }
+        RequestBody::Membership(change) => {
+            if let Err(why) = super::membership::validate(&change) {
+                return Reply::Membership(super::membership::MembershipReply::Refused(why));
+            }
+            let deadline = tokio::time::Instant::now() + FORWARDED_MEMBERSHIP_TIMEOUT;
+            Reply::Membership(ctx.membership.apply(&change, deadline).await)
+        }
+        RequestBody::Probe => match raft.is_initialized().await {
+            Ok(initialized) => Reply::Probe {
+                initialized,
+                leader: raft.current_leader().await,
+            },
+            Err(e) => failed(&e),
+        },
     }
 }
 

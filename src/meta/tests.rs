@@ -14,20 +14,20 @@ use uuid::Uuid;
 use super::image::{PartitionImage, TopicImage};
 use super::*;
 
-fn init_tracing() {
+pub(super) fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
 }
 
-fn bind() -> (std::net::TcpListener, SocketAddr) {
+pub(super) fn bind() -> (std::net::TcpListener, SocketAddr) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("local addr");
     (listener, addr)
 }
 
-fn topic(name: &str) -> TopicImage {
+pub(super) fn topic(name: &str) -> TopicImage {
     TopicImage {
         name: name.to_string(),
         topic_id: Uuid::new_v4(),
@@ -43,11 +43,11 @@ fn topic(name: &str) -> TopicImage {
     }
 }
 
-fn create(name: &str) -> MetadataRecord {
+pub(super) fn create(name: &str) -> MetadataRecord {
     MetadataRecord::CreateTopic(topic(name))
 }
 
-fn config(
+pub(super) fn config(
     node_id: u64,
     dir: &Path,
     listen: SocketAddr,
@@ -58,6 +58,7 @@ fn config(
         dir: dir.join(format!("meta-{node_id}")),
         controller_listen: listen,
         voters: voters.clone(),
+        controller: ControllerSettings::default(),
     }
 }
 
@@ -70,7 +71,7 @@ fn small_snapshots() -> Tuning {
     }
 }
 
-async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+pub(super) async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");

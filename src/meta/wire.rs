@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::image::{ApplyOutcome, MetadataRecord};
+use super::membership::{MembershipChange, MembershipReply};
 use super::types::{NodeId, SnapshotMeta, TypeConfig, Vote};
 
 /// Upper bound of one JSON message frame.
@@ -43,6 +44,10 @@ pub(super) enum RequestBody {
     TransferLeader(TransferLeaderRequest<TypeConfig>),
     /// A proposal from a node that is not the leader.
     ForwardProposal(MetadataRecord),
+    /// A membership change from a node that is not the leader.
+    Membership(MembershipChange),
+    /// "Do you belong to a cluster?", asked by a fresh node before it initializes one.
+    Probe,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -52,6 +57,12 @@ pub(super) enum Reply {
     InstallSnapshot(SnapshotResponse<TypeConfig>),
     TransferLeader(TransferLeaderResponse<TypeConfig>),
     Proposal(ProposalReply),
+    Membership(MembershipReply),
+    Probe {
+        /// The receiver has a membership (it was initialized or added to a cluster).
+        initialized: bool,
+        leader: Option<NodeId>,
+    },
     /// The receiver is not the addressed node.
     WrongNode {
         actual: NodeId,

@@ -3,8 +3,12 @@
 //! as they change, and removes the log when the topic is deleted. Produce and fetch look
 //! partitions up through a lock-free snapshot of the partition map.
 
+pub mod client;
+pub mod fetcher;
+pub mod isr;
 pub mod partition;
 pub mod producer_state;
+pub mod replication;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,8 +34,9 @@ pub struct ReplicaManager {
     logs: LogManager,
     topic_defaults: TopicDefaults,
     hosted: ArcSwap<HashMap<String, HostedTopic>>,
-    /// Serializes applying metadata images (never taken on the produce or fetch path).
-    apply_lock: Mutex<()>,
+    /// Serializes applying metadata images (never taken on the produce or fetch path), and
+    /// holds the version of the last image applied, so an older one is never applied after.
+    apply_lock: Mutex<u64>,
 }
 
 pub fn now_ms() -> i64 {
@@ -48,7 +53,7 @@ impl ReplicaManager {
             logs,
             topic_defaults,
             hosted: ArcSwap::from_pointee(HashMap::new()),
-            apply_lock: Mutex::new(()),
+            apply_lock: Mutex::new(0),
         }
     }
 
@@ -72,7 +77,11 @@ impl ReplicaManager {
     /// re-created) topics, opens newly assigned ones, and updates leadership, ISR and configs.
     /// Idempotent; safe to call from several places.
     pub fn apply_image(&self, image: &MetadataImage) {
-        let _guard = self.apply_lock.lock();
+        let mut applied = self.apply_lock.lock();
+        if image.version < *applied {
+            return;
+        }
+        *applied = image.version;
         let current = self.hosted.load_full();
         let assigned_here = |name: &str, topic_id: Uuid, index: i32| {
             image.topics.get(name).is_some_and(|t| {
@@ -109,6 +118,7 @@ impl ReplicaManager {
                 leader_epoch: partition.leader_epoch(),
                 replicas: vec![],
                 isr: vec![],
+                partition_epoch: -1,
             });
             let tp = (partition.topic.to_string(), partition.index);
             if let Err(e) = self.logs.delete(&tp) {
@@ -129,6 +139,7 @@ impl ReplicaManager {
                     leader_epoch: p.leader_epoch,
                     replicas: p.replicas.clone(),
                     isr: p.isr.clone(),
+                    partition_epoch: p.partition_epoch,
                 };
                 let hosted = next.get(name).and_then(|t| t.partitions.get(&p.partition));
                 if let Some(hosted) = hosted {
@@ -148,6 +159,7 @@ impl ReplicaManager {
                     Ok(log) => {
                         let partition = Arc::new(Partition::new(
                             Arc::from(name.as_str()),
+                            topic.topic_id,
                             p.partition,
                             log,
                             self.node_id,

@@ -1,11 +1,17 @@
 //! Partition: one partition replica hosted by this broker: its log, its role (leader or not),
-//! leader epoch, high watermark, and the wake-up for fetches waiting on new data.
+//! leader epoch, high watermark, and the wake-up for fetches waiting on new data. The
+//! replication-specific parts (followers' progress on a leader, fetching on a follower) are
+//! in `replication.rs`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::replication::FollowerState;
 
 use super::producer_state::{batch_metadata, ProducerError, ProducerStateManager, SequenceCheck};
 use crate::log::batch::BatchView;
@@ -18,21 +24,27 @@ pub struct PartitionState {
     pub leader_epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    pub partition_epoch: i32,
 }
 
 pub struct Partition {
     pub topic: Arc<str>,
+    pub topic_id: Uuid,
     pub index: i32,
     pub log: Arc<PartitionLog>,
-    node_id: i32,
-    state: RwLock<PartitionState>,
+    pub(super) node_id: i32,
+    pub(super) state: RwLock<PartitionState>,
     is_leader: AtomicBool,
     leader_epoch: AtomicI32,
-    high_watermark: AtomicI64,
-    data_arrived: Notify,
+    pub(super) high_watermark: AtomicI64,
+    pub(super) data_arrived: Notify,
     /// Idempotent producers' state; its lock also serializes this partition's appends, so
     /// the sequence check and the write are one step.
-    producers: Mutex<ProducerStateManager>,
+    pub(super) producers: Mutex<ProducerStateManager>,
+    /// On a leader: each follower's progress, from its fetches.
+    pub(super) followers: Mutex<HashMap<i32, FollowerState>>,
+    /// An ISR change this leader proposed and is waiting to see applied.
+    pub(super) isr_change_pending: AtomicBool,
 }
 
 /// A read from a partition for a fetch, with the offsets the response reports.
@@ -62,6 +74,7 @@ pub enum PartitionError {
 impl Partition {
     pub fn new(
         topic: Arc<str>,
+        topic_id: Uuid,
         index: i32,
         log: Arc<PartitionLog>,
         node_id: i32,
@@ -69,6 +82,7 @@ impl Partition {
     ) -> Self {
         let p = Self {
             topic,
+            topic_id,
             index,
             high_watermark: AtomicI64::new(log.log_start_offset()),
             log,
@@ -78,6 +92,8 @@ impl Partition {
             state: RwLock::new(state.clone()),
             data_arrived: Notify::new(),
             producers: Mutex::new(ProducerStateManager::default()),
+            followers: Mutex::new(HashMap::new()),
+            isr_change_pending: AtomicBool::new(false),
         };
         p.rebuild_producer_state();
         p.update_state(state);
@@ -85,8 +101,9 @@ impl Partition {
     }
 
     /// Rebuilds idempotent producers' state by reading every batch header in the log.
-    fn rebuild_producer_state(&self) {
+    pub(super) fn rebuild_producer_state(&self) {
         let mut producers = self.producers.lock();
+        *producers = ProducerStateManager::default();
         let now = super::now_ms();
         self.log.for_each_batch(|b| {
             if b.producer_id() >= 0 {
@@ -134,10 +151,24 @@ impl Partition {
     /// Applies the controller's latest decision for this partition.
     pub fn update_state(&self, state: PartitionState) {
         let leader = state.leader == self.node_id;
+        let new_leadership =
+            leader && (!self.is_leader() || state.leader_epoch != self.leader_epoch());
         self.leader_epoch
             .store(state.leader_epoch, Ordering::Release);
         self.is_leader.store(leader, Ordering::Release);
         *self.state.write() = state;
+        self.isr_change_pending.store(false, Ordering::Release);
+        if new_leadership {
+            // As Kafka's makeLeader: the new epoch starts at our log end offset, and followers'
+            // progress is learnt afresh from their fetches.
+            self.followers.lock().clear();
+            if let Err(e) = self
+                .log
+                .assign_leader_epoch(self.leader_epoch(), self.log.log_end_offset())
+            {
+                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "recording the leader epoch failed");
+            }
+        }
         if leader {
             self.maybe_advance_high_watermark();
         }
@@ -165,19 +196,26 @@ impl Partition {
         self.high_watermark()
     }
 
-    /// The high watermark is the smallest log end offset across the ISR. While this broker is
-    /// the only member of the ISR, that is its own log end offset.
-    fn maybe_advance_high_watermark(&self) {
-        let isr_is_self = {
-            let s = self.state.read();
-            s.isr.len() == 1 && s.isr[0] == self.node_id
-        };
-        if isr_is_self {
-            let leo = self.log.log_end_offset();
-            let before = self.high_watermark.fetch_max(leo, Ordering::AcqRel);
-            if leo > before {
-                self.data_arrived.notify_waiters();
+    /// On a leader, the high watermark is the smallest log end offset across the ISR (its own
+    /// for itself, the last fetch offset for each follower). It never moves back.
+    pub(super) fn maybe_advance_high_watermark(&self) {
+        if !self.is_leader() {
+            return;
+        }
+        let isr = self.state.read().isr.clone();
+        let followers = self.followers.lock();
+        let mut hwm = self.log.log_end_offset();
+        for r in isr.iter().filter(|r| **r != self.node_id) {
+            match followers.get(r) {
+                Some(f) => hwm = hwm.min(f.log_end_offset),
+                // A follower not heard from since this leadership began holds it back.
+                None => return,
             }
+        }
+        drop(followers);
+        let before = self.high_watermark.fetch_max(hwm, Ordering::AcqRel);
+        if hwm > before {
+            self.data_arrived.notify_waiters();
         }
     }
 

@@ -81,7 +81,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
             Inbound::Frame(f) => f,
             Inbound::Closed(reason) => break reason,
         };
-        match dispatch(&broker, frame).await {
+        match dispatch(&broker, &peer, frame).await {
             Reply::Frame(response) => {
                 if let Err(e) = writer.write_all(&response).await {
                     break Some(format!("write error: {e}"));

@@ -46,11 +46,23 @@ served_apis! {
     CreatePartitions => CreatePartitionsRequest,
     IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
     DescribeCluster => DescribeClusterRequest,
+    OffsetCommit => OffsetCommitRequest,
+    OffsetFetch => OffsetFetchRequest,
+    FindCoordinator => FindCoordinatorRequest,
+    JoinGroup => JoinGroupRequest,
+    Heartbeat => HeartbeatRequest,
+    LeaveGroup => LeaveGroupRequest,
+    SyncGroup => SyncGroupRequest,
+    DescribeGroups => DescribeGroupsRequest,
+    ListGroups => ListGroupsRequest,
+    DeleteGroups => DeleteGroupsRequest,
+    OffsetDelete => OffsetDeleteRequest,
 }
 
 #[derive(Debug)]
 pub struct Decoded {
     pub key: ApiKey,
+    pub client_id: Option<String>,
     pub version: i16,
     pub correlation_id: i32,
     pub request: ApiRequest,
@@ -59,7 +71,7 @@ pub struct Decoded {
 /// The result of decoding a frame, before anything is handled.
 #[derive(Debug)]
 pub enum DecodeOutcome {
-    Request(Decoded),
+    Request(Box<Decoded>),
     /// An ApiVersions version we do not serve: answer with the KIP-511 fallback.
     UnsupportedApiVersions {
         correlation_id: i32,
@@ -103,12 +115,13 @@ pub fn decode_request(mut frame: Bytes) -> DecodeOutcome {
     }
     let request = decode_body(key, &mut frame, version);
     match request {
-        Ok(request) => DecodeOutcome::Request(Decoded {
+        Ok(request) => DecodeOutcome::Request(Box::new(Decoded {
             key,
+            client_id: header.client_id.as_ref().map(|c| c.to_string()),
             version,
             correlation_id,
             request,
-        }),
+        })),
         Err(e) => DecodeOutcome::Close(e),
     }
 }
@@ -139,9 +152,9 @@ pub fn encode_frame<R: Encodable>(
 }
 
 /// Handles one request frame (without its size prefix).
-pub async fn dispatch(broker: &Broker, frame: Bytes) -> Reply {
+pub async fn dispatch(broker: &Broker, peer: &std::net::SocketAddr, frame: Bytes) -> Reply {
     let decoded = match decode_request(frame) {
-        DecodeOutcome::Request(d) => d,
+        DecodeOutcome::Request(d) => *d,
         DecodeOutcome::UnsupportedApiVersions { correlation_id } => {
             // KIP-511: answer in the v0 layout, with header v0, so any client can read it.
             let body = api::api_versions::unsupported_version_response();
@@ -158,6 +171,7 @@ pub async fn dispatch(broker: &Broker, frame: Bytes) -> Reply {
     tracing::trace!(request = ?decoded, "request");
     let Decoded {
         key,
+        client_id,
         version,
         correlation_id,
         request,
@@ -195,6 +209,25 @@ pub async fn dispatch(broker: &Broker, frame: Bytes) -> Reply {
         ApiRequest::DescribeCluster(r) => {
             respond!(api::metadata::describe_cluster(b, version, r))
         }
+        ApiRequest::FindCoordinator(r) => {
+            respond!(api::groups::find_coordinator(b, version, r).await)
+        }
+        ApiRequest::JoinGroup(r) => {
+            let client = api::groups::ClientInfo {
+                client_id: client_id.unwrap_or_default(),
+                client_host: format!("/{}", peer.ip()),
+            };
+            respond!(api::groups::join(b, version, &client, r).await)
+        }
+        ApiRequest::SyncGroup(r) => respond!(api::groups::sync(b, version, r).await),
+        ApiRequest::Heartbeat(r) => respond!(api::groups::heartbeat(b, r)),
+        ApiRequest::LeaveGroup(r) => respond!(api::groups::leave(b, version, r).await),
+        ApiRequest::ListGroups(r) => respond!(api::groups::list(b, version, r)),
+        ApiRequest::DescribeGroups(r) => respond!(api::groups::describe(b, version, r)),
+        ApiRequest::DeleteGroups(r) => respond!(api::groups::delete(b, r).await),
+        ApiRequest::OffsetCommit(r) => respond!(api::offsets::commit(b, version, r).await),
+        ApiRequest::OffsetFetch(r) => respond!(api::offsets::fetch(b, version, r)),
+        ApiRequest::OffsetDelete(r) => respond!(api::offsets::delete(b, r).await),
     };
     reply(encoded)
 }

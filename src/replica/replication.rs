@@ -1,0 +1,240 @@
+//! Replication on a partition: on the leader, followers' fetches (divergence checks, progress,
+//! the high watermark, ISR expansion and shrinking); on a follower, appending what the leader
+//! sent, tracking its high watermark, and truncating divergent or out-of-range logs.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::partition::{Partition, PartitionError};
+use crate::log::ReadResult;
+
+/// A follower's progress as its leader sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct FollowerState {
+    /// The follower's log end offset: the offset of its last fetch.
+    pub log_end_offset: i64,
+    /// The last time the follower had everything the leader had (Kafka's lastCaughtUpTime).
+    pub last_caught_up: Instant,
+    /// The leader's log end offset at the follower's previous fetch.
+    last_fetch_leader_end: i64,
+    last_fetch: Instant,
+}
+
+/// What a follower fetch gets from the leader.
+pub enum FollowerRead {
+    Records {
+        result: ReadResult,
+        high_watermark: i64,
+        log_start_offset: i64,
+    },
+    /// The follower's log diverges from ours at this (epoch, end offset).
+    Diverging { epoch: i32, end_offset: i64 },
+}
+
+/// What a follower sends in each fetch.
+pub struct FollowerFetchState {
+    pub fetch_offset: i64,
+    pub last_fetched_epoch: i32,
+    pub log_start_offset: i64,
+}
+
+impl Partition {
+    /// Serves a follower's fetch on the leader: checks for divergence (Fetch v12
+    /// `last_fetched_epoch`), records the follower's progress, advances the high watermark, and
+    /// reads up to the log end offset.
+    pub fn read_for_follower(
+        &self,
+        replica_id: i32,
+        fetch_offset: i64,
+        current_leader_epoch: i32,
+        last_fetched_epoch: i32,
+        max_bytes: usize,
+    ) -> Result<FollowerRead, PartitionError> {
+        if !self.is_leader() {
+            return Err(PartitionError::NotLeader);
+        }
+        self.check_leader_epoch(current_leader_epoch)?;
+        if last_fetched_epoch >= 0 {
+            let (epoch, end) = self.log.end_offset_for_epoch(last_fetched_epoch);
+            if epoch != last_fetched_epoch || end < fetch_offset {
+                return Ok(FollowerRead::Diverging {
+                    epoch,
+                    end_offset: end,
+                });
+            }
+        }
+        let leader_end = self.log.log_end_offset();
+        if fetch_offset > leader_end || fetch_offset < self.log.log_start_offset() {
+            return Err(PartitionError::Log(
+                crate::log::LogError::OffsetOutOfRange {
+                    offset: fetch_offset,
+                    log_start: self.log.log_start_offset(),
+                    log_end: leader_end,
+                },
+            ));
+        }
+        self.record_follower_fetch(replica_id, fetch_offset, leader_end);
+        self.maybe_advance_high_watermark();
+        let result = self.log.read(fetch_offset, leader_end, max_bytes, true)?;
+        Ok(FollowerRead::Records {
+            result,
+            high_watermark: self.high_watermark(),
+            log_start_offset: self.log.log_start_offset(),
+        })
+    }
+
+    fn record_follower_fetch(&self, replica_id: i32, fetch_offset: i64, leader_end: i64) {
+        let now = Instant::now();
+        let mut followers = self.followers.lock();
+        let f = followers.entry(replica_id).or_insert(FollowerState {
+            log_end_offset: fetch_offset,
+            last_caught_up: now - Duration::from_secs(3600),
+            last_fetch_leader_end: -1,
+            last_fetch: now,
+        });
+        // Kafka's rule: caught up now if it has all we have; or caught up as of the previous
+        // fetch if it has all we had then.
+        if fetch_offset >= leader_end {
+            f.last_caught_up = now;
+        } else if fetch_offset >= f.last_fetch_leader_end && f.last_fetch_leader_end >= 0 {
+            f.last_caught_up = f.last_caught_up.max(f.last_fetch);
+        }
+        f.log_end_offset = fetch_offset;
+        f.last_fetch_leader_end = leader_end;
+        f.last_fetch = now;
+    }
+
+    /// The ISR this leader wants now: followers that caught up with the high watermark join
+    /// (Kafka: follower end offset >= high watermark and >= the current epoch's start), those
+    /// not caught up for `lag` leave. `None` when nothing should change or a change is pending.
+    pub fn desired_isr(&self, lag: Duration) -> Option<Vec<i32>> {
+        if !self.is_leader() || self.isr_change_pending.load(Ordering::Acquire) {
+            return None;
+        }
+        let state = self.state();
+        let hwm = self.high_watermark();
+        let epoch_start = self
+            .log
+            .end_offset_for_epoch(self.leader_epoch() - 1)
+            .1
+            .max(0);
+        let now = Instant::now();
+        let followers = self.followers.lock();
+        let mut isr: Vec<i32> = state
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| {
+                *r == self.node_id
+                    || followers
+                        .get(r)
+                        .is_none_or(|f| now.duration_since(f.last_caught_up) <= lag)
+            })
+            .collect();
+        for r in &state.replicas {
+            if isr.contains(r) {
+                continue;
+            }
+            if let Some(f) = followers.get(r) {
+                if f.log_end_offset >= hwm && f.log_end_offset >= epoch_start {
+                    isr.push(*r);
+                }
+            }
+        }
+        // Keep Kafka's order: replica order.
+        isr.sort_by_key(|r| state.replicas.iter().position(|x| x == r));
+        (isr != state.isr).then_some(isr)
+    }
+
+    pub fn set_isr_change_pending(&self, pending: bool) {
+        self.isr_change_pending.store(pending, Ordering::Release);
+    }
+
+    /// What this follower asks its leader for.
+    pub fn follower_fetch_state(&self) -> FollowerFetchState {
+        FollowerFetchState {
+            fetch_offset: self.log.log_end_offset(),
+            last_fetched_epoch: self.log.latest_epoch().unwrap_or(-1),
+            log_start_offset: self.log.log_start_offset(),
+        }
+    }
+
+    /// Appends batches replicated from the leader (offsets and epochs as the leader wrote
+    /// them) and takes the leader's high watermark and log start offset as far as our log
+    /// goes.
+    pub fn append_as_follower(
+        &self,
+        records: &Bytes,
+        leader_hwm: i64,
+        leader_log_start: i64,
+    ) -> Result<(), PartitionError> {
+        if self.is_leader() {
+            return Err(PartitionError::NotLeader);
+        }
+        if !records.is_empty() {
+            let mut producers = self.producers.lock();
+            let appended = self.log.append_replicated(records, super::now_ms())?;
+            for b in appended {
+                if b.producer_id >= 0 {
+                    producers.record(b.producer_id, b.producer_epoch, b.metadata, super::now_ms());
+                }
+            }
+        }
+        if leader_log_start > self.log.log_start_offset() {
+            self.log
+                .advance_log_start_offset(leader_log_start)
+                .map_err(crate::log::LogError::Io)?;
+            self.producers
+                .lock()
+                .truncate_head(self.log.log_start_offset());
+        }
+        let hwm = leader_hwm.min(self.log.log_end_offset());
+        let before = self.high_watermark.fetch_max(hwm, Ordering::AcqRel);
+        if hwm > before {
+            self.data_arrived.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// The leader says our log diverges from its own after `end_offset` of `epoch`: cut our
+    /// log where our own record of that epoch ends, or at the leader's end, whichever is lower.
+    pub fn truncate_divergent(&self, epoch: i32, end_offset: i64) -> std::io::Result<()> {
+        let (local_epoch, local_end) = self.log.end_offset_for_epoch(epoch);
+        let target = if local_epoch == epoch {
+            local_end.min(end_offset)
+        } else {
+            end_offset
+        };
+        let target = target.max(self.high_watermark().min(self.log.log_end_offset()));
+        tracing::info!(topic = %self.topic, partition = self.index, epoch, end_offset, target,
+            "truncating a divergent log tail");
+        self.log.truncate_to(target)?;
+        self.rebuild_producer_state();
+        Ok(())
+    }
+
+    /// OFFSET_OUT_OF_RANGE from the leader: behind its log start, start over there; ahead of
+    /// what it has committed, cut back to its high watermark.
+    pub fn reset_after_out_of_range(
+        &self,
+        leader_log_start: i64,
+        leader_hwm: i64,
+    ) -> std::io::Result<()> {
+        let leo = self.log.log_end_offset();
+        if leader_log_start >= 0 && leo < leader_log_start {
+            tracing::info!(topic = %self.topic, partition = self.index, leader_log_start,
+                "follower behind the leader's log start: starting over there");
+            self.log.truncate_fully_and_start_at(leader_log_start)?;
+            self.high_watermark
+                .store(leader_log_start, Ordering::Release);
+            self.rebuild_producer_state();
+        } else if leader_hwm >= 0 && leo > leader_hwm {
+            self.log
+                .truncate_to(leader_hwm.max(self.high_watermark()))?;
+            self.rebuild_producer_state();
+        }
+        Ok(())
+    }
+}
