@@ -94,9 +94,16 @@ pub async fn run(config: Config) -> Result<()> {
         incarnation_id: uuid::Uuid::new_v4(),
         fenced: false,
     };
-    meta.propose(MetadataRecord::RegisterBroker(registration))
+    let registered = meta
+        .propose(MetadataRecord::RegisterBroker(registration))
         .await
         .context("registering this broker")?;
+    if registered != crate::meta::image::ApplyOutcome::Ok {
+        bail!(
+            "node id {} was removed from the cluster and cannot register again ({registered:?})",
+            config.node_id
+        );
+    }
 
     let logs =
         LogManager::open(&config.data_dir.join("logs")).context("opening the log directory")?;
@@ -132,6 +139,7 @@ pub async fn run(config: Config) -> Result<()> {
     wait_for_signal().await;
     tracing::info!("shutting down");
     broker.set_ready(false);
+    controlled_shutdown(&broker).await;
     broker.shutdown.cancel();
     let _ = kafka.await;
     while tasks.join_next().await.is_some() {}
@@ -142,6 +150,28 @@ pub async fn run(config: Config) -> Result<()> {
     logs_result.context("flushing logs at shutdown")?;
     tracing::info!("clean shutdown complete");
     Ok(())
+}
+
+/// Kafka's controlled shutdown: with other brokers alive, hand this broker's leaderships to
+/// in-sync replicas before stopping (by fencing ourselves), so clients move on at once
+/// instead of waiting out the session timeout.
+async fn controlled_shutdown(broker: &Broker) {
+    let image = broker.image();
+    let others_alive = image
+        .brokers
+        .values()
+        .any(|b| b.node_id != broker.node_id() && !b.fenced);
+    if !others_alive {
+        return;
+    }
+    let fence = MetadataRecord::FenceBroker {
+        node_id: broker.node_id(),
+    };
+    match tokio::time::timeout(Duration::from_secs(5), broker.meta.propose(fence)).await {
+        Ok(Ok(_)) => tracing::info!("moved leadership to other replicas"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "controlled shutdown: could not move leadership"),
+        Err(_) => tracing::warn!("controlled shutdown: moving leadership timed out"),
+    }
 }
 
 async fn wait_for_signal() {
@@ -246,10 +276,14 @@ async fn follow_metadata(broker: Arc<Broker>) {
 /// The log cleaner: a compaction pass over every hosted compacted log, one at a time on a
 /// blocking thread, every `log.cleaner.backoff.ms`.
 async fn clean_logs(broker: Arc<Broker>) {
-    let config = crate::log::cleaner::CleanerConfig {
-        backoff_ms: broker.config.kafka.log_cleaner_backoff_ms,
-        ..Default::default()
-    };
+    let config =
+        match crate::log::cleaner::CleanerConfig::from_broker_settings(&broker.config.kafka.raw) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "invalid log cleaner settings; the cleaner is off");
+                return;
+            }
+        };
     if !config.enable {
         return;
     }
@@ -273,6 +307,9 @@ async fn clean_logs(broker: Arc<Broker>) {
                         Err(e) => tracing::error!(topic = %name, partition = index, error = %e, "log cleaning failed"),
                     }
                 }
+            }
+            if let Err(e) = b.replicas.logs().write_cleaner_checkpoint() {
+                tracing::error!(error = %e, "writing the cleaner checkpoint failed");
             }
         })
         .await;

@@ -256,7 +256,17 @@ impl MetadataImage {
                 if self.is_retired(reg.node_id) {
                     return ApplyOutcome::Conflict;
                 }
-                let unfence = self.brokers.get(&reg.node_id).is_some_and(|b| b.fenced);
+                let previous = self.brokers.get(&reg.node_id).cloned();
+                // A restarted broker (new incarnation) may have lost unflushed data: like
+                // Kafka, treat its old session as over, so its leaderships move to replicas
+                // in sync, and it rejoins ISRs only after catching up.
+                if previous
+                    .as_ref()
+                    .is_some_and(|p| !p.fenced && p.incarnation_id != reg.incarnation_id)
+                {
+                    self.fence(reg.node_id);
+                }
+                let unfence = previous.is_some();
                 let mut reg = reg.clone();
                 reg.fenced = false;
                 self.brokers.insert(reg.node_id, reg);

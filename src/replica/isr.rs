@@ -19,9 +19,10 @@ pub async fn maintain_isr(broker: Arc<Broker>) {
             _ = tick.tick() => {}
             _ = broker.shutdown.cancelled() => return,
         }
+        let image = broker.image();
         for topic in broker.replicas.hosted().values() {
             for p in topic.partitions.values() {
-                let Some(isr) = p.desired_isr(lag) else {
+                let Some(isr) = p.desired_isr(lag, |r| image.is_live(r)) else {
                     continue;
                 };
                 let state = p.state();
@@ -42,7 +43,11 @@ pub async fn maintain_isr(broker: Arc<Broker>) {
                             b.replicas.apply_image(&b.image());
                         }
                         Ok(other) => {
+                            // Our view was stale: take the latest image, and let the next
+                            // attempt wait a moment.
                             tracing::debug!(topic = %p.topic, partition = p.index, outcome = ?other, "ISR change not applied");
+                            b.replicas.apply_image(&b.image());
+                            tokio::time::sleep(Duration::from_secs(1)).await;
                             p.set_isr_change_pending(false);
                         }
                         Err(e) => {

@@ -109,7 +109,7 @@ impl Partition {
     /// The ISR this leader wants now: followers that caught up with the high watermark join
     /// (Kafka: follower end offset >= high watermark and >= the current epoch's start), those
     /// not caught up for `lag` leave. `None` when nothing should change or a change is pending.
-    pub fn desired_isr(&self, lag: Duration) -> Option<Vec<i32>> {
+    pub fn desired_isr(&self, lag: Duration, is_live: impl Fn(i32) -> bool) -> Option<Vec<i32>> {
         if !self.is_leader() || self.isr_change_pending.load(Ordering::Acquire) {
             return None;
         }
@@ -134,11 +134,13 @@ impl Partition {
             })
             .collect();
         for r in &state.replicas {
-            if isr.contains(r) {
+            if isr.contains(r) || !is_live(*r) {
                 continue;
             }
             if let Some(f) = followers.get(r) {
-                if f.log_end_offset >= hwm && f.log_end_offset >= epoch_start {
+                // Only a follower that is fetching now can rejoin.
+                let fetching = now.duration_since(f.last_fetch) <= lag;
+                if fetching && f.log_end_offset >= hwm && f.log_end_offset >= epoch_start {
                     isr.push(*r);
                 }
             }
