@@ -11,6 +11,7 @@ use crate::group::GroupCoordinator;
 use crate::meta::image::MetadataImage;
 use crate::meta::producer_ids::ProducerIdAllocator;
 use crate::meta::MetadataQuorum;
+use crate::metrics::Metrics;
 use crate::replica::fetcher::FetcherManager;
 use crate::replica::ReplicaManager;
 
@@ -21,6 +22,7 @@ pub struct Broker {
     pub producer_ids: ProducerIdAllocator,
     pub groups: GroupCoordinator,
     pub fetchers: FetcherManager,
+    pub metrics: Metrics,
     /// Cancelled when the broker starts shutting down.
     pub shutdown: CancellationToken,
     ready: AtomicBool,
@@ -32,6 +34,7 @@ impl Broker {
             producer_ids: ProducerIdAllocator::new(config.node_id),
             groups: GroupCoordinator::new(config.kafka.group.clone()),
             fetchers: FetcherManager::default(),
+            metrics: Metrics::default(),
             config,
             meta,
             replicas,

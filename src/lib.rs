@@ -10,6 +10,7 @@ pub mod config;
 pub mod group;
 pub mod log;
 pub mod meta;
+pub mod metrics;
 pub mod replica;
 pub mod serve;
 pub mod server;

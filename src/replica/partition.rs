@@ -45,6 +45,9 @@ pub struct Partition {
     pub(super) followers: Mutex<HashMap<i32, FollowerState>>,
     /// An ISR change this leader proposed and is waiting to see applied.
     pub(super) isr_change_pending: AtomicBool,
+    /// Record bytes appended as leader and read by fetches, for metrics.
+    pub bytes_in: std::sync::atomic::AtomicU64,
+    pub bytes_out: std::sync::atomic::AtomicU64,
 }
 
 /// A read from a partition for a fetch, with the offsets the response reports.
@@ -94,6 +97,8 @@ impl Partition {
             producers: Mutex::new(ProducerStateManager::default()),
             followers: Mutex::new(HashMap::new()),
             isr_change_pending: AtomicBool::new(false),
+            bytes_in: Default::default(),
+            bytes_out: Default::default(),
         };
         p.rebuild_producer_state();
         p.update_state(state);
@@ -276,6 +281,7 @@ impl Partition {
             producers.record(pid, batch.producer_epoch(), meta, now_ms);
         }
         drop(producers);
+        self.bytes_in.fetch_add(info.size as u64, Ordering::Relaxed);
         self.maybe_advance_high_watermark();
         Ok(info)
     }
@@ -313,6 +319,8 @@ impl Partition {
         self.check_leader_epoch(current_leader_epoch)?;
         let high_watermark = self.high_watermark();
         let result = self.log.read(offset, high_watermark, max_bytes, min_one)?;
+        self.bytes_out
+            .fetch_add(result.records.len() as u64, Ordering::Relaxed);
         Ok(PartitionRead {
             result,
             high_watermark,

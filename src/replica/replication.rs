@@ -78,6 +78,8 @@ impl Partition {
         self.record_follower_fetch(replica_id, fetch_offset, leader_end);
         self.maybe_advance_high_watermark();
         let result = self.log.read(fetch_offset, leader_end, max_bytes, true)?;
+        self.bytes_out
+            .fetch_add(result.records.len() as u64, Ordering::Relaxed);
         Ok(FollowerRead::Records {
             result,
             high_watermark: self.high_watermark(),

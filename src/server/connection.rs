@@ -28,6 +28,14 @@ enum Inbound {
 
 pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    broker
+        .metrics
+        .connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    broker
+        .metrics
+        .connections_total
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (mut read_half, write_half) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Inbound>(MAX_QUEUED_REQUESTS);
     let max_frame = broker.config.kafka.socket_request_max_bytes;
@@ -81,7 +89,17 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
             Inbound::Frame(f) => f,
             Inbound::Closed(reason) => break reason,
         };
-        match dispatch(&broker, &peer, frame).await {
+        let api_key = if frame.len() >= 2 {
+            i16::from_be_bytes([frame[0], frame[1]])
+        } else {
+            -1
+        };
+        let started = std::time::Instant::now();
+        let reply = dispatch(&broker, &peer, frame).await;
+        broker
+            .metrics
+            .observe(api_key, started.elapsed(), matches!(reply, Reply::Close(_)));
+        match reply {
             Reply::Frame(response) => {
                 if let Err(e) = writer.write_all(&response).await {
                     break Some(format!("write error: {e}"));
@@ -101,6 +119,10 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     let _ = writer.flush().await;
     let _ = writer.shutdown().await;
     reader.abort();
+    broker
+        .metrics
+        .connections
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     if let Some(reason) = close_reason {
         tracing::warn!(%peer, reason = %reason, "closing client connection");
     } else {

@@ -1,0 +1,434 @@
+//! Metrics: lock-free counters on the request path, and the Prometheus text exposition that
+//! `/metrics` serves. Hot-path counters are fixed arrays of atomics indexed by API key (no
+//! registry lock); everything else (partition offsets, group lag, Raft state) is read at
+//! scrape time from the broker's own state.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use kafka_protocol::messages::ApiKey;
+
+use crate::broker::Broker;
+
+/// A per-partition gauge: metric name, help text and how to read it.
+type PartitionGauge = (
+    &'static str,
+    &'static str,
+    fn(&crate::replica::Partition) -> i64,
+);
+
+/// Latency histogram bucket bounds, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+/// API keys are small integers; this covers every key Kafka 4 defines.
+const MAX_API_KEY: usize = 96;
+
+#[derive(Default)]
+struct ApiCounters {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    /// Cumulative-free counts per bucket (the last slot is +Inf).
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+pub struct Metrics {
+    apis: Vec<ApiCounters>,
+    pub connections: AtomicI64,
+    pub connections_total: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            apis: (0..MAX_API_KEY).map(|_| ApiCounters::default()).collect(),
+            connections: AtomicI64::new(0),
+            connections_total: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one request of `api_key`, its handling time, and whether it failed at the
+    /// protocol level (the connection was closed instead of answered).
+    pub fn observe(&self, api_key: i16, elapsed: Duration, failed: bool) {
+        let Some(c) = usize::try_from(api_key).ok().and_then(|k| self.apis.get(k)) else {
+            return;
+        };
+        c.requests.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            c.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let secs = elapsed.as_secs_f64();
+        let slot = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        c.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        c.sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+fn api_name(key: usize) -> String {
+    ApiKey::try_from(key as i16)
+        .map(|k| format!("{k:?}"))
+        .unwrap_or_else(|_| key.to_string())
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Process resident memory in bytes, from /proc/self/status.
+fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Renders every metric in the Prometheus text format (version 0.0.4).
+pub fn render(broker: &Broker) -> String {
+    let m = &broker.metrics;
+    let mut out = String::with_capacity(16 * 1024);
+
+    header(
+        &mut out,
+        "gregor_up",
+        "gauge",
+        "Whether the broker is ready to serve.",
+    );
+    let _ = writeln!(out, "gregor_up {}", u8::from(broker.is_ready()));
+
+    header(
+        &mut out,
+        "gregor_requests_total",
+        "counter",
+        "Kafka requests handled, by API.",
+    );
+    for (key, c) in m.apis.iter().enumerate() {
+        let n = c.requests.load(Ordering::Relaxed);
+        if n > 0 {
+            let _ = writeln!(
+                out,
+                "gregor_requests_total{{api=\"{}\"}} {n}",
+                api_name(key)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "gregor_request_errors_total",
+        "counter",
+        "Requests refused at the protocol level (malformed or unsupported: the connection was closed), by API.",
+    );
+    for (key, c) in m.apis.iter().enumerate() {
+        if c.requests.load(Ordering::Relaxed) > 0 {
+            let _ = writeln!(
+                out,
+                "gregor_request_errors_total{{api=\"{}\"}} {}",
+                api_name(key),
+                c.errors.load(Ordering::Relaxed)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "gregor_request_duration_seconds",
+        "histogram",
+        "Time from a request's arrival to its response, by API.",
+    );
+    for (key, c) in m.apis.iter().enumerate() {
+        let total = c.requests.load(Ordering::Relaxed);
+        if total == 0 {
+            continue;
+        }
+        let api = api_name(key);
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += c.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "gregor_request_duration_seconds_bucket{{api=\"{api}\",le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += c.buckets[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "gregor_request_duration_seconds_bucket{{api=\"{api}\",le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(
+            out,
+            "gregor_request_duration_seconds_sum{{api=\"{api}\"}} {}",
+            c.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "gregor_request_duration_seconds_count{{api=\"{api}\"}} {cumulative}"
+        );
+    }
+
+    header(
+        &mut out,
+        "gregor_connections",
+        "gauge",
+        "Open client connections.",
+    );
+    let _ = writeln!(
+        out,
+        "gregor_connections {}",
+        m.connections.load(Ordering::Relaxed)
+    );
+    header(
+        &mut out,
+        "gregor_connections_total",
+        "counter",
+        "Client connections accepted.",
+    );
+    let _ = writeln!(
+        out,
+        "gregor_connections_total {}",
+        m.connections_total.load(Ordering::Relaxed)
+    );
+    if let Some(rss) = resident_memory_bytes() {
+        header(
+            &mut out,
+            "gregor_process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the broker process.",
+        );
+        let _ = writeln!(out, "gregor_process_resident_memory_bytes {rss}");
+    }
+
+    render_partitions(broker, &mut out);
+    render_groups(broker, &mut out);
+    render_raft(broker, &mut out);
+    out
+}
+
+fn render_partitions(broker: &Broker, out: &mut String) {
+    let hosted = broker.replicas.hosted();
+    let mut rows = Vec::new();
+    for (topic, t) in hosted.iter() {
+        for (index, p) in &t.partitions {
+            rows.push((topic.clone(), *index, p.clone()));
+        }
+    }
+    rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let gauges: [PartitionGauge; 6] = [
+        (
+            "gregor_partition_log_end_offset",
+            "Next offset to be assigned.",
+            |p| p.log.log_end_offset(),
+        ),
+        (
+            "gregor_partition_high_watermark",
+            "Offsets below this are committed and visible to consumers.",
+            |p| p.high_watermark(),
+        ),
+        (
+            "gregor_partition_log_start_offset",
+            "First offset still in the log.",
+            |p| p.log.log_start_offset(),
+        ),
+        (
+            "gregor_partition_size_bytes",
+            "Bytes of the partition's segments on disk.",
+            |p| p.log.size_bytes() as i64,
+        ),
+        (
+            "gregor_partition_in_sync_replicas",
+            "Size of the partition's in-sync replica set.",
+            |p| p.state().isr.len() as i64,
+        ),
+        (
+            "gregor_partition_leader",
+            "1 if this broker leads the partition.",
+            |p| i64::from(p.is_leader()),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        header(out, name, "gauge", help);
+        for (topic, index, p) in &rows {
+            let _ = writeln!(
+                out,
+                "{name}{{topic=\"{}\",partition=\"{index}\"}} {}",
+                escape(topic),
+                value(p)
+            );
+        }
+    }
+    header(
+        out,
+        "gregor_under_replicated_partitions",
+        "gauge",
+        "Partitions this broker leads whose ISR is smaller than their replica set.",
+    );
+    let under = rows
+        .iter()
+        .filter(|(_, _, p)| {
+            let s = p.state();
+            p.is_leader() && s.isr.len() < s.replicas.len()
+        })
+        .count();
+    let _ = writeln!(out, "gregor_under_replicated_partitions {under}");
+
+    let mut by_topic: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    for (topic, _, p) in &rows {
+        let e = by_topic.entry(topic.as_str()).or_default();
+        e.0 += p.bytes_in.load(Ordering::Relaxed);
+        e.1 += p.bytes_out.load(Ordering::Relaxed);
+    }
+    header(
+        out,
+        "gregor_topic_bytes_in_total",
+        "counter",
+        "Record bytes produced to the topic's partitions led here.",
+    );
+    for (topic, (bytes_in, _)) in &by_topic {
+        let _ = writeln!(
+            out,
+            "gregor_topic_bytes_in_total{{topic=\"{}\"}} {bytes_in}",
+            escape(topic)
+        );
+    }
+    header(
+        out,
+        "gregor_topic_bytes_out_total",
+        "counter",
+        "Record bytes fetched by consumers and followers from the topic's partitions here.",
+    );
+    for (topic, (_, bytes_out)) in &by_topic {
+        let _ = writeln!(
+            out,
+            "gregor_topic_bytes_out_total{{topic=\"{}\"}} {bytes_out}",
+            escape(topic)
+        );
+    }
+}
+
+fn render_groups(broker: &Broker, out: &mut String) {
+    header(out, "gregor_consumer_group_lag", "gauge", "High watermark minus committed offset, for groups coordinated here and partitions hosted here.");
+    let mut rows = Vec::new();
+    for (id, handle) in broker.groups.all_groups() {
+        let entry = handle.lock();
+        for ((topic, partition), v) in &entry.offsets {
+            if let Some(p) = broker.replicas.partition(topic, *partition) {
+                rows.push((
+                    id.clone(),
+                    topic.clone(),
+                    *partition,
+                    (p.high_watermark() - v.offset).max(0),
+                ));
+            }
+        }
+    }
+    rows.sort();
+    for (group, topic, partition, lag) in rows {
+        let _ = writeln!(
+            out,
+            "gregor_consumer_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {lag}",
+            escape(&group),
+            escape(&topic)
+        );
+    }
+}
+
+fn render_raft(broker: &Broker, out: &mut String) {
+    let s = broker.meta.status();
+    header(
+        out,
+        "gregor_raft_term",
+        "gauge",
+        "Current Raft term of the metadata quorum.",
+    );
+    let _ = writeln!(out, "gregor_raft_term {}", s.term);
+    header(
+        out,
+        "gregor_raft_leader",
+        "gauge",
+        "Node id of the active controller (-1 when unknown).",
+    );
+    let _ = writeln!(
+        out,
+        "gregor_raft_leader {}",
+        s.leader.map(|l| l as i64).unwrap_or(-1)
+    );
+    header(
+        out,
+        "gregor_raft_is_leader",
+        "gauge",
+        "1 if this node is the active controller.",
+    );
+    let _ = writeln!(
+        out,
+        "gregor_raft_is_leader {}",
+        u8::from(s.leader == Some(s.node_id))
+    );
+    header(
+        out,
+        "gregor_raft_commit_index",
+        "gauge",
+        "Last committed metadata log index.",
+    );
+    let _ = writeln!(
+        out,
+        "gregor_raft_commit_index {}",
+        s.commit_index.unwrap_or(0)
+    );
+    header(
+        out,
+        "gregor_raft_applied_index",
+        "gauge",
+        "Last metadata log index applied to this node's image.",
+    );
+    let _ = writeln!(
+        out,
+        "gregor_raft_applied_index {}",
+        s.applied_index.unwrap_or(0)
+    );
+    header(
+        out,
+        "gregor_raft_voters",
+        "gauge",
+        "Voters in the metadata quorum.",
+    );
+    let _ = writeln!(out, "gregor_raft_voters {}", s.voters.len());
+    header(
+        out,
+        "gregor_fenced_brokers",
+        "gauge",
+        "Registered brokers currently fenced.",
+    );
+    let _ = writeln!(out, "gregor_fenced_brokers {}", s.fenced_brokers.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_at_render_time() {
+        let m = Metrics::default();
+        m.observe(0, Duration::from_micros(300), false);
+        m.observe(0, Duration::from_millis(3), false);
+        m.observe(0, Duration::from_secs(10), true);
+        m.observe(-5, Duration::from_secs(1), false);
+        m.observe(9999, Duration::from_secs(1), false);
+        let c = &m.apis[0];
+        assert_eq!(c.requests.load(Ordering::Relaxed), 3);
+        assert_eq!(c.errors.load(Ordering::Relaxed), 1);
+        assert_eq!(c.buckets[0].load(Ordering::Relaxed), 1);
+        assert_eq!(c.buckets[3].load(Ordering::Relaxed), 1);
+        assert_eq!(c.buckets[BUCKETS.len()].load(Ordering::Relaxed), 1);
+        assert_eq!(api_name(0), "Produce");
+        assert_eq!(escape("a\"b"), "a\\\"b");
+    }
+}

@@ -1,0 +1,84 @@
+//! The admin HTTP endpoints against the real binary: health, readiness and the Prometheus
+//! metrics after real traffic.
+
+mod common;
+
+use std::io::{Read, Write};
+
+use common::requests::*;
+use common::Broker;
+use kafka_protocol::records::Compression;
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("read");
+    let status = body
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body)
+}
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn health_and_metrics_reflect_traffic() {
+    let broker = Broker::start();
+    assert_eq!(http_get(broker.admin_port, "/health/live").0, 200);
+    assert_eq!(http_get(broker.admin_port, "/health/ready").0, 200);
+    let mut c = broker.client();
+    create_topic(&mut c, "metered", 1, &[]);
+    for i in 0..5 {
+        produce(
+            &mut c,
+            "metered",
+            0,
+            batch(&["some bytes"], i, Compression::None),
+        );
+    }
+    let resp = c.call(12, &fetch_req("metered", 0, 0, 0, 1 << 20));
+    assert_eq!(resp.responses[0].partitions[0].error_code, 0);
+
+    let (status, text) = http_get(broker.admin_port, "/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(metric(&text, "gregor_up"), Some(1.0));
+    assert_eq!(
+        metric(&text, "gregor_requests_total{api=\"Produce\"}"),
+        Some(5.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "gregor_request_duration_seconds_count{api=\"Produce\"}"
+        ),
+        Some(5.0)
+    );
+    assert!(metric(&text, "gregor_topic_bytes_in_total{topic=\"metered\"}").unwrap_or(0.0) > 0.0);
+    assert!(metric(&text, "gregor_topic_bytes_out_total{topic=\"metered\"}").unwrap_or(0.0) > 0.0);
+    assert_eq!(
+        metric(
+            &text,
+            "gregor_partition_log_end_offset{topic=\"metered\",partition=\"0\"}"
+        ),
+        Some(5.0)
+    );
+    assert_eq!(metric(&text, "gregor_raft_leader"), Some(1.0));
+    assert_eq!(
+        metric(&text, "gregor_under_replicated_partitions"),
+        Some(0.0)
+    );
+    assert!(metric(&text, "gregor_connections").unwrap_or(0.0) >= 1.0);
+    assert!(metric(&text, "gregor_process_resident_memory_bytes").unwrap_or(0.0) > 0.0);
+}
