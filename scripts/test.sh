@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Installs every test dependency this project needs (idempotent), builds the broker, and runs
-# the whole suite: Rust unit and integration tests, then the real-client proto-tests.
+# Installs every test dependency this project needs (idempotent), checks the Dockerfile and the
+# Helm chart, builds the broker, and runs the whole suite: Rust unit and integration tests, then
+# the real-client proto-tests (which include the chart's rendering and StatefulSet-args tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
+# the Dockerfile and the Helm chart: hadolint, helm lint, helm template | kubeconform
+scripts/check-chart.sh
 
 export CARGO_TERM_COLOR=never
 cargo build --release --locked
