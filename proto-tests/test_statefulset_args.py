@@ -1,0 +1,361 @@
+"""The chart's startup contract, outside Kubernetes: three `gregor` processes started with
+exactly the command, args and environment that the rendered StatefulSet gives pods 0, 1 and 2
+(chart.pod_process: the image's ENV, fieldRefs, $(VAR) expansion, HOSTNAME) form a cluster.
+
+What a pod has that this machine does not is emulated, and every such substitution is listed
+in the test's output (and asserted to be the only changes):
+- DNS: pod N's name <fullname>-N.<headless>.<namespace>.svc.cluster.local resolves to the
+  loopback address 127.0.0.(N+1), and so does 0.0.0.0 in pod N's own listen addresses (each
+  pod has its own IP, so all three listen on the same ports, as in the cluster);
+- volumes: the data volume /var/lib/gregor and the ConfigMap mount /etc/gregor are temporary
+  directories (the ConfigMap's items are written there);
+- the image: `gregor` on PATH is GREGOR_BIN, and PATH is Debian's default.
+Ports are the rendered ones; the chart is rendered with free ephemeral ports in `ports`.
+The pods are probed the way the kubelet would probe them (the rendered readinessProbe), then
+Metadata, the quorum status, a provisioned topic and a new replication-factor-3 topic with
+produce and consume are checked.
+"""
+import json
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+import chart
+from clients import LOG
+from conftest import GREGOR_BIN, free_ports
+
+NAMESPACE = "gregor-test"
+RELEASE = "gregor"
+REPLICAS = 3
+DEBIAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+STOP_TIMEOUT = 30.0
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def wait_until(cond, timeout, what, interval=0.1):
+    """Polls cond() until it returns something truthy (returned); fails after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached after {timeout}s")
+        time.sleep(interval)
+
+
+def pod_ip(i):
+    return f"127.0.0.{i + 1}"
+
+
+def free_on_every_pod_ip(n_ports):
+    """Ports free on 127.0.0.1..127.0.0.REPLICAS alike (each "pod" listens on its own IP)."""
+    for _ in range(50):
+        ports = free_ports(n_ports)
+        socks = []
+        try:
+            for i in range(REPLICAS):
+                for p in ports:
+                    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    socks.append(s)
+                    s.bind((pod_ip(i), p))
+            return ports
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no ports free on every loopback pod address")
+
+
+class Pod:
+    """One emulated pod: its gregor process, started from the rendered spec."""
+
+    def __init__(self, ordinal, argv, env, workdir):
+        self.ordinal = ordinal
+        self.argv, self.env = argv, env
+        self.workdir = workdir
+        self.log_path = workdir / "gregor.log"
+        self.proc = None
+
+    def start(self):
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=log,
+                                         stdin=subprocess.DEVNULL, cwd=self.workdir)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return "killed after SIGTERM timeout"
+
+    def log_tail(self, lines=40):
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+def substitute(text, table):
+    for old, new in table:
+        text = text.replace(old, new)
+    return text
+
+
+class Emulation:
+    """Pods of one rendered release on this machine (see the module docstring)."""
+
+    def __init__(self, tmp_path, ports):
+        self.tmp_path = tmp_path
+        self.ports = ports  # (kafka, controller, admin)
+        self.pods = []
+        self.substitutions = []
+        self.bindir = tmp_path / "image-bin"
+        self.bindir.mkdir()
+        (self.bindir / "gregor").symlink_to(GREGOR_BIN)
+        self.substitutions.append(f"all pods: `gregor` on PATH -> {GREGOR_BIN}, PATH is "
+                                  "Debian's default")
+
+    def render(self, **values):
+        kafka, controller, admin = self.ports
+        values = {"ports": {"kafka": kafka, "controller": controller, "admin": admin},
+                  "logFormat": "text", **values}
+        return chart.render(values, release=RELEASE, namespace=NAMESPACE)
+
+    def dns(self, manifests, count):
+        """The pod DNS names and the client Service's name, mapped to loopback addresses."""
+        sts = manifests.one("StatefulSet")
+        name, headless = sts["metadata"]["name"], sts["spec"]["serviceName"]
+        table = [(f"{name}-{j}.{headless}.{NAMESPACE}.svc.cluster.local", pod_ip(j))
+                 for j in range(count)]
+        # the client Service (used by the join Job) reaches a ready broker: pod 0's address
+        table.append((f"{name}.{NAMESPACE}.svc.cluster.local", pod_ip(0)))
+        return table
+
+    def emulate(self, what, argv, env, table, listens=True):
+        new_env = {k: substitute(v, table) for k, v in env.items()}
+        new_env["PATH"] = f"{self.bindir}:{DEBIAN_PATH}"
+        new_argv = [substitute(a, table) for a in argv]
+        for k in sorted(set(env) | set(new_env)):
+            if k != "PATH" and env.get(k) != new_env.get(k):
+                self.substitutions.append(f"{what}: env {k}: {env.get(k)!r} -> {new_env[k]!r}")
+        for a, b in zip(argv, new_argv):
+            if a != b:
+                self.substitutions.append(f"{what}: arg {a!r} -> {b!r}")
+        leftover = [v for v in list(new_env.values()) + new_argv
+                    if ".svc.cluster.local" in v or (listens and "0.0.0.0" in v)]
+        assert not leftover, f"{what}: unmapped addresses: {leftover}"
+        return new_argv, new_env
+
+    def start_pod(self, manifests, i, replicas):
+        """Starts StatefulSet pod i of `manifests` (a release of `replicas` pods)."""
+        argv, env = chart.pod_process(manifests, i, NAMESPACE, pod_ip=pod_ip(i))
+        workdir = self.tmp_path / f"pod-{i}"
+        (workdir / "etc-gregor").mkdir(parents=True)
+        for path, content in chart.configmap_files(manifests, "/etc/gregor").items():
+            (workdir / "etc-gregor" / Path(path).name).write_text(content)
+        table = self.dns(manifests, replicas) + [
+            ("0.0.0.0", pod_ip(i)),
+            ("/var/lib/gregor", str(workdir / "data")),
+            ("/etc/gregor", str(workdir / "etc-gregor"))]
+        argv, env = self.emulate(f"pod {i}", argv, env, table)
+        pod = Pod(i, argv, env, workdir)
+        pod.ports, pod.manifests = self.ports, manifests
+        self.pods.append(pod)
+        pod.start()
+        return pod
+
+    def run_job(self, manifests, replicas, timeout):
+        """Runs the release's join Job (its container command, as in its pod); returns the
+        CompletedProcess."""
+        job = manifests.one("Job")
+        c = job["spec"]["template"]["spec"]["containers"][0]
+        env = dict(chart.image_env())
+        for e in c.get("env", []):
+            env[e["name"]] = chart.expand(str(e["value"]), env)
+        argv = [chart.expand(a, env) for a in c["command"] + c.get("args", [])]
+        # `gregor admin` listens on nothing: the image's GREGOR_*LISTEN variables stay unused
+        argv, env = self.emulate("join job", argv, env, self.dns(manifests, replicas),
+                                 listens=False)
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+
+    def stop_all(self):
+        errors = []
+        for pod in self.pods:
+            was_alive = pod.alive()
+            code = pod.stop()
+            if not was_alive:
+                errors.append(f"pod {pod.ordinal} exited during the test ({code})\n"
+                              f"{pod.log_tail()}")
+            elif code != 0:
+                errors.append(f"pod {pod.ordinal} exited with {code} on SIGTERM\n"
+                              f"{pod.log_tail()}")
+        return errors
+
+
+@pytest.fixture
+def emulation(request, tmp_path):
+    e = Emulation(tmp_path, free_on_every_pod_ip(3))
+    request.node._gregor_brokers = e.pods  # conftest attaches their log tails on failure
+    yield e
+    print("\n".join(["emulated pods, substitutions:"] + e.substitutions))
+    errors = e.stop_all()
+    if errors:
+        pytest.fail("\n".join(errors))
+
+
+def start_release(emulation, **values):
+    manifests = emulation.render(replicaCount=REPLICAS, **values)
+    return manifests, [emulation.start_pod(manifests, i, REPLICAS) for i in range(REPLICAS)]
+
+
+def wait_ready(pods, timeout=120):
+    def all_ready():
+        for p in pods:
+            assert p.alive(), f"pod {p.ordinal} exited ({p.proc.returncode})\n{p.log_tail()}"
+        return all(probe(p, "readinessProbe") for p in pods)
+    wait_until(all_ready, timeout, "readinessProbe of every pod", interval=0.25)
+
+
+def probe(pod, which):
+    """The rendered probe, as the kubelet runs it against the pod's IP: True on 2xx/3xx."""
+    spec = chart.container(pod.manifests)[which]["httpGet"]
+    port = chart.named_port(pod.manifests, spec["port"])
+    url = f"http://{pod_ip(pod.ordinal)}:{port}{spec['path']}"
+    try:
+        with _HTTP.open(url, timeout=2) as r:
+            return 200 <= r.status < 400
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def raft_status(pod):
+    with _HTTP.open(f"http://{pod_ip(pod.ordinal)}:{pod.ports[2]}/raft/status", timeout=2) as r:
+        return json.loads(r.read())
+
+
+def test_pods_form_a_cluster(emulation):
+    _, pods = start_release(emulation, provisioning={"topics": [
+        {"name": "provisioned", "partitions": 3, "replicationFactor": 3,
+         "config": {"min.insync.replicas": "2"}}]})
+    wait_ready(pods)
+    assert all(probe(p, "livenessProbe") for p in pods)
+    assert all(probe(p, "startupProbe") for p in pods)
+
+    # Metadata: three brokers, each at its own advertised (pod DNS) address, one controller
+    kafka_port = pods[0].ports[0]
+    want_brokers = {i + 1: (pod_ip(i), kafka_port) for i in range(len(pods))}
+    controllers = set()
+    for p in pods:
+        admin = AdminClient({"bootstrap.servers": f"{pod_ip(p.ordinal)}:{kafka_port}",
+                             "logger": LOG})
+        md = admin.list_topics(timeout=20)
+        assert {b.id: (b.host, b.port) for b in md.brokers.values()} == want_brokers
+        controllers.add(md.controller_id)
+    assert len(controllers) == 1 and controllers <= set(want_brokers), controllers
+
+    statuses = [raft_status(p) for p in pods]
+    assert {s["leader"] for s in statuses} == controllers
+    for s in statuses:
+        assert s["voters"] == {str(i + 1): f"{pod_ip(i)}:{pods[0].ports[1]}"
+                               for i in range(len(pods))}, s
+        assert not s["learners"]
+    assert sorted(s["node_id"] for s in statuses) == [1, 2, 3]
+
+    bootstrap = ",".join(f"{pod_ip(p.ordinal)}:{kafka_port}" for p in pods)
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": LOG})
+
+    # provisioning.topics from the chart's values, created at startup
+    def provisioned():
+        t = admin.list_topics(topic="provisioned", timeout=10).topics.get("provisioned")
+        return t is not None and t.error is None and len(t.partitions) == 3 and t
+    t = wait_until(provisioned, 30, "provisioned topic")
+    assert all(len(p.replicas) == 3 for p in t.partitions.values())
+
+    # a replication-factor-3 topic: produce with acks=all, consume everything back
+    topic = f"sts-{uuid.uuid4().hex[:8]}"
+    fut = admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3)])[topic]
+    fut.result(30)
+
+    def full_isr():
+        t = admin.list_topics(topic=topic, timeout=10).topics[topic]
+        return (t.error is None and len(t.partitions) == 3
+                and all(len(p.isrs) == 3 and p.leader in want_brokers
+                        for p in t.partitions.values()))
+    wait_until(full_isr, 30, f"{topic}: 3 partitions with 3 in-sync replicas")
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                         "enable.idempotence": True, "logger": LOG})
+    errors = []
+    sent = [f"m{i}".encode() for i in range(300)]
+    for i, v in enumerate(sent):
+        producer.produce(topic, v, key=str(i % 7).encode(),
+                         on_delivery=lambda err, msg: err and errors.append(err))
+    assert producer.flush(30) == 0
+    assert not errors, errors
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{topic}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "logger": LOG})
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(3)])
+        got = []
+        deadline = time.monotonic() + 30
+        while len(got) < len(sent) and time.monotonic() < deadline:
+            m = consumer.poll(0.5)
+            if m is not None and not m.error():
+                got.append(m.value())
+        assert sorted(got) == sorted(sent)
+    finally:
+        consumer.close()
+
+
+def test_scale_up_joins_new_pods(emulation):
+    """replicaCount 3 -> 4 on a running release: the existing pods keep their template (no
+    restart), pod 3 starts as a non-voter, and the chart's join Job, run as its pod would run
+    it, adds node 4 as a learner and promotes it."""
+    before, pods = start_release(emulation)
+    wait_ready(pods)
+    # What `helm upgrade --set replicaCount=4` renders: the release's ConfigMap recorded 3
+    # initial voters at install, which the upgrade reads back (quorum.initialVoters: 0 looks
+    # it up; `helm template` has no cluster to ask, so it is given here).
+    assert before.one("ConfigMap")["data"]["initial-voters"] == "3"
+    after = emulation.render(replicaCount=4, quorum={"initialVoters": 3})
+    assert after.one("StatefulSet")["spec"]["template"] == \
+        before.one("StatefulSet")["spec"]["template"]
+    assert after.one("StatefulSet")["spec"]["replicas"] == 4
+
+    new = emulation.start_pod(after, 3, 4)
+    res = emulation.run_job(after, 4, timeout=240)
+    assert res.returncode == 0, f"join Job failed ({res.returncode}):\n{res.stdout}\n{res.stderr}"
+    wait_ready(pods + [new], timeout=60)
+
+    ports = emulation.ports
+    for p in pods + [new]:
+        s = raft_status(p)
+        assert s["voters"] == {str(i + 1): f"{pod_ip(i)}:{ports[1]}" for i in range(4)}, s
+        assert not s["learners"], s
+    admin = AdminClient({"bootstrap.servers": f"{pod_ip(3)}:{ports[0]}", "logger": LOG})
+    md = admin.list_topics(timeout=20)
+    assert sorted(b.id for b in md.brokers.values()) == [1, 2, 3, 4]
+
+    # the Job is safe to run again (every upgrade runs it): both steps are no-ops now
+    again = emulation.run_job(after, 4, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
