@@ -861,6 +861,13 @@ impl PartitionLog {
     pub fn truncate_to(&self, offset: i64) -> io::Result<()> {
         let _writer = self.writer.lock();
         if offset >= self.log_end_offset() {
+            // No data to cut, but an epoch this replica started as leader without writing to
+            // it may begin exactly here: it must go, or the follower keeps announcing it as
+            // its last fetched epoch and the leader keeps answering with a divergence.
+            let mut epochs = self.epochs.lock();
+            if epochs.truncate_from_end(offset) {
+                epochs.persist()?;
+            }
             return Ok(());
         }
         let first_base = self

@@ -247,6 +247,12 @@ fn follower_appends_as_is_and_truncates_divergent_tails() {
     );
     follower.truncate_to(74).expect("no-op");
     assert_eq!(follower.end_offset_for_epoch(2), (2, 74));
+    // An epoch this replica began as leader but never wrote to starts at the log end; a
+    // truncation to the log end must drop it, or fetches keep diverging on it forever.
+    follower.assign_leader_epoch(5, 74).expect("assign");
+    assert_eq!(follower.latest_epoch(), Some(5));
+    follower.truncate_to(74).expect("truncate to the log end");
+    assert_eq!(follower.latest_epoch(), Some(2));
     let raw = batch(1, 5000, 10);
     let view = validate_produce_batch(&raw).expect("valid");
     assert_eq!(

@@ -58,7 +58,8 @@ impl Partition {
         self.check_leader_epoch(current_leader_epoch)?;
         if last_fetched_epoch >= 0 {
             let (epoch, end) = self.log.end_offset_for_epoch(last_fetched_epoch);
-            if epoch != last_fetched_epoch || end < fetch_offset {
+            // As Kafka: an epoch older than any we know (undefined end) is no divergence.
+            if end >= 0 && (epoch < last_fetched_epoch || end < fetch_offset) {
                 return Ok(FollowerRead::Diverging {
                     epoch,
                     end_offset: end,
