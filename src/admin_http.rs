@@ -46,10 +46,12 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
 }
 
 async fn ready(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
-    if broker.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    match broker.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
     }
 }
 

@@ -3,6 +3,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
 
 use tokio_util::sync::CancellationToken;
 
@@ -12,8 +15,13 @@ use crate::meta::image::MetadataImage;
 use crate::meta::producer_ids::ProducerIdAllocator;
 use crate::meta::MetadataQuorum;
 use crate::metrics::Metrics;
+use crate::readiness::NotReady;
 use crate::replica::fetcher::FetcherManager;
 use crate::replica::ReplicaManager;
+
+/// How recently the active controller must have reached a broker (or, on the controller, a
+/// quorum acknowledged it) for the broker to act as a group coordinator: ten Raft heartbeats.
+pub const COORDINATOR_CONTACT: Duration = Duration::from_secs(2);
 
 pub struct Broker {
     pub config: Config,
@@ -25,11 +33,19 @@ pub struct Broker {
     pub metrics: Metrics,
     /// Cancelled when the broker starts shutting down.
     pub shutdown: CancellationToken,
-    ready: AtomicBool,
+    /// This process's registration: a restarted broker registers with a new one.
+    pub incarnation_id: uuid::Uuid,
+    /// Set once the listeners serve, cleared at shutdown (see `readiness`).
+    serving: AtomicBool,
 }
 
 impl Broker {
-    pub fn new(config: Config, meta: MetadataQuorum, replicas: ReplicaManager) -> Arc<Self> {
+    pub fn new(
+        config: Config,
+        meta: MetadataQuorum,
+        replicas: ReplicaManager,
+        incarnation_id: uuid::Uuid,
+    ) -> Arc<Self> {
         Arc::new(Self {
             producer_ids: ProducerIdAllocator::new(config.node_id),
             groups: GroupCoordinator::new(config.kafka.group.clone()),
@@ -39,7 +55,8 @@ impl Broker {
             meta,
             replicas,
             shutdown: CancellationToken::new(),
-            ready: AtomicBool::new(false),
+            incarnation_id,
+            serving: AtomicBool::new(false),
         })
     }
 
@@ -57,11 +74,32 @@ impl Broker {
         self.meta.leader_id().map(|id| id as i32).unwrap_or(-1)
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+    /// Whether `/health/ready` should say yes, and if not why (see `readiness`).
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        if !self.serving.load(Ordering::Acquire) {
+            return Err(NotReady::Starting);
+        }
+        crate::readiness::check(
+            &self.image(),
+            self.node_id(),
+            self.incarnation_id,
+            self.meta.leader_id().is_some(),
+        )
     }
 
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Release);
+    /// Whether this broker coordinates `group` now (see `GroupCoordinator::check_owner`).
+    /// A broker whose metadata may be stale (paused, or cut off from the controller for
+    /// longer than `COORDINATOR_CONTACT`) answers NOT_COORDINATOR rather than serve a
+    /// group whose coordination may have moved on without it: clients then look the
+    /// coordinator up again.
+    pub fn check_coordinator(&self, group: &str) -> Result<(), ResponseError> {
+        if !self.meta.in_contact(COORDINATOR_CONTACT) {
+            return Err(ResponseError::NotCoordinator);
+        }
+        self.groups.check_owner(&self.replicas, group)
+    }
+
+    pub fn set_serving(&self, serving: bool) {
+        self.serving.store(serving, Ordering::Release);
     }
 }

@@ -11,6 +11,7 @@ pub mod group;
 pub mod log;
 pub mod meta;
 pub mod metrics;
+pub mod readiness;
 pub mod replica;
 pub mod serve;
 pub mod server;

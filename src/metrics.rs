@@ -106,9 +106,9 @@ pub fn render(broker: &Broker) -> String {
         &mut out,
         "gregor_up",
         "gauge",
-        "Whether the broker is ready to serve.",
+        "Whether the broker is ready (/health/ready: caught up in the metadata quorum and its ISRs).",
     );
-    let _ = writeln!(out, "gregor_up {}", u8::from(broker.is_ready()));
+    let _ = writeln!(out, "gregor_up {}", u8::from(broker.readiness().is_ok()));
 
     header(
         &mut out,

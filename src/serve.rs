@@ -86,12 +86,13 @@ pub async fn run(config: Config) -> Result<()> {
             .await
             .context("initialising the cluster id")?;
     }
+    let incarnation_id = uuid::Uuid::new_v4();
     let registration = BrokerRegistration {
         node_id: config.node_id,
         host: config.advertised_host.clone(),
         port: config.advertised_port,
         rack: None,
-        incarnation_id: uuid::Uuid::new_v4(),
+        incarnation_id,
         fenced: false,
     };
     let registered = meta
@@ -111,7 +112,7 @@ pub async fn run(config: Config) -> Result<()> {
     replicas.apply_image(&meta.image());
     replicas.remove_stray_logs();
 
-    let broker = Broker::new(config, meta, replicas);
+    let broker = Broker::new(config, meta, replicas, incarnation_id);
     broker.groups.sync_partitions(&broker.replicas);
     provision_topics(&broker).await;
     let mut tasks = tokio::task::JoinSet::new();
@@ -125,7 +126,7 @@ pub async fn run(config: Config) -> Result<()> {
     tasks.spawn(crate::admin_http::run(broker.clone(), admin_listener));
     let kafka = tokio::spawn(crate::server::run(broker.clone(), kafka_listener));
 
-    broker.set_ready(true);
+    broker.set_serving(true);
     let image = broker.image();
     tracing::info!(
         node_id = broker.node_id(),
@@ -138,7 +139,7 @@ pub async fn run(config: Config) -> Result<()> {
 
     wait_for_signal().await;
     tracing::info!("shutting down");
-    broker.set_ready(false);
+    broker.set_serving(false);
     controlled_shutdown(&broker).await;
     broker.shutdown.cancel();
     let _ = kafka.await;
