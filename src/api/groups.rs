@@ -157,7 +157,7 @@ pub async fn join(
     if group_id.is_empty() {
         return fail(ResponseError::InvalidGroupId);
     }
-    if let Err(e) = groups.check_owner(&broker.replicas, &group_id) {
+    if let Err(e) = broker.check_coordinator(&group_id) {
         return fail(e);
     }
     if !session_timeout_ok(groups, req.session_timeout_ms) {
@@ -243,7 +243,7 @@ pub async fn sync(broker: &Broker, version: i16, req: SyncGroupRequest) -> SyncG
     if group_id.is_empty() {
         return fail(ResponseError::InvalidGroupId);
     }
-    if let Err(e) = groups.check_owner(&broker.replicas, &group_id) {
+    if let Err(e) = broker.check_coordinator(&group_id) {
         return fail(e);
     }
     let Some(handle) = groups.group(&group_id) else {
@@ -296,7 +296,7 @@ pub async fn sync(broker: &Broker, version: i16, req: SyncGroupRequest) -> SyncG
 pub fn heartbeat(broker: &Broker, req: HeartbeatRequest) -> HeartbeatResponse {
     let groups = &broker.groups;
     let group_id = req.group_id.0.to_string();
-    let error = if let Err(e) = groups.check_owner(&broker.replicas, &group_id) {
+    let error = if let Err(e) = broker.check_coordinator(&group_id) {
         code(e)
     } else {
         match groups.group(&group_id) {
@@ -328,7 +328,7 @@ pub async fn leave(broker: &Broker, version: i16, req: LeaveGroupRequest) -> Lea
     } else {
         vec![(req.member_id.to_string(), None)]
     };
-    if let Err(e) = groups.check_owner(&broker.replicas, &group_id) {
+    if let Err(e) = broker.check_coordinator(&group_id) {
         return LeaveGroupResponse::default().with_error_code(code(e));
     }
     let Some(handle) = groups.group(&group_id) else {
@@ -437,7 +437,7 @@ pub fn describe(
         .iter()
         .map(|id| {
             let d = DescribedGroup::default().with_group_id(id.clone());
-            if let Err(e) = groups.check_owner(&broker.replicas, id) {
+            if let Err(e) = broker.check_coordinator(id) {
                 return d.with_error_code(code(e));
             }
             let mut d = match groups.group(id) {
@@ -500,7 +500,7 @@ pub async fn delete(broker: &Broker, req: DeleteGroupsRequest) -> DeleteGroupsRe
     let groups = &broker.groups;
     let mut results = Vec::with_capacity(req.groups_names.len());
     for id in &req.groups_names {
-        let error = match groups.check_owner(&broker.replicas, id) {
+        let error = match broker.check_coordinator(id) {
             Err(e) => code(e),
             Ok(()) => match groups.group(id) {
                 None => code(ResponseError::GroupIdNotFound),

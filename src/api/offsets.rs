@@ -103,7 +103,7 @@ pub async fn commit(
     let top_error = if group_id.is_empty() {
         Some(ResponseError::InvalidGroupId)
     } else {
-        groups.check_owner(&broker.replicas, &group_id).err()
+        broker.check_coordinator(&group_id).err()
     };
     if let Some(e) = top_error {
         return OffsetCommitResponse::default().with_topics(all(&req.topics, code(e)));
@@ -233,7 +233,7 @@ fn committed(
     wanted: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<Committed, ResponseError> {
     let groups = &broker.groups;
-    groups.check_owner(&broker.replicas, group_id)?;
+    broker.check_coordinator(group_id)?;
     let handle = groups.group(group_id);
     let entry = handle.as_ref().map(|h| h.lock());
     let offsets = entry.as_ref().map(|e| &e.offsets);
@@ -380,7 +380,7 @@ pub fn fetch(broker: &Broker, version: i16, req: OffsetFetchRequest) -> OffsetFe
 pub async fn delete(broker: &Broker, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let groups = &broker.groups;
     let group_id = req.group_id.0.to_string();
-    if let Err(e) = groups.check_owner(&broker.replicas, &group_id) {
+    if let Err(e) = broker.check_coordinator(&group_id) {
         return OffsetDeleteResponse::default().with_error_code(code(e));
     }
     let Some(handle) = groups.group(&group_id) else {

@@ -60,8 +60,9 @@ pub type GroupHandle = Arc<Mutex<GroupEntry>>;
 pub struct GroupCoordinator {
     pub config: GroupConfig,
     groups: Mutex<HashMap<String, GroupHandle>>,
-    /// `__consumer_offsets` partitions this broker coordinates and has loaded.
-    loaded: Mutex<HashSet<i32>>,
+    /// `__consumer_offsets` partitions this broker coordinates and has loaded, with the
+    /// leader epoch they were loaded in.
+    loaded: Mutex<HashMap<i32, i32>>,
 }
 
 /// Maps a failed `__consumer_offsets` append to what Kafka answers group clients.
@@ -80,7 +81,7 @@ impl GroupCoordinator {
         Self {
             config,
             groups: Mutex::new(HashMap::new()),
-            loaded: Mutex::new(HashSet::new()),
+            loaded: Mutex::new(HashMap::new()),
         }
     }
 
@@ -99,7 +100,7 @@ impl GroupCoordinator {
     /// does, COORDINATOR_LOAD_IN_PROGRESS while its partition is being loaded.
     pub fn check_owner(&self, replicas: &ReplicaManager, group: &str) -> Result<(), ResponseError> {
         let p = self.partition_for(group);
-        if self.loaded.lock().contains(&p) {
+        if self.loaded.lock().contains_key(&p) {
             return Ok(());
         }
         match replicas.partition(OFFSETS_TOPIC, p) {
@@ -192,23 +193,29 @@ impl GroupCoordinator {
     /// Loads newly led `__consumer_offsets` partitions and forgets those no longer led.
     pub fn sync_partitions(&self, replicas: &ReplicaManager) {
         let hosted = replicas.hosted();
-        let led: HashSet<i32> = hosted
+        let led: HashMap<i32, i32> = hosted
             .get(OFFSETS_TOPIC)
             .map(|t| {
                 t.partitions
                     .iter()
                     .filter(|(_, p)| p.is_leader())
-                    .map(|(i, _)| *i)
+                    .map(|(i, p)| (*i, p.leader_epoch()))
                     .collect()
             })
             .unwrap_or_default();
-        let current: HashSet<i32> = self.loaded.lock().clone();
-        for p in current.difference(&led) {
-            self.unload(*p);
+        let current: HashMap<i32, i32> = self.loaded.lock().clone();
+        for (p, epoch) in &current {
+            // Gone, or led again in a newer epoch (leadership left and came back between two
+            // images we saw): what we hold may miss what another coordinator wrote meanwhile.
+            if led.get(p) != Some(epoch) {
+                self.unload(*p);
+            }
         }
-        for p in led.difference(&current) {
-            if let Some(partition) = replicas.partition(OFFSETS_TOPIC, *p) {
-                self.load(*p, &partition);
+        for (p, epoch) in &led {
+            if current.get(p) != Some(epoch) {
+                if let Some(partition) = replicas.partition(OFFSETS_TOPIC, *p) {
+                    self.load(*p, *epoch, &partition);
+                }
             }
         }
     }
@@ -224,7 +231,7 @@ impl GroupCoordinator {
     }
 
     /// Replays a `__consumer_offsets` partition into groups and offsets.
-    fn load(&self, p: i32, partition: &Partition) {
+    fn load(&self, p: i32, leader_epoch: i32, partition: &Partition) {
         let started = Instant::now();
         let mut offsets: HashMap<(String, String, i32), OffsetValue> = HashMap::new();
         let mut metadata: HashMap<String, GroupValue> = HashMap::new();
@@ -315,7 +322,7 @@ impl GroupCoordinator {
                 groups.insert(id, Arc::new(Mutex::new(e)));
             }
         }
-        self.loaded.lock().insert(p);
+        self.loaded.lock().insert(p, leader_epoch);
         tracing::debug!(
             partition = p,
             groups = count,

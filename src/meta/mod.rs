@@ -156,6 +156,8 @@ struct Inner {
     log_store: LogStore,
     snapshots: Arc<SnapshotStore>,
     membership: Arc<MembershipManager>,
+    /// When an active controller last reached this node (followers and learners).
+    leader_contact: Arc<LeaderContact>,
     server: tokio::sync::Mutex<Option<RpcServer>>,
     /// Stops the controller loop.
     controller_stop: watch::Sender<bool>,
@@ -242,12 +244,14 @@ impl MetadataQuorum {
             raft.clone(),
             image_rx.clone(),
         ));
+        let leader_contact = Arc::new(LeaderContact::new());
         let server = RpcServer::spawn(
             listener,
             rpc_server::Context {
                 node_id: cfg.node_id,
                 raft: raft.clone(),
                 membership: membership.clone(),
+                leader_contact: leader_contact.clone(),
             },
         );
         raft.run();
@@ -272,6 +276,7 @@ impl MetadataQuorum {
                 log_store,
                 snapshots,
                 membership,
+                leader_contact,
                 server: tokio::sync::Mutex::new(Some(server)),
                 controller_stop,
                 controller_task: tokio::sync::Mutex::new(Some(controller_task)),
@@ -513,6 +518,32 @@ impl MetadataQuorum {
             .current_leader
     }
 
+    /// Whether this node's metadata is known to be current: it is the active controller and a
+    /// quorum acknowledged it within `max_age`, or it is a single-node quorum, or an active
+    /// controller reached it within `max_age` and it has applied everything it knows to be
+    /// committed. A node that was paused or cut off fails this until the controller reaches it
+    /// again, so it stops answering as a coordinator from a stale view.
+    pub fn in_contact(&self, max_age: Duration) -> bool {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow_watched();
+        if m.current_leader.is_none() {
+            return false;
+        }
+        if m.current_leader == Some(self.inner.node_id) {
+            let single = m.membership_config.membership().voter_ids().count() <= 1;
+            return single
+                || m.last_quorum_acked
+                    .as_ref()
+                    .is_some_and(|at| openraft::Instant::elapsed(&**at) <= max_age);
+        }
+        let caught_up = match (&m.last_applied, &m.local_committed) {
+            (_, None) => true,
+            (Some(applied), Some(committed)) => applied.index >= committed.index,
+            (None, Some(_)) => false,
+        };
+        caught_up && self.inner.leader_contact.age() <= max_age
+    }
+
     /// Waits until some leader is known and returns its id.
     pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
         let metrics = self
@@ -684,6 +715,39 @@ fn lock_dir(dir: &std::path::Path) -> anyhow::Result<File> {
         }
         Err(std::fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// When an active controller last reached this node over Raft (any AppendEntries it did not
+/// reject as stale). Lock-free: written by the RPC server, read by request handlers.
+pub(crate) struct LeaderContact {
+    origin: Instant,
+    /// Milliseconds after `origin`, plus one; 0 = never.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl LeaderContact {
+    fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn record(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64 + 1;
+        self.last_ms.fetch_max(ms, Ordering::Release);
+    }
+
+    /// How long ago the last contact was (`Duration::MAX` when there was none).
+    fn age(&self) -> Duration {
+        match self.last_ms.load(Ordering::Acquire) {
+            0 => Duration::MAX,
+            ms => self
+                .origin
+                .elapsed()
+                .saturating_sub(Duration::from_millis(ms - 1)),
         }
     }
 }

@@ -39,6 +39,7 @@ pub(super) struct Context {
     pub node_id: NodeId,
     pub raft: Raft,
     pub membership: Arc<MembershipManager>,
+    pub leader_contact: Arc<super::LeaderContact>,
 }
 
 /// The running listener. Dropping it does not stop it; call [`RpcServer::stop`].
@@ -178,7 +179,13 @@ async fn dispatch(ctx: &Context, body: RequestBody, snapshot_data: Option<Vec<u8
     let failed = |e: &dyn std::fmt::Display| Reply::Failed(e.to_string());
     match body {
         RequestBody::AppendEntries(req) => match raft.append_entries(req).await {
-            Ok(resp) => Reply::AppendEntries(resp),
+            Ok(resp) => {
+                // Any answer but "your vote is stale" means a current leader reached us.
+                if !matches!(resp, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
+                    ctx.leader_contact.record();
+                }
+                Reply::AppendEntries(resp)
+            }
             Err(e) => failed(&e),
         },
         RequestBody::Vote(req) => match raft.vote(req).await {
