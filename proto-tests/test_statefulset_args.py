@@ -57,13 +57,14 @@ def pod_ip(i):
     return f"127.0.0.{i + 1}"
 
 
-def free_on_every_pod_ip(n_ports):
-    """Ports free on 127.0.0.1..127.0.0.REPLICAS alike (each "pod" listens on its own IP)."""
+def free_on_every_pod_ip(n_ports, pods=REPLICAS + 1):
+    """Ports free on 127.0.0.1..127.0.0.<pods> alike (each "pod" listens on its own IP; the
+    scale-up test adds a fourth)."""
     for _ in range(50):
         ports = free_ports(n_ports)
         socks = []
         try:
-            for i in range(REPLICAS):
+            for i in range(pods):
                 for p in ports:
                     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                     socks.append(s)
