@@ -1,0 +1,404 @@
+#!/usr/bin/env python3
+"""Renders the Gregor vs Apache Kafka benchmark (results.json from scripts/bench_vs_kafka.py)
+into REPORT.md and PNG charts in the same directory:
+
+    .deps/bench-venv/bin/python scripts/bench_vs_kafka_report.py docs/bench
+
+The hand-written findings (profiles, explanations) live in FINDINGS.md next to the report and
+are included at its end, so re-rendering never loses them.
+"""
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLORS = {"gregor": "#2a9d8f", "kafka": "#6c757d"}
+
+# (workload, key, label, better, goal) -- goal: (kind, value, text), kind "ratio>=" / "ratio<="
+# compares Gregor/Kafka; "abs<" compares Gregor's own median.
+METRICS = [
+    ("W1", "mb_per_s", "produce throughput (MB/s)", "higher", ("ratio>=", 1.5, "≥ 1.5×")),
+    ("W1", "msgs_per_s", "produce throughput (msgs/s)", "higher", ("ratio>=", 1.5, "≥ 1.5×")),
+    ("W1", "p99_ms", "produce ack latency p99 (ms)", "lower", None),
+    ("W1", "broker_cpu_s", "broker CPU (s)", "lower", None),
+    ("W1", "cpu_s_per_gb", "broker CPU per GB (s)", "lower", None),
+    ("W1", "broker_peak_rss_mb", "broker peak RSS (MB)", "lower", None),
+    ("W1", "broker_rss_anon_max_mb", "broker RssAnon max (MB)", "lower", None),
+    ("W1", "broker_rss_file_max_mb", "broker RssFile max (MB)", "lower", None),
+    ("W1", "stored_mb", "W1's segment files on disk (MB)", "lower", None),
+    ("W2", "msgs_per_s", "produce throughput (msgs/s)", "higher", ("ratio>=", 1.5, "≥ 1.5×")),
+    ("W2", "mb_per_s", "produce throughput (MB/s)", "higher", None),
+    ("W2", "p99_ms", "produce ack latency p99 (ms)", "lower", None),
+    ("W2", "broker_cpu_s", "broker CPU (s)", "lower", None),
+    ("W2", "cpu_s_per_gb", "broker CPU per GB (s)", "lower", None),
+    ("W2", "broker_peak_rss_mb", "broker peak RSS (MB)", "lower", None),
+    ("W2", "broker_rss_anon_max_mb", "broker RssAnon max (MB)", "lower", None),
+    ("W3", "mb_per_s", "consume throughput (MB/s)", "higher", ("ratio>=", 1.5, "≥ 1.5×")),
+    ("W3", "msgs_per_s", "consume throughput (msgs/s)", "higher", None),
+    ("W3", "broker_cpu_s", "broker CPU (s)", "lower", None),
+    ("W3", "cpu_s_per_gb", "broker CPU per GB (s)", "lower", None),
+    ("W3", "broker_peak_rss_mb", "broker peak RSS (MB)", "lower", None),
+    ("W3", "broker_rss_anon_max_mb", "broker RssAnon max (MB)", "lower", None),
+    ("W3", "broker_rss_file_max_mb", "broker RssFile max (MB)", "lower", None),
+    ("W4", "p50_ms", "end-to-end p50 (ms)", "lower", None),
+    ("W4", "p99_ms", "end-to-end p99 (ms)", "lower", ("ratio<=", 0.5, "≤ 0.5×")),
+    ("W4", "p999_ms", "end-to-end p99.9 (ms)", "lower", None),
+    ("W4", "max_ms", "end-to-end max (ms)", "lower", None),
+    ("W4", "ack_p99_ms", "produce ack p99 (ms)", "lower", None),
+    ("W4", "rate", "achieved send rate (msgs/s)", "higher", None),
+    ("W4", "broker_cpu_s", "broker CPU (s)", "lower", None),
+    ("W4", "broker_peak_rss_mb", "broker peak RSS (MB)", "lower", None),
+    ("W4", "broker_rss_anon_max_mb", "broker RssAnon max (MB)", "lower", None),
+    ("W4b", "p50_ms", "end-to-end p50 (ms)", "lower", None),
+    ("W4b", "p99_ms", "end-to-end p99 (ms)", "lower", None),
+    ("W4b", "p999_ms", "end-to-end p99.9 (ms)", "lower", None),
+    ("W4b", "max_ms", "end-to-end max (ms)", "lower", None),
+    ("W4b", "rate", "achieved send rate (msgs/s)", "higher", None),
+    ("W4b", "broker_cpu_s", "broker CPU (s)", "lower", None),
+    ("W5", "rss_mb", "idle RSS, 100 topics × 6 partitions (MB)", "lower", ("ratio<=", 0.05, "≤ 1/20")),
+    ("W5", "rss_anon_mb", "idle RssAnon (MB)", "lower", None),
+    ("W5", "rss_file_mb", "idle RssFile (MB)", "lower", None),
+    ("W5", "startup_ms", "restart to first acked produce, 600 partitions (ms)", "lower", ("abs<", 100, "< 100 ms")),
+    ("W5", "startup_empty_ms", "empty broker to first acked produce, auto-created topic (ms)", "lower", ("abs<", 100, "< 100 ms")),
+    ("W5", "ready_ms_logged", "restart to 'gregor ready', Gregor's log (ms)", "lower", None),
+    ("W5", "create_topics_s", "create 100 topics × 6 partitions (s)", "lower", None),
+    ("W5", "broker_cpu_s", "broker CPU, creating topics + idle (s)", "lower", None),
+    ("W5", "rss_after_restart_mb", "RSS after the restart (MB)", "lower", None),
+    ("W6", "mb_per_s", "produce throughput, 3 nodes RF 3 acks=all (MB/s)", "higher", None),
+    ("W6", "msgs_per_s", "produce throughput (msgs/s)", "higher", None),
+    ("W6", "p99_ms", "produce ack latency p99 (ms)", "lower", None),
+    ("W6", "broker_cpu_s", "CPU of the 3 brokers (s)", "lower", None),
+    ("W6", "broker_peak_rss_mb", "sum of the 3 brokers' peak RSS (MB)", "lower", None),
+    ("PERF-P", "mb_per_s", "kafka-producer-perf-test (MB/s)", "higher", None),
+    ("PERF-P", "msgs_per_s", "kafka-producer-perf-test (msgs/s)", "higher", None),
+    ("PERF-P", "p99_ms", "kafka-producer-perf-test p99 (ms)", "lower", None),
+    ("PERF-P", "broker_cpu_s", "broker CPU (s)", "lower", None),
+    ("PERF-C", "mb_per_s", "kafka-consumer-perf-test fetch (MB/s)", "higher", None),
+    ("PERF-C", "msgs_per_s", "kafka-consumer-perf-test fetch (msgs/s)", "higher", None),
+    ("PERF-C", "broker_cpu_s", "broker CPU (s)", "lower", None),
+]
+
+WORKLOAD_TEXT = {
+    "W1": "produce {W1} of 1 KiB messages, 6 partitions, acks=1, linger 5 ms, lz4",
+    "W2": "produce {W2} of 100-byte messages, 6 partitions, acks=1, linger 5 ms, lz4",
+    "W3": "consume all of W1 from the beginning (same broker, right after W1)",
+    "W4": "{rate} msgs/s of 1 KiB for {secs} s (after {warm} s of warm-up), acks=all, linger 5 ms "
+          "(librdkafka's default), no compression, 6 partitions; end-to-end = the send time scheduled "
+          "by the fixed rate (stamped in the payload) to receipt by a consumer in the same process",
+    "W4b": "W4 with linger 0 (a latency-tuned client: more, smaller requests), {secs_b} s after {warm} s "
+           "of warm-up, on the same broker right after W4",
+    "W5": "idle broker with {topics} topics × 6 partitions; startup to the first acknowledged produce",
+    "W6": "3 brokers on loopback, topic with 6 partitions and RF 3, produce {W6} of 1 KiB, acks=all, linger 5 ms, lz4",
+    "PERF-P": "kafka-producer-perf-test (ProducerPerformance, Java client), W1's records: acks=1, linger 5 ms, lz4",
+    "PERF-C": "kafka-consumer-perf-test (ConsumerPerformance, Java client) reading PERF-P's topic",
+}
+
+BYTES_PER_MSG = {"W1": 1024, "W2": 100, "W6": 1024, "PERF-P": 1024}
+
+
+def human_bytes(n):
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20)):
+        if n >= size:
+            v = n / size
+            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.2f} {unit}"
+    return f"{n} B"
+
+
+def derive(run):
+    m = run.get("metrics", {})
+    w = run["workload"]
+    if "broker_cpu_s" in m:
+        gb = None
+        if w in BYTES_PER_MSG and "messages" in m:
+            gb = m["messages"] * BYTES_PER_MSG[w] / 1e9
+        elif "bytes" in m:
+            gb = m["bytes"] / 1e9
+        if gb:
+            m["cpu_s_per_gb"] = round(m["broker_cpu_s"] / gb, 3)
+    return run
+
+
+def values(runs, workload, broker, key):
+    return [r["metrics"][key] for r in runs
+            if r["ok"] and r["workload"] == workload and r["broker"] == broker
+            and isinstance(r.get("metrics", {}).get(key), (int, float)) and r["metrics"][key] >= 0]
+
+
+def fmt(v):
+    if v is None:
+        return "–"
+    a = abs(v)
+    if a >= 10000:
+        return f"{v:,.0f}"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def cell(vals):
+    if not vals:
+        return "–"
+    med = statistics.median(vals)
+    if len(vals) == 1:
+        return fmt(med)
+    return f"{fmt(med)} ({fmt(min(vals))}–{fmt(max(vals))})"
+
+
+def goal_status(goal, g, k):
+    if goal is None or g is None:
+        return ""
+    kind, target, text = goal
+    if kind == "abs<":
+        return f"{text}: {'met' if g < target else '**missed**'}"
+    if k in (None, 0):
+        return text
+    ratio = g / k
+    ok = ratio >= target if kind == "ratio>=" else ratio <= target
+    return f"{text}: {'met' if ok else '**missed**'}"
+
+
+def table(runs):
+    lines = ["| workload | metric | Gregor median (min–max) | Kafka median (min–max) | Gregor/Kafka | goal |",
+             "|---|---|---|---|---|---|"]
+    summary = []
+    for w, key, label, better, goal in METRICS:
+        g, k = values(runs, w, "gregor", key), values(runs, w, "kafka", key)
+        if not g and not k:
+            continue
+        gm = statistics.median(g) if g else None
+        km = statistics.median(k) if k else None
+        ratio = f"{gm / km:.2f}×" if gm is not None and km else "–"
+        status = goal_status(goal, gm, km)
+        lines.append(f"| {w} | {label} | {cell(g)} | {cell(k)} | {ratio} | {status} |")
+        if goal:
+            summary.append((w, label, goal[2], gm, km, ratio, status))
+    return "\n".join(lines), summary
+
+
+def chart_throughput(runs, out):
+    panels = [("W1", "mb_per_s", "W1 produce 1 KiB\nMB/s"), ("W2", "msgs_per_s", "W2 produce 100 B\nthousand msgs/s"),
+              ("W3", "mb_per_s", "W3 consume\nMB/s"), ("W6", "mb_per_s", "W6 3 nodes RF3 acks=all\nMB/s"),
+              ("PERF-P", "mb_per_s", "producer-perf-test\nMB/s"), ("PERF-C", "mb_per_s", "consumer-perf-test\nMB/s")]
+    panels = [p for p in panels if values(runs, p[0], "gregor", p[1]) or values(runs, p[0], "kafka", p[1])]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.3 * len(panels) + 1, 3.8))
+    axes = [axes] if len(panels) == 1 else list(axes)
+    for ax, (w, key, title) in zip(axes, panels):
+        scale = 1000 if key == "msgs_per_s" else 1
+        for i, broker in enumerate(("gregor", "kafka")):
+            vals = [v / scale for v in values(runs, w, broker, key)]
+            if not vals:
+                continue
+            med = statistics.median(vals)
+            ax.bar(i, med, color=COLORS[broker], label=broker.capitalize(),
+                   yerr=[[med - min(vals)], [max(vals) - med]], capsize=4)
+            ax.text(i, med, f" {med:.0f}", ha="center", va="bottom", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([0, 1], ["Gregor", "Kafka"], fontsize=8)
+        ax.tick_params(axis="y", labelsize=8)
+    fig.suptitle("Throughput (median, bars show min–max over repetitions; higher is better)", fontsize=10)
+    fig.tight_layout()
+    path = out / "throughput.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def chart_latency(runs, out):
+    panels = [(w, title) for w, title in
+              (("W4", "W4: linger 5 ms"), ("W4b", "W4b: linger 0"))
+              if any(r["ok"] and r["workload"] == w for r in runs)]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    for ax, (w, title) in zip(axes[0], panels):
+        seen = set()
+        for r in runs:
+            if not (r["ok"] and r["workload"] == w and r.get("metrics", {}).get("curve")):
+                continue
+            broker = r["broker"]
+            pts = [(1 / (1 - q), v) for q, v in r["metrics"]["curve"] if 0.5 <= q < 1]
+            ax.plot([x for x, _ in pts], [v for _, v in pts], marker="o", markersize=3,
+                    color=COLORS[broker], alpha=0.8,
+                    label=broker.capitalize() if broker not in seen else None)
+            seen.add(broker)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks([2, 10, 100, 1000, 10000], ["p50", "p90", "p99", "p99.9", "p99.99"])
+        ax.set_ylabel("end-to-end latency (ms, log scale)")
+        ax.set_title(f"{title}; one line per repetition", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle("20k msgs/s of 1 KiB, acks=all: end-to-end latency percentiles (lower is better)",
+                 fontsize=10)
+    fig.tight_layout()
+    path = out / "latency.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def chart_memory(runs, out):
+    workloads = [w for w in ("W1", "W2", "W3", "W4") if values(runs, w, "gregor", "broker_rss_anon_max_mb")]
+    have_w5 = values(runs, "W5", "gregor", "rss_mb") or values(runs, "W5", "kafka", "rss_mb")
+    if not workloads and not have_w5:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    ax = axes[0]
+    labels = (["W5 idle"] if have_w5 else []) + workloads
+    for i, broker in enumerate(("gregor", "kafka")):
+        anon, file_ = [], []
+        if have_w5:
+            anon.append(statistics.median(values(runs, "W5", broker, "rss_anon_mb") or [0]))
+            file_.append(statistics.median(values(runs, "W5", broker, "rss_file_mb") or [0]))
+        for w in workloads:
+            anon.append(statistics.median(values(runs, w, broker, "broker_rss_anon_max_mb") or [0]))
+            file_.append(statistics.median(values(runs, w, broker, "broker_rss_file_max_mb") or [0]))
+        xs = [j + (i - 0.5) * 0.38 for j in range(len(labels))]
+        ax.bar(xs, anon, width=0.36, color=COLORS[broker], label=f"{broker.capitalize()} RssAnon")
+        ax.bar(xs, file_, width=0.36, bottom=anon, color=COLORS[broker], alpha=0.35,
+               label=f"{broker.capitalize()} RssFile")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylabel("MB")
+    ax.set_title("Broker memory (max during the workload)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    cw = [w for w in ("W1", "W2", "W3", "W4", "W6") if values(runs, w, "gregor", "broker_cpu_s")
+          or values(runs, w, "kafka", "broker_cpu_s")]
+    for i, broker in enumerate(("gregor", "kafka")):
+        meds = [statistics.median(values(runs, w, broker, "broker_cpu_s") or [0]) for w in cw]
+        ax.bar([j + (i - 0.5) * 0.38 for j in range(len(cw))], meds, width=0.36,
+               color=COLORS[broker], label=broker.capitalize())
+    ax.set_xticks(range(len(cw)), cw)
+    ax.set_ylabel("CPU seconds (user + system)")
+    ax.set_title("Broker CPU per workload (median; lower is better)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "resources.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def main():
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/bench")
+    data = json.loads((out / "results.json").read_text())
+    meta, runs = data["meta"], [derive(r) for r in data["runs"]]
+    sizes = meta["sizes"]
+    tbl, summary = table(runs)
+    charts = [c for c in (chart_throughput(runs, out), chart_latency(runs, out), chart_memory(runs, out)) if c]
+    failed = [r for r in runs if not r["ok"]]
+    reps_done = {}
+    for r in runs:
+        reps_done.setdefault((r["workload"], r["broker"]), 0)
+        reps_done[(r["workload"], r["broker"])] += r["ok"]
+
+    wl = {k: v.format(W1=human_bytes(sizes["W1_bytes"]), W2=human_bytes(sizes["W2_bytes"]),
+                      W6=human_bytes(sizes["W6_bytes"]), rate=f"{sizes['W4_rate']:,}",
+                      secs=f"{sizes['W4_seconds']:g}", warm=f"{sizes['W4_warmup_s']:g}",
+                      secs_b=f"{sizes.get('W4b_seconds', 0):g}",
+                      topics=sizes["W5_topics"]) for k, v in WORKLOAD_TEXT.items()}
+    full = meta["scale"] >= 1
+    st = [r["metrics"]["stored_mb"] / r["metrics"]["raw_mb"] for r in runs if r["ok"]
+          and r["workload"] == "W1" and r["metrics"].get("raw_mb")]
+    ratio = f"{statistics.median(st):.0%}" if st else "?"
+    L = []
+    L.append("# Gregor vs Apache Kafka: side-by-side benchmark\n")
+    L.append("Generated by `scripts/bench-vs-kafka.sh` (issue 7) on "
+             f"{meta['date_utc']} UTC. Re-render from `results.json` with "
+             "`scripts/bench-vs-kafka.sh --report-only`.\n")
+    L.append("> **Noisy numbers.** This run was taken on a *shared 2-core virtual machine* while "
+             "other builds and test suites were running on it (1-minute load average "
+             f"{meta['loadavg_start'][0]:.1f} at the start, "
+             f"{meta.get('loadavg_end', [0])[0]:.1f} at the end; each run's load is in "
+             "`results.json`). The broker, the load generator and, for W6, three brokers share two "
+             "cores, so client CPU competes with broker CPU. Treat ratios as indicative, and the "
+             "spread (min–max) as part of the result.\n")
+    if not full:
+        L.append(f"> **Scaled down:** `BENCH_SCALE={meta['scale']:g}` — sizes are "
+                 f"{meta['scale']:g}× the issue's (see Workloads), to fit the time budget.\n")
+    L.append("## Goals\n")
+    L.append("| workload | metric | goal | Gregor | Kafka | Gregor/Kafka | status |")
+    L.append("|---|---|---|---|---|---|---|")
+    for w, label, goal, gm, km, ratio, status in summary:
+        st = status.split(": ", 1)[-1] if status else ""
+        L.append(f"| {w} | {label} | {goal} | {fmt(gm)} | {fmt(km)} | {ratio} | {st} |")
+    L.append("")
+    L.append("## Setup\n")
+    L.append(f"- Machine: {meta['cpu']}, {meta['cores']} cores, {meta['mem_gib']} GiB RAM, "
+             f"{meta['os']}, Linux {meta['kernel']}. Everything on loopback, data on the same disk.")
+    L.append(f"- Apache Kafka {meta['kafka']} (Maven Central jars: `kafka_2.13`, `kafka-server`, "
+             f"`kafka-tools`), KRaft combined mode (broker + controller in one process), on "
+             f"{meta['java']}. JVM options are those of `bin/kafka-server-start.sh`: "
+             f"`{meta['kafka_jvm_opts']}` (heap: Kafka's default 1 GiB). Logging at INFO to a file.")
+    L.append(f"- Gregor `{meta['gregor_commit']}` (release binary built {meta['gregor_binary_mtime']} "
+             "UTC, copied at the start of the run), single node with default settings.")
+    L.append("- Same settings on both: Kafka's defaults for flush (no fsync per message; "
+             "`log.flush.interval.messages` unset), retention (168 h, no size limit) and segments "
+             "(1 GiB). Each topic is created explicitly with 6 partitions (RF 1; RF 3 in W6). "
+             "Kafka's internal topics get RF 1 on a single node.")
+    L.append(f"- Load generator: `gregor-bench` (bench/, the `rdkafka` crate with librdkafka "
+             f"{meta['librdkafka']}), the same binary and settings for both brokers; second opinion "
+             "from Kafka's `kafka-producer-perf-test` / `kafka-consumer-perf-test` (PERF-P, PERF-C). "
+             f"Payloads are slices of generated English-like text (as stored after lz4: {ratio} of the "
+             "raw bytes), keyed over 1024 keys; idempotence off. W1, W2 and W6 run "
+             f"{sizes.get('producers', 1)} producer instances in parallel and W3 "
+             f"{sizes.get('consumers', 1)} consumers (one librdkafka producer compresses on a "
+             "single thread per broker connection, which would make the client, not the broker, "
+             "the limit).")
+    L.append(f"- Method: each workload runs on a fresh broker with a fresh data directory, alternating "
+             f"Gregor, Kafka, Gregor, Kafka, {meta['reps']} repetitions each. Before W1, W2, W4, W6 "
+             f"and PERF each broker first takes {human_bytes(sizes['warmup_bytes'])} of the same load "
+             f"on a topic of its own ({human_bytes(sizes.get('W6_warmup_bytes', 0))} in W6; JIT "
+             "and page cache warm-up; not measured). Broker CPU = utime + "
+             "stime from `/proc/PID/stat` over the workload; peak RSS = `VmHWM`, reset through "
+             "`/proc/PID/clear_refs` before each workload; RssAnon/RssFile = the largest values "
+             "sampled every 100 ms. Gregor reads segments through mmap, so its RssFile is page "
+             "cache the kernel can drop at will; RssAnon is its own memory. For Kafka, RssAnon "
+             "includes the Java heap. In W6 the figures are summed over the three brokers.")
+    L.append(f"- Scale {meta['scale']:g}, {meta['reps']} repetitions, total wall time "
+             f"{meta.get('wall_s', 0) / 60:.0f} min.\n")
+    L.append("### Workloads\n")
+    L.append("| id | workload |")
+    L.append("|---|---|")
+    for k in ("W1", "W2", "W3", "W4", "W4b", "W5", "W6", "PERF-P", "PERF-C"):
+        if any(r["workload"] == k for r in runs):
+            L.append(f"| {k} | {wl[k]} |")
+    L.append("")
+    L.append("## Results\n")
+    L.append("Median over the repetitions, with the spread (min–max) in parentheses. "
+             "Gregor/Kafka is the ratio of the medians.\n")
+    L.append(tbl)
+    L.append("")
+    incomplete = [f"{w}/{b}: {n} of {meta['reps']}" for (w, b), n in sorted(reps_done.items())
+                  if n < meta["reps"]]
+    if incomplete:
+        L.append("Runs that did not complete: " + ", ".join(incomplete) + ".\n")
+    if charts:
+        L.append("## Charts\n")
+        for c in charts:
+            L.append(f"![{c}]({c})\n")
+    if failed:
+        L.append("## Failed runs\n")
+        for r in failed:
+            err = r.get("error", "").strip().splitlines()
+            L.append(f"- {r['workload']} rep {r['rep']} on {r['broker']}: "
+                     f"`{(err[0] if err else '?')[:300]}`")
+        L.append("")
+    findings = out / "FINDINGS.md"
+    if findings.exists():
+        L.append(findings.read_text().strip() + "\n")
+    (out / "REPORT.md").write_text("\n".join(L))
+    print(f"wrote {out / 'REPORT.md'} and {', '.join(charts)}")
+
+
+if __name__ == "__main__":
+    main()
