@@ -76,6 +76,13 @@ class Broker:
         return cmd
 
     def start(self, timeout=READY_TIMEOUT):
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def launch(self):
+        """Starts the process without waiting for readiness (a cluster node is ready only once
+        a quorum of its peers runs)."""
         assert self.proc is None or self.proc.poll() is not None, "broker already running"
         if not GREGOR_BIN.exists():
             pytest.fail(f"{GREGOR_BIN} not found: run `cargo build --release` or set GREGOR_BIN")
@@ -88,7 +95,6 @@ class Broker:
             log.flush()
             self.proc = subprocess.Popen(self._command(), stdout=log, stderr=log,
                                          stdin=subprocess.DEVNULL, env=env)
-        self.wait_ready(timeout)
         return self
 
     def wait_ready(self, timeout=READY_TIMEOUT):
@@ -202,3 +208,19 @@ def topic_name(request):
     """A unique, legal topic name for this test."""
     base = "".join(c if c.isalnum() else "-" for c in request.node.name)[:60]
     return f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def measurement(request):
+    """measurement(line): a line for the `measurements` section of the session summary (shown
+    even with -q), e.g. failover unavailability windows."""
+    lines = request.config.__dict__.setdefault("_gregor_measurements", [])
+    return lines.append
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    lines = getattr(config, "_gregor_measurements", [])
+    if lines:
+        terminalreporter.section("measurements")
+        for line in lines:
+            terminalreporter.write_line(line)
