@@ -132,6 +132,10 @@ pub struct KafkaSettings {
     pub raw: BTreeMap<String, String>,
 }
 
+/// A `[[provisioning.topics]]` entry: name, partitions and replication factor (-1: broker
+/// default), topic configs.
+pub type TopicToProvision = (String, i32, i16, BTreeMap<String, String>);
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub node_id: i32,
@@ -147,7 +151,7 @@ pub struct Config {
     pub kafka: KafkaSettings,
     pub topic_defaults: TopicDefaults,
     /// Topics to create at startup: (name, partitions, replication factor, configs).
-    pub provisioned_topics: Vec<(String, i32, i16, BTreeMap<String, String>)>,
+    pub provisioned_topics: Vec<TopicToProvision>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:9092";

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use tokio::net::TcpListener;
 
 use crate::broker::Broker;
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, LogFormat, TopicToProvision};
 use crate::log::manager::LogManager;
 use crate::meta::ids::{kafka_uuid, random_kafka_uuid};
 use crate::meta::image::{BrokerRegistration, MetadataRecord};
@@ -77,9 +77,25 @@ pub async fn run(config: Config) -> Result<()> {
     })
     .await
     .context("starting the metadata quorum")?;
-    meta.wait_for_leader(Duration::from_secs(60))
-        .await
-        .context("waiting for a metadata controller")?;
+    // A node that joins a running cluster waits here until it is added as a learner
+    // (`gregor admin add-learner`), however long that takes; SIGTERM ends the wait.
+    loop {
+        tokio::select! {
+            found = meta.wait_for_leader(Duration::from_secs(30)) => match found {
+                Ok(_) => break,
+                Err(_) => tracing::warn!(
+                    node_id = config.node_id,
+                    "no metadata controller reachable yet; still waiting (a new node must be \
+                     added with `gregor admin add-learner`)"
+                ),
+            },
+            _ = wait_for_signal() => {
+                tracing::info!("shutting down before joining the metadata quorum");
+                meta.shutdown().await?;
+                return Ok(());
+            }
+        }
+    }
     if meta.image().cluster_id.is_none() {
         let cluster_id = kafka_uuid(&random_kafka_uuid());
         meta.propose(MetadataRecord::InitCluster { cluster_id })
@@ -114,9 +130,10 @@ pub async fn run(config: Config) -> Result<()> {
 
     let broker = Broker::new(config, meta, replicas, incarnation_id);
     broker.groups.sync_partitions(&broker.replicas);
-    provision_topics(&broker).await;
+    let unprovisioned = provision_topics(&broker, broker.config.provisioned_topics.clone()).await;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(follow_metadata(broker.clone()));
+    tasks.spawn(keep_provisioning(broker.clone(), unprovisioned));
     tasks.spawn(flush_and_checkpoint(broker.clone()));
     tasks.spawn(retention_and_expiry(broker.clone()));
     tasks.spawn(group_timers(broker.clone()));
@@ -192,60 +209,106 @@ async fn wait_for_signal() {
 }
 
 /// Creates the config's `[[provisioning.topics]]` that do not exist yet. A topic that exists
-/// with other settings is reported, never changed.
-async fn provision_topics(broker: &Broker) {
-    use crate::meta::controller::{self, CreateDefaults, TopicSpec};
+/// with other settings is reported, never changed. Returns those to try again later.
+async fn provision_topics(broker: &Broker, topics: Vec<TopicToProvision>) -> Vec<TopicToProvision> {
+    let mut retry = Vec::new();
+    for topic in topics {
+        if provision_topic(broker, &topic).await == Provisioned::Retry {
+            retry.push(topic);
+        }
+    }
+    retry
+}
+
+/// Retries the provisioned topics the cluster could not host at startup, until it can.
+async fn keep_provisioning(broker: Arc<Broker>, mut pending: Vec<TopicToProvision>) {
+    while !pending.is_empty() {
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PROVISION_RETRY) => {}
+        }
+        pending = provision_topics(&broker, pending).await;
+    }
+}
+
+/// How often provisioning tries again while the cluster cannot host a topic yet (brokers
+/// that start together register one by one).
+const PROVISION_RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, PartialEq, Eq)]
+enum Provisioned {
+    Done,
+    Retry,
+}
+
+async fn provision_topic(
+    broker: &Broker,
+    (name, partitions, rf, configs): &TopicToProvision,
+) -> Provisioned {
+    use crate::meta::controller::{self, CreateDefaults, CreateTopicError, TopicSpec};
     let defaults = CreateDefaults {
         num_partitions: broker.config.kafka.num_partitions,
         replication_factor: broker.config.kafka.default_replication_factor,
     };
-    for (name, partitions, rf, configs) in &broker.config.provisioned_topics {
-        let image = broker.image();
-        if let Some(existing) = image.topic(name) {
-            let have_partitions = existing.partitions.len() as i32;
-            let have_rf = existing
-                .partitions
-                .first()
-                .map(|p| p.replicas.len() as i16)
-                .unwrap_or(0);
-            let mut differences = Vec::new();
-            if *partitions != -1 && *partitions != have_partitions {
-                differences.push(format!(
-                    "partitions {have_partitions} (config says {partitions})"
-                ));
-            }
-            if *rf != -1 && *rf != have_rf {
-                differences.push(format!("replication factor {have_rf} (config says {rf})"));
-            }
-            if existing.configs != *configs {
-                differences.push(format!(
-                    "configs {:?} (config says {configs:?})",
-                    existing.configs
-                ));
-            }
-            if !differences.is_empty() {
-                tracing::warn!(topic = %name, differences = %differences.join("; "),
-                    "provisioned topic exists with other settings; leaving it unchanged");
-            }
-            continue;
+    let image = broker.image();
+    if let Some(existing) = image.topic(name) {
+        let have_partitions = existing.partitions.len() as i32;
+        let have_rf = existing
+            .partitions
+            .first()
+            .map(|p| p.replicas.len() as i16)
+            .unwrap_or(0);
+        let mut differences = Vec::new();
+        if *partitions != -1 && *partitions != have_partitions {
+            differences.push(format!(
+                "partitions {have_partitions} (config says {partitions})"
+            ));
         }
-        let spec = TopicSpec {
-            name: name.clone(),
-            num_partitions: *partitions,
-            replication_factor: *rf,
-            assignments: None,
-            configs: configs.clone(),
-        };
-        let created = match controller::plan_topic(&image, &spec, defaults) {
-            Ok(t) => controller::create_topic(&broker.meta, t).await,
-            Err(e) => Err(e),
-        };
-        match created {
-            Ok(t) => {
-                broker.replicas.apply_image(&broker.image());
-                tracing::info!(topic = %name, partitions = t.partitions.len(), "provisioned topic");
-            }
-            Err(e) => tracing::error!(topic = %name, error = %e, "provisioning topic failed"),
+        if *rf != -1 && *rf != have_rf {
+            differences.push(format!("replication factor {have_rf} (config says {rf})"));
+        }
+        if existing.configs != *configs {
+            differences.push(format!(
+                "configs {:?} (config says {configs:?})",
+                existing.configs
+            ));
+        }
+        if !differences.is_empty() {
+            tracing::warn!(topic = %name, differences = %differences.join("; "),
+                "provisioned topic exists with other settings; leaving it unchanged");
+        }
+        return Provisioned::Done;
+    }
+    let spec = TopicSpec {
+        name: name.clone(),
+        num_partitions: *partitions,
+        replication_factor: *rf,
+        assignments: None,
+        configs: configs.clone(),
+    };
+    let created = match controller::plan_topic(&image, &spec, defaults) {
+        Ok(t) => controller::create_topic(&broker.meta, t).await,
+        Err(e) => Err(e),
+    };
+    match created {
+        Ok(t) => {
+            broker.replicas.apply_image(&broker.image());
+            tracing::info!(topic = %name, partitions = t.partitions.len(), "provisioned topic");
+            Provisioned::Done
+        }
+        // Another broker provisioned it first.
+        Err(CreateTopicError::AlreadyExists(_)) => Provisioned::Done,
+        // Not enough brokers registered yet, or no controller: the cluster is still forming.
+        Err(
+            e
+            @ (CreateTopicError::InvalidReplicationFactor(_) | CreateTopicError::NotController(_)),
+        ) => {
+            tracing::info!(topic = %name, reason = %e, "provisioning topic: waiting for the cluster");
+            Provisioned::Retry
+        }
+        Err(e) => {
+            tracing::error!(topic = %name, error = %e, "provisioning topic failed");
+            Provisioned::Done
         }
     }
 }
