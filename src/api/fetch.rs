@@ -106,8 +106,12 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
         .collect();
     loop {
         // Register for wake-ups before reading, so an append in between is not missed.
+        // Consumers wait for the high watermark; followers for the log end offset.
         let mut wakeups: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
             hosted.iter().map(|p| Box::pin(p.data_arrived())).collect();
+        if replica_id.is_some() {
+            wakeups.extend(hosted.iter().map(|p| Box::pin(p.appended())));
+        }
         for w in wakeups.iter_mut() {
             w.as_mut().enable();
         }

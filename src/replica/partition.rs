@@ -38,6 +38,9 @@ pub struct Partition {
     leader_epoch: AtomicI32,
     pub(super) high_watermark: AtomicI64,
     pub(super) data_arrived: Notify,
+    /// Notified on every append as leader (log end offset moved): followers' fetches wait on
+    /// this, since the high watermark moves only after they fetch.
+    appended: Notify,
     /// Idempotent producers' state; its lock also serializes this partition's appends, so
     /// the sequence check and the write are one step.
     pub(super) producers: Mutex<ProducerStateManager>,
@@ -94,6 +97,7 @@ impl Partition {
             leader_epoch: AtomicI32::new(state.leader_epoch),
             state: RwLock::new(state.clone()),
             data_arrived: Notify::new(),
+            appended: Notify::new(),
             producers: Mutex::new(ProducerStateManager::default()),
             followers: Mutex::new(HashMap::new()),
             isr_change_pending: AtomicBool::new(false),
@@ -282,6 +286,7 @@ impl Partition {
         }
         drop(producers);
         self.bytes_in.fetch_add(info.size as u64, Ordering::Relaxed);
+        self.appended.notify_waiters();
         self.maybe_advance_high_watermark();
         Ok(info)
     }
@@ -333,5 +338,11 @@ impl Partition {
     /// before checking for data, so no wake-up is missed.
     pub fn data_arrived(&self) -> tokio::sync::futures::Notified<'_> {
         self.data_arrived.notified()
+    }
+
+    /// Completes on the next append as leader: what a follower's fetch waits for (the high
+    /// watermark moves only after followers fetch). Enable it before checking, as above.
+    pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.appended.notified()
     }
 }
