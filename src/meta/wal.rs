@@ -87,10 +87,7 @@ pub(super) fn decode_frame(buf: &[u8], max_len: usize) -> Result<(&[u8], usize),
     Ok((payload, end))
 }
 
-/// Makes a rename or a file creation in `dir` durable.
-pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+pub(super) use crate::log::partition_log::sync_dir;
 
 // ---------------------------------------------------------------------------------------------
 // Records.
