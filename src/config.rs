@@ -44,6 +44,9 @@ pub struct Flags {
     /// Log output: text or json.
     #[arg(long, env = "GREGOR_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Log levels as a tracing filter (e.g. `info,gregor::replica=debug`); RUST_LOG wins.
+    #[arg(long, env = "GREGOR_LOG_LEVEL")]
+    pub log_level: Option<String>,
 }
 
 /// The TOML file's shape.
@@ -58,6 +61,7 @@ struct FileConfig {
     voters: Option<String>,
     admin_listen: Option<String>,
     log_format: Option<String>,
+    log_level: Option<String>,
     #[serde(default)]
     kafka: BTreeMap<String, toml::Value>,
     #[serde(default)]
@@ -136,6 +140,9 @@ pub struct KafkaSettings {
 /// default), topic configs.
 pub type TopicToProvision = (String, i32, i16, BTreeMap<String, String>);
 
+/// Log levels when neither RUST_LOG nor `log_level` says otherwise.
+pub const DEFAULT_LOG_LEVEL: &str = "info,openraft=warn";
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub node_id: i32,
@@ -148,6 +155,8 @@ pub struct Config {
     pub voters: BTreeMap<u64, String>,
     pub admin_listen: String,
     pub log_format: LogFormat,
+    /// The tracing filter used when RUST_LOG is not set.
+    pub log_level: String,
     pub kafka: KafkaSettings,
     pub topic_defaults: TopicDefaults,
     /// Topics to create at startup: (name, partitions, replication factor, configs).
@@ -240,6 +249,14 @@ impl Config {
             "json" => LogFormat::Json,
             other => bail!("log format must be text or json, got {other}"),
         };
+        let log_level = flags
+            .log_level
+            .clone()
+            .or(file.log_level)
+            .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            bail!("log level {log_level:?} is not a valid filter: {e}");
+        }
         let mut provisioned_topics = Vec::new();
         for t in &file.provisioning.topics {
             let mut configs = BTreeMap::new();
@@ -266,6 +283,7 @@ impl Config {
             voters,
             admin_listen,
             log_format,
+            log_level,
             kafka,
             topic_defaults,
             provisioned_topics,

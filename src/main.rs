@@ -35,7 +35,7 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::from(2);
                 }
             };
-            serve::init_tracing(config.log_format);
+            serve::init_tracing(config.log_format, &config.log_level);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -16,9 +16,10 @@ use crate::meta::image::{BrokerRegistration, MetadataRecord};
 use crate::meta::{MetaConfig, MetadataQuorum};
 use crate::replica::{now_ms, ReplicaManager};
 
-pub fn init_tracing(format: LogFormat) {
+/// Logs to stderr, as text or JSON; RUST_LOG, else the configured `log_level`, picks levels.
+pub fn init_tracing(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

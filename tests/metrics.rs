@@ -82,3 +82,29 @@ fn health_and_metrics_reflect_traffic() {
     assert!(metric(&text, "gregor_connections").unwrap_or(0.0) >= 1.0);
     assert!(metric(&text, "gregor_process_resident_memory_bytes").unwrap_or(0.0) > 0.0);
 }
+
+#[test]
+fn json_logs_at_the_configured_level() {
+    let broker = Broker::start_with_env(&[
+        ("GREGOR_LOG_FORMAT", "json"),
+        ("GREGOR_LOG_LEVEL", "warn,gregor::serve=debug"),
+    ]);
+    let log = std::fs::read_to_string(broker.log_path()).expect("log");
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let ready = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "gregor ready")
+        .expect("a JSON `gregor ready` event");
+    assert_eq!(ready["level"], "INFO");
+    assert_eq!(ready["target"], "gregor::serve");
+    // `warn` elsewhere: no info events from other modules.
+    let chatty: Vec<_> = events
+        .iter()
+        .filter(|e| e["level"] == "INFO" && e["target"] != "gregor::serve")
+        .collect();
+    assert!(chatty.is_empty(), "info events despite warn: {chatty:?}");
+}

@@ -78,7 +78,9 @@ impl Broker {
             .arg("--admin-listen")
             .arg(format!("127.0.0.1:{}", self.admin_port))
             .stdout(Stdio::null())
-            .stderr(log);
+            .stderr(log)
+            // the broker's own log settings, not the caller's
+            .env_remove("RUST_LOG");
         for (k, v) in &self.extra {
             cmd.env(k, v);
         }
