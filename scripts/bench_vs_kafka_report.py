@@ -26,6 +26,7 @@ METRICS = [
     ("W1", "msgs_per_s", "produce throughput (msgs/s)", "higher", ("ratio>=", 1.5, "≥ 1.5×")),
     ("W1", "p99_ms", "produce ack latency p99 (ms)", "lower", None),
     ("W1", "broker_cpu_s", "broker CPU (s)", "lower", None),
+    ("W1", "client_cpu_s", "load generator CPU (s)", "lower", None),
     ("W1", "cpu_s_per_gb", "broker CPU per GB (s)", "lower", None),
     ("W1", "broker_peak_rss_mb", "broker peak RSS (MB)", "lower", None),
     ("W1", "broker_rss_anon_max_mb", "broker RssAnon max (MB)", "lower", None),
@@ -35,12 +36,14 @@ METRICS = [
     ("W2", "mb_per_s", "produce throughput (MB/s)", "higher", None),
     ("W2", "p99_ms", "produce ack latency p99 (ms)", "lower", None),
     ("W2", "broker_cpu_s", "broker CPU (s)", "lower", None),
+    ("W2", "client_cpu_s", "load generator CPU (s)", "lower", None),
     ("W2", "cpu_s_per_gb", "broker CPU per GB (s)", "lower", None),
     ("W2", "broker_peak_rss_mb", "broker peak RSS (MB)", "lower", None),
     ("W2", "broker_rss_anon_max_mb", "broker RssAnon max (MB)", "lower", None),
     ("W3", "mb_per_s", "consume throughput (MB/s)", "higher", ("ratio>=", 1.5, "≥ 1.5×")),
     ("W3", "msgs_per_s", "consume throughput (msgs/s)", "higher", None),
     ("W3", "broker_cpu_s", "broker CPU (s)", "lower", None),
+    ("W3", "client_cpu_s", "load generator CPU (s)", "lower", None),
     ("W3", "cpu_s_per_gb", "broker CPU per GB (s)", "lower", None),
     ("W3", "broker_peak_rss_mb", "broker peak RSS (MB)", "lower", None),
     ("W3", "broker_rss_anon_max_mb", "broker RssAnon max (MB)", "lower", None),
@@ -74,6 +77,11 @@ METRICS = [
     ("W6", "p99_ms", "produce ack latency p99 (ms)", "lower", None),
     ("W6", "broker_cpu_s", "CPU of the 3 brokers (s)", "lower", None),
     ("W6", "broker_peak_rss_mb", "sum of the 3 brokers' peak RSS (MB)", "lower", None),
+    ("W6r", "mb_per_s", "produce throughput, 3 nodes RF 3 acks=all (MB/s)", "higher", None),
+    ("W6r", "msgs_per_s", "produce throughput (msgs/s)", "higher", None),
+    ("W6r", "p99_ms", "produce ack latency p99 (ms)", "lower", None),
+    ("W6r", "broker_cpu_s", "CPU of the 3 brokers (s)", "lower", None),
+    ("W6r", "broker_peak_rss_mb", "sum of the 3 brokers' peak RSS (MB)", "lower", None),
     ("PERF-P", "mb_per_s", "kafka-producer-perf-test (MB/s)", "higher", None),
     ("PERF-P", "msgs_per_s", "kafka-producer-perf-test (msgs/s)", "higher", None),
     ("PERF-P", "p99_ms", "kafka-producer-perf-test p99 (ms)", "lower", None),
@@ -94,6 +102,7 @@ WORKLOAD_TEXT = {
            "of warm-up, on the same broker right after W4",
     "W5": "idle broker with {topics} topics × 6 partitions; startup to the first acknowledged produce",
     "W6": "3 brokers on loopback, topic with 6 partitions and RF 3, produce {W6} of 1 KiB, acks=all, linger 5 ms, lz4",
+    "W6r": "W6 again, run separately later with a newer Gregor ({rerun_w6})",
     "PERF-P": "kafka-producer-perf-test (ProducerPerformance, Java client), W1's records: acks=1, linger 5 ms, lz4",
     "PERF-C": "kafka-consumer-perf-test (ConsumerPerformance, Java client) reading PERF-P's topic",
 }
@@ -107,6 +116,16 @@ def human_bytes(n):
             v = n / size
             return f"{v:.0f} {unit}" if v == int(v) else f"{v:.2f} {unit}"
     return f"{n} B"
+
+
+def rerun_text(meta, wid):
+    """A workload re-run on its own after the main run (results merged into results.json under
+    a workload id of its own, with its binary in meta["reruns"])."""
+    r = meta.get("reruns", {}).get(wid)
+    if not r:
+        return ""
+    return (f"`{r['gregor_commit']}`, binary built {r['gregor_binary_mtime']} UTC; "
+            f"run on {r['date_utc']} UTC")
 
 
 def derive(run):
@@ -185,6 +204,7 @@ def table(runs):
 def chart_throughput(runs, out):
     panels = [("W1", "mb_per_s", "W1 produce 1 KiB\nMB/s"), ("W2", "msgs_per_s", "W2 produce 100 B\nthousand msgs/s"),
               ("W3", "mb_per_s", "W3 consume\nMB/s"), ("W6", "mb_per_s", "W6 3 nodes RF3 acks=all\nMB/s"),
+              ("W6r", "mb_per_s", "W6r (W6 re-run,\nnewer Gregor) MB/s"),
               ("PERF-P", "mb_per_s", "producer-perf-test\nMB/s"), ("PERF-C", "mb_per_s", "consumer-perf-test\nMB/s")]
     panels = [p for p in panels if values(runs, p[0], "gregor", p[1]) or values(runs, p[0], "kafka", p[1])]
     if not panels:
@@ -200,7 +220,8 @@ def chart_throughput(runs, out):
             med = statistics.median(vals)
             ax.bar(i, med, color=COLORS[broker], label=broker.capitalize(),
                    yerr=[[med - min(vals)], [max(vals) - med]], capsize=4)
-            ax.text(i, med, f" {med:.0f}", ha="center", va="bottom", fontsize=8)
+            ax.text(i, med / 2, f"{med:.0f}", ha="center", va="center", fontsize=8,
+                    color="white", fontweight="bold")
         ax.set_title(title, fontsize=9)
         ax.set_xticks([0, 1], ["Gregor", "Kafka"], fontsize=8)
         ax.tick_params(axis="y", labelsize=8)
@@ -305,11 +326,12 @@ def main():
                       W6=human_bytes(sizes["W6_bytes"]), rate=f"{sizes['W4_rate']:,}",
                       secs=f"{sizes['W4_seconds']:g}", warm=f"{sizes['W4_warmup_s']:g}",
                       secs_b=f"{sizes.get('W4b_seconds', 0):g}",
+                      rerun_w6=rerun_text(meta, "W6r"),
                       topics=sizes["W5_topics"]) for k, v in WORKLOAD_TEXT.items()}
     full = meta["scale"] >= 1
     st = [r["metrics"]["stored_mb"] / r["metrics"]["raw_mb"] for r in runs if r["ok"]
           and r["workload"] == "W1" and r["metrics"].get("raw_mb")]
-    ratio = f"{statistics.median(st):.0%}" if st else "?"
+    stored = f"{statistics.median(st):.0%}" if st else "?"
     L = []
     L.append("# Gregor vs Apache Kafka: side-by-side benchmark\n")
     L.append("Generated by `scripts/bench-vs-kafka.sh` (issue 7) on "
@@ -332,6 +354,9 @@ def main():
         st = status.split(": ", 1)[-1] if status else ""
         L.append(f"| {w} | {label} | {goal} | {fmt(gm)} | {fmt(km)} | {ratio} | {st} |")
     L.append("")
+    if (out / "FINDINGS.md").exists():
+        L.append("Why a goal is missed, and where the time goes: *Notes on the numbers* and "
+                 "*Profiles* at the end of this report.\n")
     L.append("## Setup\n")
     L.append(f"- Machine: {meta['cpu']}, {meta['cores']} cores, {meta['mem_gib']} GiB RAM, "
              f"{meta['os']}, Linux {meta['kernel']}. Everything on loopback, data on the same disk.")
@@ -348,7 +373,7 @@ def main():
     L.append(f"- Load generator: `gregor-bench` (bench/, the `rdkafka` crate with librdkafka "
              f"{meta['librdkafka']}), the same binary and settings for both brokers; second opinion "
              "from Kafka's `kafka-producer-perf-test` / `kafka-consumer-perf-test` (PERF-P, PERF-C). "
-             f"Payloads are slices of generated English-like text (as stored after lz4: {ratio} of the "
+             f"Payloads are slices of generated English-like text (as stored after lz4: {stored} of the "
              "raw bytes), keyed over 1024 keys; idempotence off. W1, W2 and W6 run "
              f"{sizes.get('producers', 1)} producer instances in parallel and W3 "
              f"{sizes.get('consumers', 1)} consumers (one librdkafka producer compresses on a "
@@ -369,7 +394,7 @@ def main():
     L.append("### Workloads\n")
     L.append("| id | workload |")
     L.append("|---|---|")
-    for k in ("W1", "W2", "W3", "W4", "W4b", "W5", "W6", "PERF-P", "PERF-C"):
+    for k in ("W1", "W2", "W3", "W4", "W4b", "W5", "W6", "W6r", "PERF-P", "PERF-C"):
         if any(r["workload"] == k for r in runs):
             L.append(f"| {k} | {wl[k]} |")
     L.append("")
