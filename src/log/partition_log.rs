@@ -189,8 +189,11 @@ impl PartitionLog {
         let log_end = next_offset.unwrap_or(last_base).max(last_base);
         let log_start = log_start_checkpoint.max(first_base).min(log_end);
         let (mut epochs, found) = LeaderEpochCache::load(dir);
-        if clean && found {
-            epochs.truncate_from_end(log_end);
+        let mut changed = if clean && found {
+            // An epoch that starts right at the log end (a leadership that has not written
+            // yet) stays: dropping it only to assign it again would rewrite the checkpoint of
+            // every partition at every start. A follower drops it when its leader says so.
+            epochs.truncate_from_end(log_end + 1)
         } else {
             epochs.clear();
             for seg in segments.values() {
@@ -198,9 +201,12 @@ impl PartitionLog {
                     epochs.assign(b.partition_leader_epoch(), b.base_offset());
                 }
             }
+            true
+        };
+        changed |= epochs.truncate_from_start(log_start);
+        if changed {
+            epochs.persist()?;
         }
-        epochs.truncate_from_start(log_start);
-        epochs.persist()?;
         let log = Self {
             dir: dir.to_path_buf(),
             config: RwLock::new(config),
@@ -659,6 +665,7 @@ impl PartitionLog {
     /// Flushes everything and trims the active segment's indexes, for a clean shutdown.
     pub fn close(&self) -> io::Result<()> {
         self.flush()?;
+        self.epochs.lock().sync()?;
         self.active_segment().seal()
     }
 
