@@ -19,6 +19,8 @@ use crate::broker::Broker;
 
 /// Requests read ahead of the one being handled, per connection.
 const MAX_QUEUED_REQUESTS: usize = 16;
+/// Per-connection read buffer; a larger frame body is read straight into its own buffer.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
 
 enum Inbound {
     Frame(Bytes),
@@ -36,7 +38,9 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
         .metrics
         .connections_total
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (mut read_half, write_half) = stream.into_split();
+    let (read_half, write_half) = stream.into_split();
+    // Small requests arrive with their size prefix in one read instead of two.
+    let mut read_half = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
     let (tx, mut rx) = mpsc::channel::<Inbound>(MAX_QUEUED_REQUESTS);
     let max_frame = broker.config.kafka.socket_request_max_bytes;
     let shutdown = broker.shutdown.clone();
@@ -67,8 +71,20 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
                     .await;
                 return;
             }
-            let mut buf = BytesMut::zeroed(size as usize);
-            if let Err(e) = read_half.read_exact(&mut buf).await {
+            // Filled straight from the socket: no zeroing pass over the frame first.
+            let size = size as usize;
+            let mut buf = BytesMut::with_capacity(size);
+            let mut truncated = None;
+            while buf.len() < size {
+                let remaining = (size - buf.len()) as u64;
+                match (&mut read_half).take(remaining).read_buf(&mut buf).await {
+                    Ok(0) => truncated = Some("connection closed".to_string()),
+                    Ok(_) => continue,
+                    Err(e) => truncated = Some(e.to_string()),
+                }
+                break;
+            }
+            if let Some(e) = truncated {
                 let _ = tx
                     .send(Inbound::Closed(Some(format!("truncated frame: {e}"))))
                     .await;
