@@ -31,6 +31,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 import chart
 from clients import LOG
+from cluster import wait_until
 from conftest import GREGOR_BIN, free_ports
 
 NAMESPACE = "gregor-test"
@@ -39,18 +40,6 @@ REPLICAS = 3
 DEBIAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STOP_TIMEOUT = 30.0
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def wait_until(cond, timeout, what, interval=0.1):
-    """Polls cond() until it returns something truthy (returned); fails after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached after {timeout}s")
-        time.sleep(interval)
 
 
 def pod_ip(i):
