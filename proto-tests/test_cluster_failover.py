@@ -416,3 +416,49 @@ def test_cluster_user_story(cluster_script, topic_name, measurement):
     for pid in cs.pids:
         assert not Path(f"/proc/{pid}").exists() or b"zombie" in Path(
             f"/proc/{pid}/status").read_bytes().lower(), f"broker pid {pid} still running"
+
+
+def test_cluster_full_restart(make_cluster, topic_name):
+    """Every node killed at once, then all restarted: the quorum recovers from disk (same
+    controller-elected metadata, topics and configs) and every acknowledged message and
+    committed offset is there."""
+    c = make_cluster(kafka_config=COMMON)
+    c.create_topic(topic_name, PARTITIONS, 3, {"min.insync.replicas": "2",
+                                               "retention.ms": "86400000"})
+    prod = ProducerLoad(c.bootstrap, topic_name, PARTITIONS, rate=RATE)
+    prod.start()
+    wait_until(lambda: len(prod.acked) >= 2 * RATE, 60, "acknowledged messages")
+    prod.stop()
+    assert prod.unflushed == 0 and not prod.failed
+    group = f"restart-{uuid.uuid4().hex[:6]}"
+    reader = GroupReader(c.bootstrap, topic_name, group)
+    reader.start()
+    wait_until(lambda: sum(reader.positions.values()) >= len(prod.acked)
+               and reader.commits and sum(reader.commits[-1][1].values()) >= len(prod.acked),
+               60, "the group consumer reads and commits everything")
+    reader.stop()
+    committed = reader.commits[-1][1]
+
+    for node_id in c.nodes:
+        c.kill9(node_id)
+    for n in c.nodes.values():
+        n.launch()
+    for n in c.nodes.values():
+        n.wait_ready(60)
+    c.controller(60)
+    c.wait_fully_replicated([topic_name, OFFSETS_TOPIC], timeout=60)
+
+    from confluent_kafka.admin import AdminClient, ConfigResource
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    [fut] = admin.describe_configs([ConfigResource("topic", topic_name)]).values()
+    configs = fut.result(30)
+    assert configs["min.insync.replicas"].value == "2"
+    assert configs["retention.ms"].value == "86400000"
+    log, hwm = read_all(c.bootstrap, topic_name, PARTITIONS)
+    problems = check_log(log, hwm, prod.acked, len(prod.sent_at))
+    assert not problems, "\n".join(problems)
+    monitor = CommitMonitor(c.bootstrap, topic_name, group, PARTITIONS)
+    monitor.start()
+    wait_until(lambda: monitor.observations and monitor.observations[-1][1] == committed, 60,
+               f"committed offsets {committed} after the restart")
+    monitor.stop()
