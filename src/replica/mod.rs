@@ -29,6 +29,18 @@ pub struct HostedTopic {
     pub partitions: HashMap<i32, Arc<Partition>>,
 }
 
+/// How many partition logs are opened at once when many are assigned together (startup).
+const OPEN_THREADS: usize = 8;
+
+/// A partition assigned here that has no open log yet.
+struct ToOpen {
+    topic: String,
+    topic_id: Uuid,
+    index: i32,
+    config: Arc<crate::log::config::LogConfig>,
+    state: PartitionState,
+}
+
 pub struct ReplicaManager {
     node_id: i32,
     logs: LogManager,
@@ -127,6 +139,7 @@ impl ReplicaManager {
         }
         let now = now_ms();
         let mut next = kept;
+        let mut to_open = Vec::new();
         for (name, topic) in &image.topics {
             let config = Arc::new(self.topic_defaults.resolve(&topic.configs));
             for p in topic
@@ -151,36 +164,91 @@ impl ReplicaManager {
                     }
                     continue;
                 }
-                let tp = (name.clone(), p.partition);
-                match self
-                    .logs
-                    .get_or_open(&tp, topic.topic_id, config.clone(), now)
-                {
-                    Ok(log) => {
-                        let partition = Arc::new(Partition::new(
-                            Arc::from(name.as_str()),
-                            topic.topic_id,
-                            p.partition,
-                            log,
-                            self.node_id,
-                            state,
-                        ));
-                        next.entry(name.clone())
-                            .or_insert_with(|| HostedTopic {
-                                topic_id: topic.topic_id,
-                                partitions: HashMap::new(),
-                            })
-                            .partitions
-                            .insert(p.partition, partition);
-                    }
-                    Err(e) => {
-                        tracing::error!(topic = %name, partition = p.partition, error = %e,
-                            "cannot open partition log; the partition stays offline here");
-                    }
+                to_open.push(ToOpen {
+                    topic: name.clone(),
+                    topic_id: topic.topic_id,
+                    index: p.partition,
+                    config: config.clone(),
+                    state,
+                });
+            }
+        }
+        // Opening a log is file I/O (files, index maps, producer state from the batches):
+        // done in parallel, so a restart with many partitions does not wait on each in turn.
+        for (o, opened) in self.open_all(to_open, now) {
+            match opened {
+                Ok(partition) => {
+                    next.entry(o.topic)
+                        .or_insert_with(|| HostedTopic {
+                            topic_id: o.topic_id,
+                            partitions: HashMap::new(),
+                        })
+                        .partitions
+                        .insert(o.index, partition);
+                }
+                Err(e) => {
+                    tracing::error!(topic = %o.topic, partition = o.index, error = %e,
+                        "cannot open partition log; the partition stays offline here");
                 }
             }
         }
         self.hosted.store(Arc::new(next));
+    }
+
+    /// Opens partitions on up to `OPEN_THREADS` threads; results come back in input order.
+    fn open_all(
+        &self,
+        to_open: Vec<ToOpen>,
+        now: i64,
+    ) -> Vec<(ToOpen, std::io::Result<Arc<Partition>>)> {
+        let open_one = |o: &ToOpen| -> std::io::Result<Arc<Partition>> {
+            let tp = (o.topic.clone(), o.index);
+            let log = self
+                .logs
+                .get_or_open(&tp, o.topic_id, o.config.clone(), now)?;
+            Ok(Arc::new(Partition::new(
+                Arc::from(o.topic.as_str()),
+                o.topic_id,
+                o.index,
+                log,
+                self.node_id,
+                o.state.clone(),
+            )))
+        };
+        let threads = OPEN_THREADS.min(to_open.len());
+        if threads <= 1 {
+            return to_open
+                .into_iter()
+                .map(|o| {
+                    let r = open_one(&o);
+                    (o, r)
+                })
+                .collect();
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<parking_lot::Mutex<Option<std::io::Result<Arc<Partition>>>>> = to_open
+            .iter()
+            .map(|_| parking_lot::Mutex::new(None))
+            .collect();
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(o) = to_open.get(i) else { break };
+                    *results[i].lock() = Some(open_one(o));
+                });
+            }
+        });
+        to_open
+            .into_iter()
+            .zip(results)
+            .map(|(o, r)| {
+                let r = r
+                    .into_inner()
+                    .unwrap_or_else(|| Err(std::io::Error::other("partition was not opened")));
+                (o, r)
+            })
+            .collect()
     }
 
     /// Removes partition directories that the image does not assign to this broker (topics
