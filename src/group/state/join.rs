@@ -223,9 +223,7 @@ impl Group {
         if self.leader.is_none() {
             self.leader = Some(member_id);
         }
-        let persist = self.prepare_rebalance(timing, now, now_ms);
-        let persist = self.try_complete_join(now, now_ms).or(persist);
-        (Reply::Later(rx), persist)
+        (Reply::Later(rx), self.rebalance(timing, now, now_ms))
     }
 
     pub(super) fn update_member_and_rebalance(
@@ -246,9 +244,13 @@ impl Group {
             m.rebalance_timeout = req.rebalance_timeout;
             m.heartbeat_deadline = now + m.session_timeout;
         }
+        (Reply::Later(rx), self.rebalance(timing, now, now_ms))
+    }
+
+    /// A member joined or changed: rebalance, completing the join at once if everyone is in.
+    fn rebalance(&mut self, timing: GroupTiming, now: Instant, now_ms: i64) -> Persist {
         let persist = self.prepare_rebalance(timing, now, now_ms);
-        let persist = self.try_complete_join(now, now_ms).or(persist);
-        (Reply::Later(rx), persist)
+        self.try_complete_join(now, now_ms).or(persist)
     }
 
     /// Moves to PreparingRebalance (if not already there), cancelling a pending sync.
