@@ -134,8 +134,9 @@ fn describe_topic(
         .topic_defaults
         .describe(&topic.configs)
         .into_iter()
-        .map(|(key, value, source)| {
-            let def = topic_config_def(key).expect("described keys are defined");
+        .filter_map(|(key, value, source)| {
+            // `describe` lists only defined keys; an unknown one is skipped, never a panic.
+            let def = topic_config_def(key)?;
             let kind = (def.config_type(), def.doc);
             let mut e = entry(
                 key,
@@ -161,7 +162,7 @@ fn describe_topic(
                     }
                 }
             }
-            e
+            Some(e)
         })
         .collect())
 }
