@@ -14,8 +14,8 @@ use crate::group::GroupCoordinator;
 use crate::meta::image::MetadataImage;
 use crate::meta::producer_ids::ProducerIdAllocator;
 use crate::meta::MetadataQuorum;
-use crate::metrics::Metrics;
-use crate::readiness::NotReady;
+use crate::admin::metrics::Metrics;
+use crate::admin::readiness::NotReady;
 use crate::replica::fetcher::FetcherManager;
 use crate::replica::ReplicaManager;
 
@@ -79,7 +79,7 @@ impl Broker {
         if !self.serving.load(Ordering::Acquire) {
             return Err(NotReady::Starting);
         }
-        crate::readiness::check(
+        crate::admin::readiness::check(
             &self.image(),
             self.node_id(),
             self.incarnation_id,

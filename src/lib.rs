@@ -1,17 +1,16 @@
 //! Gregor: a Kafka-protocol message broker. The binary (`main.rs`) is a thin CLI over these
 //! modules; the library form exists so that tests and fuzz targets can reach them.
 
-pub mod admin_cli;
-pub mod admin_http;
+pub mod admin;
 pub mod alloc_guard;
 pub mod api;
 pub mod broker;
 pub mod config;
+pub mod durable;
 pub mod group;
+pub mod kafka_uuid;
 pub mod log;
 pub mod meta;
-pub mod metrics;
-pub mod readiness;
 pub mod replica;
 pub mod serve;
 pub mod server;

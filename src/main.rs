@@ -3,7 +3,8 @@
 //! `gregor serve` runs one broker, which is also one voter of the metadata quorum.
 //! `gregor admin` manages the metadata quorum through a broker's admin HTTP API.
 
-use gregor::{admin_cli, config, serve};
+use gregor::admin::cli as admin_cli;
+use gregor::{config, serve};
 
 use clap::{Parser, Subcommand};
 

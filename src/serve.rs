@@ -1,7 +1,6 @@
 //! `gregor serve`: startup (listeners, metadata quorum, broker registration, log recovery),
 //! the background tasks, and the clean shutdown sequence.
 
-use std::os::unix::io::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,7 @@ use tokio::net::TcpListener;
 use crate::broker::Broker;
 use crate::config::{Config, LogFormat, TopicToProvision};
 use crate::log::manager::LogManager;
-use crate::meta::ids::{kafka_uuid, random_kafka_uuid};
+use crate::kafka_uuid::{kafka_uuid, random_kafka_uuid};
 use crate::meta::image::{BrokerRegistration, MetadataRecord};
 use crate::meta::{MetaConfig, MetadataQuorum};
 use crate::replica::{now_ms, ReplicaManager};
@@ -37,23 +36,8 @@ struct DataDirLock {
 }
 
 fn lock_data_dir(config: &Config) -> Result<DataDirLock> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let path = config.data_dir.join(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    // SAFETY: flock on a file descriptor we own.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        bail!(
-            "data dir {} is in use by another gregor process",
-            config.data_dir.display()
-        );
-    }
+    let file = crate::durable::lock_dir(&config.data_dir, ".lock")
+        .with_context(|| format!("locking data dir {}", config.data_dir.display()))?;
     Ok(DataDirLock { _file: file })
 }
 
@@ -141,7 +125,7 @@ pub async fn run(config: Config) -> Result<()> {
     tasks.spawn(clean_logs(broker.clone()));
     tasks.spawn(crate::replica::isr::maintain_isr(broker.clone()));
     broker.fetchers.sync(&broker);
-    tasks.spawn(crate::admin_http::run(broker.clone(), admin_listener));
+    tasks.spawn(crate::admin::http::run(broker.clone(), admin_listener));
     let kafka = tokio::spawn(crate::server::run(broker.clone(), kafka_listener));
 
     broker.set_serving(true);

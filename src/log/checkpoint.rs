@@ -1,9 +1,9 @@
 //! Offset checkpoint files in Kafka's text format (`recovery-point-offset-checkpoint`,
 //! `log-start-offset-checkpoint`): a version line, a count line, then `topic partition offset`
-//! lines. Written atomically: temp file, fsync, rename, fsync of the directory.
+//! lines. Replaced durably (`durable::replace`).
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 pub type Checkpoint = BTreeMap<(String, i32), i64>;
@@ -13,17 +13,7 @@ pub fn write(path: &Path, entries: &Checkpoint) -> io::Result<()> {
     for ((topic, partition), offset) in entries {
         text.push_str(&format!("{topic} {partition} {offset}\n"));
     }
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::durable::replace(path, text.as_bytes())
 }
 
 /// Reads a checkpoint; a missing file is empty, a malformed one is reported and ignored

@@ -7,7 +7,7 @@
 //! batches' epochs), so changes are not fsynced one by one: `sync` makes the latest one
 //! durable when the log is closed. Restarting 600 idle partitions no longer costs 600 fsyncs.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 pub const CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
@@ -112,16 +112,13 @@ impl LeaderEpochCache {
         self.entries.clear();
     }
 
-    /// Writes the checkpoint file atomically.
     /// Rewrites the checkpoint (atomically, by rename; durable only after `sync`).
     pub fn persist(&mut self) -> io::Result<()> {
         let mut text = format!("0\n{}\n", self.entries.len());
         for (epoch, offset) in &self.entries {
             text.push_str(&format!("{epoch} {offset}\n"));
         }
-        let tmp = self.path.with_extension("tmp");
-        std::fs::File::create(&tmp)?.write_all(text.as_bytes())?;
-        std::fs::rename(&tmp, &self.path)?;
+        crate::durable::replace_deferred(&self.path, text.as_bytes())?;
         self.unsynced = true;
         Ok(())
     }
@@ -129,10 +126,7 @@ impl LeaderEpochCache {
     /// Makes the last `persist` durable (file and directory entry).
     pub fn sync(&mut self) -> io::Result<()> {
         if self.unsynced {
-            std::fs::File::open(&self.path)?.sync_all()?;
-            if let Some(dir) = self.path.parent() {
-                super::partition_log::sync_dir(dir)?;
-            }
+            crate::durable::sync(&self.path)?;
             self.unsynced = false;
         }
         Ok(())

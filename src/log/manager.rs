@@ -50,21 +50,18 @@ fn write_partition_metadata(dir: &Path, topic_id: Uuid) -> io::Result<()> {
     let path = dir.join(PARTITION_METADATA_FILE);
     let text = format!(
         "version: 0\ntopic_id: {}\n",
-        crate::meta::ids::kafka_uuid(&topic_id)
+        crate::kafka_uuid::kafka_uuid(&topic_id)
     );
     if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
         return Ok(());
     }
-    let tmp = dir.join("partition.metadata.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &path)
+    crate::durable::replace(&path, text.as_bytes())
 }
 
 fn read_partition_metadata(dir: &Path) -> Option<Uuid> {
     let text = std::fs::read_to_string(dir.join(PARTITION_METADATA_FILE)).ok()?;
     let line = text.lines().find_map(|l| l.strip_prefix("topic_id: "))?;
-    crate::meta::ids::parse_kafka_uuid(line.trim())
+    crate::kafka_uuid::parse_kafka_uuid(line.trim())
 }
 
 impl LogManager {
@@ -76,7 +73,7 @@ impl LogManager {
         let clean = marker.exists();
         if clean {
             std::fs::remove_file(&marker)?;
-            super::partition_log::sync_dir(dir)?;
+            crate::durable::sync_dir(dir)?;
         }
         let recovery_points = checkpoint::read(&dir.join(RECOVERY_POINT_FILE));
         let log_starts = checkpoint::read(&dir.join(LOG_START_FILE));
@@ -160,7 +157,7 @@ impl LogManager {
         }
         write_partition_metadata(&dir, topic_id)?;
         if !existed {
-            super::partition_log::sync_dir(&self.dir)?;
+            crate::durable::sync_dir(&self.dir)?;
         }
         Ok(self.logs.lock().entry(tp.clone()).or_insert(log).clone())
     }
@@ -235,8 +232,7 @@ impl LogManager {
             }
         }
         self.write_checkpoints()?;
-        std::fs::File::create(self.dir.join(CLEAN_SHUTDOWN_FILE))?.sync_all()?;
-        super::partition_log::sync_dir(&self.dir)
+        crate::durable::replace(&self.dir.join(CLEAN_SHUTDOWN_FILE), b"")
     }
 }
 

@@ -3,13 +3,10 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod cleaner;
-mod cleaner_records;
-mod cleaner_swap;
 pub mod config;
 pub mod index;
 pub mod leader_epoch;
 pub mod manager;
-pub mod offset_map;
 pub mod partition_log;
 pub mod records;
 pub mod retention;
@@ -18,8 +15,6 @@ pub mod segment;
 pub use config::TopicDefaults;
 pub use partition_log::{AppendInfo, LogError, PartitionLog, ReadResult};
 
-#[cfg(test)]
-mod cleaner_tests;
 #[cfg(test)]
 mod partition_log_tests;
 #[cfg(test)]

@@ -18,6 +18,7 @@ use super::cleaner::CleanerState;
 use super::config::{LogConfig, TimestampType};
 use super::leader_epoch::LeaderEpochCache;
 use super::segment::{file_name, LogSegment};
+use crate::durable::sync_dir;
 
 mod replication;
 pub use replication::ReplicatedBatch;
@@ -758,9 +759,4 @@ impl PartitionLog {
     pub fn segment_bases(&self) -> Vec<i64> {
         self.segments.read().keys().copied().collect()
     }
-}
-
-/// fsyncs a directory so that file creations and renames in it are durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::ids::random_kafka_uuid;
+use crate::kafka_uuid::random_kafka_uuid;
 use super::image::{ApplyOutcome, MetadataImage, MetadataRecord, PartitionImage, TopicImage};
 use super::{MetadataQuorum, ProposeError};
 use crate::log::config::validate_topic_overrides;

@@ -14,7 +14,6 @@
 
 pub mod controller;
 mod controller_loop;
-pub mod ids;
 pub mod image;
 mod log_store;
 mod membership;
@@ -700,23 +699,8 @@ enum Forwarded {
 
 /// Takes an exclusive lock on `<dir>/LOCK`, so two processes never share a metadata log.
 fn lock_dir(dir: &std::path::Path) -> anyhow::Result<File> {
-    let path = dir.join(LOCK_FILE);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            bail!("{} is in use by another metadata quorum", dir.display())
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("locking {}", path.display()))
-        }
-    }
+    crate::durable::lock_dir(dir, LOCK_FILE)
+        .with_context(|| format!("locking the metadata directory {}", dir.display()))
 }
 
 /// When an active controller last reached this node over Raft (any AppendEntries it did not

@@ -5,8 +5,8 @@
 //! The image itself is in memory. On restart openraft installs the snapshot from disk and
 //! re-applies the log up to the persisted committed id (see `log_store.rs`).
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::image::{ApplyOutcome, MetadataImage};
 use super::types::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
-use super::wal::{decode_frame, encode_frame, sync_dir};
+use super::wal::{decode_frame, encode_frame};
 
 pub(super) const SNAPSHOT_FILE: &str = "snapshot.bin";
 const SNAPSHOT_TMP_FILE: &str = "snapshot.bin.tmp";
@@ -137,17 +137,7 @@ impl SnapshotStore {
 }
 
 fn write_atomically(dir: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(SNAPSHOT_TMP_FILE);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
-    sync_dir(dir)
+    crate::durable::replace(&dir.join(SNAPSHOT_FILE), bytes)
 }
 
 fn decode_snapshot_file(bytes: &[u8]) -> io::Result<(SnapshotMeta, SnapshotData)> {

@@ -87,7 +87,7 @@ pub(super) fn decode_frame(buf: &[u8], max_len: usize) -> Result<(&[u8], usize),
     Ok((payload, end))
 }
 
-pub(super) use crate::log::partition_log::sync_dir;
+pub(super) use crate::durable::sync_dir;
 
 // ---------------------------------------------------------------------------------------------
 // Records.

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use super::super::batch;
 use super::super::segment::LogSegment;
-use super::{sync_dir, LogError, PartitionLog};
+use super::{LogError, PartitionLog};
+use crate::durable::sync_dir;
 
 /// A batch a follower appended, with what producer state needs.
 pub struct ReplicatedBatch {

@@ -58,7 +58,7 @@ async fn ready(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4")],
-        crate::metrics::render(&broker),
+        crate::admin::metrics::render(&broker),
     )
 }
 

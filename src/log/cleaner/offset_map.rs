@@ -73,14 +73,17 @@ impl OffsetMap {
         self.entries
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries == 0
     }
 
+    #[cfg(test)]
     pub fn max_entries(&self) -> usize {
         self.max_entries
     }
 
+    #[cfg(test)]
     /// Average probes per lookup so far (1.0 is perfect).
     pub fn probe_ratio(&self) -> f64 {
         if self.lookups == 0 {
@@ -127,6 +130,7 @@ impl OffsetMap {
         true
     }
 
+    #[cfg(test)]
     /// Whether `key` could be recorded now: it is present, or there is room for it.
     pub fn can_put(&mut self, key: &[u8]) -> bool {
         self.entries < self.max_entries || self.get(key).is_some()

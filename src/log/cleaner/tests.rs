@@ -8,11 +8,11 @@ use bytes::Bytes;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
-use super::batch::{check_batch, validate_produce_batch, BatchIter, Codec};
-use super::cleaner::{clean_once, clean_with, CleanStats, CleanerConfig, Hooks, Step};
-use super::config::LogConfig;
-use super::partition_log::PartitionLog;
-use super::testing::{keyed_batch, TestProducer, TestRecord};
+use crate::log::batch::{check_batch, validate_produce_batch, BatchIter, Codec};
+use super::{clean_once, clean_with, CleanStats, CleanerConfig, Hooks, Step};
+use crate::log::config::LogConfig;
+use crate::log::partition_log::PartitionLog;
+use crate::log::testing::{keyed_batch, TestProducer, TestRecord};
 
 /// A record as a consumer sees it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

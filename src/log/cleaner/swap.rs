@@ -6,11 +6,12 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::batch::{check_batch, BatchIter};
-use super::cleaner::{checked_batches, corrupt, is_simulated_crash, Hooks, Step};
-use super::cleaner_records::{Filter, Outcome};
-use super::partition_log::{sync_dir, PartitionLog};
-use super::segment::{file_name, LogSegment};
+use crate::log::batch::{check_batch, BatchIter};
+use super::{checked_batches, corrupt, is_simulated_crash, Hooks, Step};
+use super::records::{Filter, Outcome};
+use crate::durable::sync_dir;
+use crate::log::partition_log::PartitionLog;
+use crate::log::segment::{file_name, LogSegment};
 
 pub(super) struct GroupParams<'a> {
     pub dir: &'a Path,

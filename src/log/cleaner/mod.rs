@@ -39,18 +39,24 @@
 //! segment file in `[base, end)` goes and the `.swap` file becomes `<base>.log`, whose indexes
 //! are then rebuilt. `.cleaned` files are deleted (`PartitionLog::open`).
 
+mod offset_map;
+mod records;
+mod swap;
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 
-use super::batch::{check_batch, BatchIter, BatchView};
-use super::cleaner_records::{decode, records_section, Filter};
-use super::cleaner_swap::{clean_group, GroupParams};
-use super::offset_map::OffsetMap;
-use super::partition_log::PartitionLog;
-use super::segment::LogSegment;
+use crate::log::batch::{check_batch, BatchIter, BatchView};
+use records::{decode, records_section, Filter};
+use swap::{clean_group, GroupParams};
+use offset_map::OffsetMap;
+use crate::log::partition_log::PartitionLog;
+use crate::log::segment::LogSegment;
 
-pub use super::cleaner_swap::{complete_interrupted_swaps, swap_file_name};
+pub use swap::{complete_interrupted_swaps, swap_file_name};
 
 /// Broker-wide cleaner settings (Kafka's `log.cleaner.*`).
 #[derive(Debug, Clone, PartialEq)]

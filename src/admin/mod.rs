@@ -1,0 +1,8 @@
+//! The admin plane: the HTTP listener (health, readiness, Prometheus metrics, quorum
+//! membership), the request counters it exposes, and the `gregor admin` command that talks to
+//! it.
+
+pub mod cli;
+pub mod http;
+pub mod metrics;
+pub mod readiness;
