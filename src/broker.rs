@@ -1,35 +1,31 @@
 //! Broker: the shared state every connection and handler works through — configuration, the
-//! metadata quorum (and its image), the replicas hosted here, and the shutdown signal.
+//! metadata quorum (and its image), the replicas hosted here, the group coordinator, the
+//! request counters and the shutdown signal. Only the top of the stack (`server`, `api`,
+//! `admin`, `serve`) sees it; the layers below get the narrow handles they need.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-
-use kafka_protocol::ResponseError;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::metrics::Metrics;
+use crate::admin::readiness::NotReady;
 use crate::config::Config;
 use crate::group::GroupCoordinator;
 use crate::meta::image::MetadataImage;
 use crate::meta::producer_ids::ProducerIdAllocator;
 use crate::meta::MetadataQuorum;
-use crate::admin::metrics::Metrics;
-use crate::admin::readiness::NotReady;
-use crate::replica::fetcher::FetcherManager;
 use crate::replica::ReplicaManager;
 
-/// How recently the active controller must have reached a broker (or, on the controller, a
-/// quorum acknowledged it) for the broker to act as a group coordinator: ten Raft heartbeats.
-pub const COORDINATOR_CONTACT: Duration = Duration::from_secs(2);
+/// How long a handler waits for a metadata change it made to be hosted here.
+const HOSTED_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct Broker {
     pub config: Config,
     pub meta: MetadataQuorum,
-    pub replicas: ReplicaManager,
+    pub replicas: Arc<ReplicaManager>,
     pub producer_ids: ProducerIdAllocator,
     pub groups: GroupCoordinator,
-    pub fetchers: FetcherManager,
     pub metrics: Metrics,
     /// Cancelled when the broker starts shutting down.
     pub shutdown: CancellationToken,
@@ -43,13 +39,16 @@ impl Broker {
     pub fn new(
         config: Config,
         meta: MetadataQuorum,
-        replicas: ReplicaManager,
+        replicas: Arc<ReplicaManager>,
         incarnation_id: uuid::Uuid,
     ) -> Arc<Self> {
         Arc::new(Self {
             producer_ids: ProducerIdAllocator::new(config.node_id),
-            groups: GroupCoordinator::new(config.kafka.group.clone()),
-            fetchers: FetcherManager::default(),
+            groups: GroupCoordinator::new(
+                config.kafka.group.clone(),
+                replicas.clone(),
+                meta.clone(),
+            ),
             metrics: Metrics::default(),
             config,
             meta,
@@ -87,16 +86,12 @@ impl Broker {
         )
     }
 
-    /// Whether this broker coordinates `group` now (see `GroupCoordinator::check_owner`).
-    /// A broker whose metadata may be stale (paused, or cut off from the controller for
-    /// longer than `COORDINATOR_CONTACT`) answers NOT_COORDINATOR rather than serve a
-    /// group whose coordination may have moved on without it: clients then look the
-    /// coordinator up again.
-    pub fn check_coordinator(&self, group: &str) -> Result<(), ResponseError> {
-        if !self.meta.in_contact(COORDINATOR_CONTACT) {
-            return Err(ResponseError::NotCoordinator);
-        }
-        self.groups.check_owner(&self.replicas, group)
+    /// Waits (bounded) until this broker hosts what the metadata says as of now: after a
+    /// handler's proposal, so that its response reflects the change here.
+    pub async fn wait_hosted(&self) -> bool {
+        self.replicas
+            .wait_for_image(self.meta.image().version, HOSTED_WAIT)
+            .await
     }
 
     pub fn set_serving(&self, serving: bool) {

@@ -128,7 +128,8 @@ pub struct KafkaSettings {
     pub transaction_max_timeout_ms: i32,
     pub delete_topic_enable: bool,
     pub log_cleaner_backoff_ms: u64,
-    pub replica_lag_time_max_ms: u64,
+    /// Replication: `replica.lag.time.max.ms` and `replica.fetch.*`.
+    pub replica: crate::replica::ReplicaSettings,
     pub group: crate::group::GroupConfig,
     /// Broker fencing and leader elections by the active controller.
     pub controller: crate::meta::ControllerSettings,
@@ -319,6 +320,9 @@ pub const BROKER_SETTINGS: &[(&str, &str, i8, &str)] = &[
     ("offsets.topic.replication.factor", "3", 4, "The replication factor for the offsets topic (capped at the number of brokers)."),
     ("offsets.topic.segment.bytes", "104857600", 3, "The offsets topic segment bytes, kept small for faster log compaction and cache loads."),
     ("producer.id.expiration.check.interval.ms", "600000", 3, "How often expired producer ids are removed."),
+    ("replica.fetch.max.bytes", "1048576", 3, "The number of bytes of messages to attempt to fetch for each partition (a larger first batch is still fetched whole)."),
+    ("replica.fetch.response.max.bytes", "10485760", 3, "Maximum bytes expected for the entire fetch response of a follower."),
+    ("replica.fetch.wait.max.ms", "500", 3, "The maximum wait time for each fetcher request issued by follower replicas. A fetch unanswered for this long plus 2 s counts as a dead connection and is retried on a new one."),
     ("replica.lag.time.max.ms", "30000", 5, "A follower that has not caught up with the leader for this long leaves the ISR."),
     ("producer.id.expiration.ms", "86400000", 3, "How long a producer id is kept after its last write."),
     ("socket.request.max.bytes", "104857600", 3, "The maximum number of bytes in a socket request."),
@@ -380,7 +384,12 @@ impl KafkaSettings {
             transaction_max_timeout_ms: get(&raw, "transaction.max.timeout.ms")?,
             delete_topic_enable: get(&raw, "delete.topic.enable")?,
             log_cleaner_backoff_ms: get(&raw, "log.cleaner.backoff.ms")?,
-            replica_lag_time_max_ms: get(&raw, "replica.lag.time.max.ms")?,
+            replica: crate::replica::ReplicaSettings {
+                lag_time_max: Duration::from_millis(get(&raw, "replica.lag.time.max.ms")?),
+                fetch_wait_max: Duration::from_millis(get(&raw, "replica.fetch.wait.max.ms")?),
+                fetch_max_bytes: get(&raw, "replica.fetch.max.bytes")?,
+                fetch_response_max_bytes: get(&raw, "replica.fetch.response.max.bytes")?,
+            },
             group: crate::group::GroupConfig {
                 offsets_partitions: get(&raw, "offsets.topic.num.partitions")?,
                 offsets_replication_factor: get(&raw, "offsets.topic.replication.factor")?,
@@ -447,6 +456,9 @@ impl KafkaSettings {
         }
         if settings.default_replication_factor < 1 {
             bail!("[kafka] default.replication.factor must be at least 1");
+        }
+        if settings.replica.fetch_max_bytes < 0 || settings.replica.fetch_response_max_bytes < 0 {
+            bail!("[kafka] replica.fetch.max.bytes and replica.fetch.response.max.bytes must be at least 0");
         }
         if settings.socket_request_max_bytes < 1024 {
             bail!("[kafka] socket.request.max.bytes must be at least 1024");

@@ -69,22 +69,25 @@ fn parent(path: &Path) -> &Path {
 
 /// An exclusive lock on `<dir>/<name>`, held while the returned file is open, so that two
 /// processes never share a data directory. Fails at once when another process holds it.
+/// Its errors name the directory.
 pub fn lock_dir(dir: &Path, name: &str) -> io::Result<File> {
-    std::fs::create_dir_all(dir)?;
     let path = dir.join(name);
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("locking {}: {e}", path.display()));
+    std::fs::create_dir_all(dir).map_err(named)?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&path)?;
+        .open(&path)
+        .map_err(named)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
             io::ErrorKind::WouldBlock,
             format!("{} is in use by another gregor process", dir.display()),
         )),
-        Err(std::fs::TryLockError::Error(e)) => Err(e),
+        Err(std::fs::TryLockError::Error(e)) => Err(named(e)),
     }
 }
 

@@ -280,19 +280,26 @@ fn render_partitions(broker: &Broker, out: &mut String) {
         .count();
     let _ = writeln!(out, "gregor_under_replicated_partitions {under}");
 
-    let mut by_topic: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
-    for (topic, _, p) in &rows {
-        let e = by_topic.entry(topic.as_str()).or_default();
-        e.0 += p.bytes_in.load(Ordering::Relaxed);
-        e.1 += p.bytes_out.load(Ordering::Relaxed);
-    }
+    // Per-topic counters outlive leadership moves, so they never go down.
+    let by_topic: Vec<(String, u64, u64)> = broker
+        .replicas
+        .topic_counters()
+        .into_iter()
+        .map(|(topic, c)| {
+            (
+                topic,
+                c.bytes_in.load(Ordering::Relaxed),
+                c.bytes_out.load(Ordering::Relaxed),
+            )
+        })
+        .collect();
     header(
         out,
         "gregor_topic_bytes_in_total",
         "counter",
-        "Record bytes produced to the topic's partitions led here.",
+        "Record bytes produced to the topic's partitions while this broker led them.",
     );
-    for (topic, (bytes_in, _)) in &by_topic {
+    for (topic, bytes_in, _) in &by_topic {
         let _ = writeln!(
             out,
             "gregor_topic_bytes_in_total{{topic=\"{}\"}} {bytes_in}",
@@ -303,9 +310,9 @@ fn render_partitions(broker: &Broker, out: &mut String) {
         out,
         "gregor_topic_bytes_out_total",
         "counter",
-        "Record bytes fetched by consumers and followers from the topic's partitions here.",
+        "Record bytes sent to consumers and followers from the topic's partitions here, once per fetch response.",
     );
-    for (topic, (_, bytes_out)) in &by_topic {
+    for (topic, _, bytes_out) in &by_topic {
         let _ = writeln!(
             out,
             "gregor_topic_bytes_out_total{{topic=\"{}\"}} {bytes_out}",
@@ -325,7 +332,7 @@ fn render_groups(broker: &Broker, out: &mut String) {
                     id.clone(),
                     topic.clone(),
                     *partition,
-                    (p.high_watermark() - v.offset).max(0),
+                    (p.high_watermark() - v.value.offset).max(0),
                 ));
             }
         }

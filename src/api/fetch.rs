@@ -115,12 +115,20 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
         for w in wakeups.iter_mut() {
             w.as_mut().enable();
         }
-        let (topics, bytes, errors) = read_all(&wanted, version, replica_id, response_max_bytes);
+        let read = read_all(&wanted, version, replica_id, response_max_bytes);
         let now = tokio::time::Instant::now();
-        if bytes >= min_bytes || errors || now >= deadline || wakeups.is_empty() {
+        if read.bytes >= min_bytes || read.errors || now >= deadline || wakeups.is_empty() {
+            // Counted once, for the response that goes out (not for reads a wait discarded).
+            for (w, n) in wanted.iter().zip(&read.bytes_by_partition) {
+                if let (Ok(p), true) = (&w.target, *n > 0) {
+                    p.counters
+                        .bytes_out
+                        .fetch_add(*n as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             return FetchResponse::default()
                 .with_session_id(0)
-                .with_responses(topics);
+                .with_responses(read.topics);
         }
         tokio::select! {
             _ = futures::future::select_all(wakeups) => {}
@@ -130,18 +138,30 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
     }
 }
 
-/// Reads every wanted partition once. Returns the topics, the bytes of records, and whether
-/// any partition had an error (which makes Kafka answer at once).
+/// One pass over every wanted partition.
+struct ReadAll {
+    topics: Vec<FetchableTopicResponse>,
+    /// Record bytes in the response.
+    bytes: usize,
+    /// Record bytes per wanted partition, in request order.
+    bytes_by_partition: Vec<usize>,
+    /// Some partition had an error (which makes Kafka answer at once).
+    errors: bool,
+}
+
+/// Reads every wanted partition once.
 fn read_all(
     wanted: &[Wanted],
     version: i16,
     replica_id: Option<i32>,
     response_max_bytes: usize,
-) -> (Vec<FetchableTopicResponse>, usize, bool) {
+) -> ReadAll {
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     let mut total = 0usize;
     let mut any_error = false;
+    let mut bytes_by_partition = Vec::with_capacity(wanted.len());
     for w in wanted {
+        let before = total;
         let remaining = response_max_bytes.saturating_sub(total);
         let min_one = total == 0;
         let data = match (&w.target, replica_id) {
@@ -238,8 +258,14 @@ fn read_all(
         if let Some(t) = topics.last_mut() {
             t.partitions.push(data);
         }
+        bytes_by_partition.push(total - before);
     }
-    (topics, total, any_error)
+    ReadAll {
+        topics,
+        bytes: total,
+        bytes_by_partition,
+        errors: any_error,
+    }
 }
 
 /// A failed partition read; NOT_LEADER and epoch errors carry the current leader (v12+), so

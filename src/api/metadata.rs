@@ -15,6 +15,8 @@ use super::code;
 use crate::broker::Broker;
 use crate::meta::controller::{self, CreateDefaults, CreateTopicError, TopicSpec};
 use crate::meta::image::{MetadataImage, TopicImage};
+pub use crate::meta::topic_name::is_internal_topic;
+use crate::meta::topic_name::validate_topic_name;
 
 /// Without an authorizer every operation is allowed. Bit n is Kafka's AclOperation code n:
 /// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
@@ -31,11 +33,6 @@ const CLUSTER_OPERATIONS: i32 = (1 << 5)
     | (1 << 12)
     | (1 << 13)
     | (1 << 14);
-
-/// Kafka's internal topics.
-pub fn is_internal_topic(name: &str) -> bool {
-    name == "__consumer_offsets" || name == "__transaction_state"
-}
 
 pub async fn handle(broker: &Broker, version: i16, req: MetadataRequest) -> MetadataResponse {
     // v0: an empty list means every topic. v1+: null means every topic.
@@ -69,11 +66,13 @@ pub async fn handle(broker: &Broker, version: i16, req: MetadataRequest) -> Meta
     let mut errors: BTreeMap<String, (i16, bool)> = BTreeMap::new();
 
     if let Some(names) = &requested {
+        let mut to_create: Vec<&String> = Vec::new();
         for name in names {
-            if image.topic(name).is_some() || errors.contains_key(name) {
+            if image.topic(name).is_some() || errors.contains_key(name) || to_create.contains(&name)
+            {
                 continue;
             }
-            if let Err(e) = super::validate_topic_name(name) {
+            if let Err(e) = validate_topic_name(name) {
                 tracing::debug!(topic = %name, error = %e, "metadata for an invalid topic name");
                 errors.insert(
                     name.clone(),
@@ -88,23 +87,21 @@ pub async fn handle(broker: &Broker, version: i16, req: MetadataRequest) -> Meta
                 );
                 continue;
             }
-            match auto_create(broker, name).await {
-                Ok(()) => image = broker.image(),
-                Err(CreateTopicError::AlreadyExists(_)) => image = broker.image(),
-                Err(CreateTopicError::InvalidTopic(_)) => {
-                    errors.insert(
-                        name.clone(),
-                        (code(ResponseError::InvalidTopicException), false),
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(topic = %name, error = %e, "auto-creating topic failed");
-                    errors.insert(
-                        name.clone(),
-                        (code(ResponseError::LeaderNotAvailable), false),
-                    );
-                }
+            to_create.push(name);
+        }
+        if !to_create.is_empty() {
+            for (name, created) in to_create.iter().zip(auto_create(broker, &to_create).await) {
+                let error = match created {
+                    Ok(_) | Err(CreateTopicError::AlreadyExists(_)) => continue,
+                    Err(CreateTopicError::InvalidTopic(_)) => ResponseError::InvalidTopicException,
+                    Err(e) => {
+                        tracing::warn!(topic = %name, error = %e, "auto-creating topic failed");
+                        ResponseError::LeaderNotAvailable
+                    }
+                };
+                errors.insert((*name).clone(), (code(error), false));
             }
+            image = broker.image();
         }
     }
 
@@ -163,23 +160,38 @@ pub async fn handle(broker: &Broker, version: i16, req: MetadataRequest) -> Meta
     resp
 }
 
-async fn auto_create(broker: &Broker, name: &str) -> Result<(), CreateTopicError> {
-    let spec = TopicSpec {
-        name: name.to_string(),
-        num_partitions: -1,
-        replication_factor: -1,
-        assignments: None,
-        configs: BTreeMap::new(),
-    };
+/// Creates the named topics with the broker defaults (`auto.create.topics.enable`), in one
+/// proposal, and waits until they are hosted here.
+async fn auto_create(broker: &Broker, names: &[&String]) -> Vec<controller::Created> {
+    let specs: Vec<TopicSpec> = names
+        .iter()
+        .map(|name| TopicSpec {
+            name: (*name).clone(),
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments: None,
+            configs: BTreeMap::new(),
+        })
+        .collect();
     let defaults = CreateDefaults {
         num_partitions: broker.config.kafka.num_partitions,
         replication_factor: broker.config.kafka.default_replication_factor,
     };
-    let planned = controller::plan_topic(&broker.image(), &spec, defaults)?;
-    controller::create_topic(&broker.meta, planned).await?;
-    broker.replicas.apply_image(&broker.image());
-    tracing::info!(topic = %name, "auto-created topic");
-    Ok(())
+    let created = controller::create_topics(
+        &broker.meta,
+        &specs,
+        defaults,
+        crate::log::config::validate_topic_overrides,
+        false,
+    )
+    .await;
+    if created.iter().any(|c| c.is_ok()) {
+        broker.wait_hosted().await;
+        for (name, _) in names.iter().zip(&created).filter(|(_, c)| c.is_ok()) {
+            tracing::info!(topic = %name, "auto-created topic");
+        }
+    }
+    created
 }
 
 fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {

@@ -23,9 +23,9 @@ use kafka_protocol::ResponseError;
 use std::sync::Arc;
 
 use crate::broker::Broker;
+use crate::log::producer_state::ProducerError;
 use crate::log::LogError;
 use crate::meta::image::MetadataImage;
-use crate::replica::producer_state::ProducerError;
 use crate::replica::{Partition, PartitionError};
 
 /// (api key, lowest advertised version, highest version).
@@ -123,10 +123,10 @@ pub fn partition_error_code(e: &PartitionError) -> ResponseError {
         PartitionError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
         PartitionError::UnknownLeaderEpoch(_) => ResponseError::UnknownLeaderEpoch,
         PartitionError::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
-        PartitionError::Producer(ProducerError::InvalidProducerEpoch(_)) => {
+        PartitionError::Log(LogError::Producer(ProducerError::InvalidProducerEpoch(_))) => {
             ResponseError::InvalidProducerEpoch
         }
-        PartitionError::Producer(ProducerError::OutOfOrderSequence(_)) => {
+        PartitionError::Log(LogError::Producer(ProducerError::OutOfOrderSequence(_))) => {
             ResponseError::OutOfOrderSequenceNumber
         }
         PartitionError::Log(LogError::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,
@@ -135,53 +135,9 @@ pub fn partition_error_code(e: &PartitionError) -> ResponseError {
     }
 }
 
-/// Kafka's topic name rules (`Topic.validate`).
-pub fn validate_topic_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("Topic name is illegal, it can't be empty".into());
-    }
-    if name == "." || name == ".." {
-        return Err("Topic name cannot be \".\" or \"..\"".into());
-    }
-    if name.len() > 249 {
-        return Err(format!(
-            "Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"
-        ));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-    {
-        return Err(format!(
-            "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
-        ));
-    }
-    Ok(())
-}
-
-/// Kafka treats '.' and '_' as the same character when checking for colliding names,
-/// because metric names cannot tell them apart.
-pub fn collision_key(name: &str) -> String {
-    name.replace('.', "_")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn topic_names() {
-        assert!(validate_topic_name("chat-topic").is_ok());
-        assert!(validate_topic_name("a.b_C-9").is_ok());
-        assert!(validate_topic_name("").is_err());
-        assert!(validate_topic_name(".").is_err());
-        assert!(validate_topic_name("..").is_err());
-        assert!(validate_topic_name("with space").is_err());
-        assert!(validate_topic_name("ünïcode").is_err());
-        assert!(validate_topic_name(&"x".repeat(249)).is_ok());
-        assert!(validate_topic_name(&"x".repeat(250)).is_err());
-        assert_eq!(collision_key("a.b"), collision_key("a_b"));
-    }
 
     #[test]
     fn produce_v0_to_2_advertised_not_served() {

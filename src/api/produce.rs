@@ -1,5 +1,10 @@
 //! Produce: validate each partition's record batch (framing, CRC32C, size), append it to the
 //! leader's log as received, and answer per partition. acks=0 gets no response.
+//!
+//! Every partition is appended first, in request order; then the request waits, with one
+//! deadline (`timeout_ms` from when the appends finished, as Kafka's DelayedProduce), for the
+//! fsyncs the topics' flush policy asked for and, with acks=-1, for the ISR to hold each
+//! batch.
 
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
@@ -32,6 +37,8 @@ struct Appended {
     base_offset: i64,
     log_append_time: i64,
     log_start_offset: i64,
+    /// Acknowledge only once everything below this offset is on disk.
+    durable_after: Option<i64>,
 }
 
 pub async fn handle(broker: &Broker, version: i16, req: ProduceRequest) -> ProduceOutcome {
@@ -62,22 +69,13 @@ pub async fn handle(broker: &Broker, version: i16, req: ProduceRequest) -> Produ
             .collect();
         appended.push((name, results));
     }
-    if acks == -1 {
-        let timeout = std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
-        for (_, results) in appended.iter_mut() {
-            for (_, result) in results.iter_mut() {
-                if let Ok(a) = result {
-                    if !a
-                        .partition
-                        .wait_for_high_watermark(a.last_offset, timeout)
-                        .await
-                    {
-                        *result = Err(if a.partition.is_leader() {
-                            (ResponseError::RequestTimedOut, None)
-                        } else {
-                            (ResponseError::NotLeaderOrFollower, None)
-                        });
-                    }
+    let timeout = std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
+    let deadline = tokio::time::Instant::now() + timeout;
+    for (_, results) in appended.iter_mut() {
+        for (_, result) in results.iter_mut() {
+            if let Ok(a) = result {
+                if let Err(e) = acknowledged(a, acks, deadline).await {
+                    *result = Err((e, None));
                 }
             }
         }
@@ -106,6 +104,35 @@ pub async fn handle(broker: &Broker, version: i16, req: ProduceRequest) -> Produ
         })
         .collect();
     ProduceOutcome::Respond(ProduceResponse::default().with_responses(responses))
+}
+
+/// Waits, until `deadline`, for what must hold before an append is acknowledged: its fsync
+/// when the flush policy asked for one, and with acks=-1 the high watermark passing it.
+async fn acknowledged(
+    a: &Appended,
+    acks: i16,
+    deadline: tokio::time::Instant,
+) -> Result<(), ResponseError> {
+    if let Some(offset) = a.durable_after {
+        match tokio::time::timeout_at(deadline, a.partition.log.wait_durable(offset)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(ResponseError::KafkaStorageError),
+            Err(_) => return Err(ResponseError::RequestTimedOut),
+        }
+    }
+    if acks == -1
+        && !a
+            .partition
+            .wait_for_high_watermark(a.last_offset, deadline)
+            .await
+    {
+        return Err(if a.partition.is_leader() {
+            ResponseError::RequestTimedOut
+        } else {
+            ResponseError::NotLeaderOrFollower
+        });
+    }
+    Ok(())
 }
 
 fn partition_response(
@@ -160,7 +187,7 @@ fn produce_partition(
         };
         return Err((error, None));
     };
-    if super::metadata::is_internal_topic(topic) {
+    if crate::meta::topic_name::is_internal_topic(topic) {
         return Err((
             ResponseError::InvalidTopicException,
             Some(format!("Cannot append to internal topic {topic}")),
@@ -192,6 +219,7 @@ fn produce_partition(
             base_offset: info.base_offset,
             log_append_time: info.log_append_time,
             log_start_offset: partition.log.log_start_offset(),
+            durable_after: info.durable_after,
         }),
         Err(e) => {
             if let PartitionError::Log(LogError::Io(io)) = &e {

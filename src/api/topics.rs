@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
@@ -44,104 +45,132 @@ pub async fn create(
     for t in &req.topics {
         *counts.entry(t.name.0.to_string()).or_default() += 1;
     }
+    // Each topic is refused here, or becomes a spec for the controller (one proposal for all).
+    let mut specs: Vec<TopicSpec> = Vec::new();
+    let checked: Vec<Result<usize, CreateTopicError>> = req
+        .topics
+        .iter()
+        .map(|topic| {
+            let name = topic.name.0.to_string();
+            if counts.get(&name).copied().unwrap_or(0) > 1 {
+                return Err(CreateTopicError::InvalidRequest(format!(
+                    "Create topics request from client contains multiple entries for the topic {name}"
+                )));
+            }
+            let spec = topic_spec(topic)?;
+            specs.push(spec);
+            Ok(specs.len() - 1)
+        })
+        .collect();
     let defaults = CreateDefaults {
         num_partitions: broker.config.kafka.num_partitions,
         replication_factor: broker.config.kafka.default_replication_factor,
     };
-    let mut results = Vec::with_capacity(req.topics.len());
-    for topic in req.topics {
-        let name = topic.name.0.to_string();
-        let mut result = CreatableTopicResult::default()
-            .with_name(topic.name.clone())
-            .with_num_partitions(-1)
-            .with_replication_factor(-1);
-        if counts.get(&name).copied().unwrap_or(0) > 1 {
-            result.error_code = code(ResponseError::InvalidRequest);
-            if version >= 1 {
-                result.error_message = Some(StrBytes::from_string(format!(
-                    "Create topics request from client contains multiple entries for the topic {name}"
-                )));
-            }
-            results.push(result);
-            continue;
-        }
-        let mut configs = BTreeMap::new();
-        let mut null_config = None;
-        for c in &topic.configs {
-            match &c.value {
-                Some(v) => {
-                    configs.insert(c.name.to_string(), v.to_string());
-                }
-                None => null_config = Some(c.name.to_string()),
-            }
-        }
-        let spec = TopicSpec {
-            name: name.clone(),
-            num_partitions: topic.num_partitions,
-            replication_factor: topic.replication_factor,
-            assignments: (!topic.assignments.is_empty()).then(|| {
-                let mut a: Vec<_> = topic.assignments.iter().collect();
-                a.sort_by_key(|x| x.partition_index);
-                a.iter()
-                    .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
-                    .collect()
-            }),
-            configs,
-        };
-        let planned = match null_config {
-            Some(k) => Err(CreateTopicError::InvalidConfig(format!(
-                "Null value not supported for topic configs: {k}"
-            ))),
-            None => check_assignment_indexes(&topic.assignments)
-                .and_then(|()| controller::plan_topic(&broker.image(), &spec, defaults)),
-        };
-        let outcome = match planned {
-            Ok(t) if req.validate_only => Ok(std::sync::Arc::new(t)),
-            Ok(t) => controller::create_topic(&broker.meta, t).await,
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(created) => {
-                if !req.validate_only {
-                    broker.replicas.apply_image(&broker.image());
-                    tracing::info!(topic = %name, partitions = created.partitions.len(), "created topic");
-                }
-                if version >= 7 && !req.validate_only {
-                    result.topic_id = created.topic_id;
-                }
-                if version >= 5 {
-                    result.num_partitions = created.partitions.len() as i32;
-                    result.replication_factor = created
-                        .partitions
-                        .first()
-                        .map(|p| p.replicas.len() as i16)
-                        .unwrap_or(0);
-                    result.configs = Some(
-                        broker
-                            .config
-                            .topic_defaults
-                            .describe(&created.configs)
-                            .into_iter()
-                            .map(|(k, v, source)| {
-                                CreatableTopicConfigs::default()
-                                    .with_name(StrBytes::from_static_str(k))
-                                    .with_value(Some(StrBytes::from_string(v)))
-                                    .with_config_source(source)
-                            })
-                            .collect(),
-                    );
-                }
-            }
-            Err(e) => {
-                result.error_code = code(create_error_code(&e));
-                if version >= 1 {
-                    result.error_message = Some(StrBytes::from_string(e.to_string()));
-                }
-            }
-        }
-        results.push(result);
+    let created = controller::create_topics(
+        &broker.meta,
+        &specs,
+        defaults,
+        crate::log::config::validate_topic_overrides,
+        req.validate_only,
+    )
+    .await;
+    if !req.validate_only && created.iter().any(|c| c.is_ok()) {
+        broker.wait_hosted().await;
     }
+    let results = req
+        .topics
+        .iter()
+        .zip(checked)
+        .map(|(topic, checked)| {
+            let outcome = checked.and_then(|i| created[i].clone());
+            topic_result(broker, version, req.validate_only, topic, outcome)
+        })
+        .collect();
     CreateTopicsResponse::default().with_topics(results)
+}
+
+/// A CreateTopics entry as the controller takes it, or why it cannot be one.
+fn topic_spec(topic: &CreatableTopic) -> Result<TopicSpec, CreateTopicError> {
+    let mut configs = BTreeMap::new();
+    for c in &topic.configs {
+        match &c.value {
+            Some(v) => {
+                configs.insert(c.name.to_string(), v.to_string());
+            }
+            None => {
+                return Err(CreateTopicError::InvalidConfig(format!(
+                    "Null value not supported for topic configs: {}",
+                    c.name
+                )))
+            }
+        }
+    }
+    check_assignment_indexes(&topic.assignments)?;
+    Ok(TopicSpec {
+        name: topic.name.0.to_string(),
+        num_partitions: topic.num_partitions,
+        replication_factor: topic.replication_factor,
+        assignments: (!topic.assignments.is_empty()).then(|| {
+            let mut a: Vec<_> = topic.assignments.iter().collect();
+            a.sort_by_key(|x| x.partition_index);
+            a.iter()
+                .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
+                .collect()
+        }),
+        configs,
+    })
+}
+
+fn topic_result(
+    broker: &Broker,
+    version: i16,
+    validate_only: bool,
+    topic: &CreatableTopic,
+    outcome: controller::Created,
+) -> CreatableTopicResult {
+    let mut result = CreatableTopicResult::default()
+        .with_name(topic.name.clone())
+        .with_num_partitions(-1)
+        .with_replication_factor(-1);
+    match outcome {
+        Ok(created) => {
+            if !validate_only {
+                tracing::info!(topic = %created.name, partitions = created.partitions.len(), "created topic");
+            }
+            if version >= 7 && !validate_only {
+                result.topic_id = created.topic_id;
+            }
+            if version >= 5 {
+                result.num_partitions = created.partitions.len() as i32;
+                result.replication_factor = created
+                    .partitions
+                    .first()
+                    .map(|p| p.replicas.len() as i16)
+                    .unwrap_or(0);
+                result.configs = Some(
+                    broker
+                        .config
+                        .topic_defaults
+                        .describe(&created.configs)
+                        .into_iter()
+                        .map(|(k, v, source)| {
+                            CreatableTopicConfigs::default()
+                                .with_name(StrBytes::from_static_str(k))
+                                .with_value(Some(StrBytes::from_string(v)))
+                                .with_config_source(source)
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Err(e) => {
+            result.error_code = code(create_error_code(&e));
+            if version >= 1 {
+                result.error_message = Some(StrBytes::from_string(e.to_string()));
+            }
+        }
+    }
+    result
 }
 
 fn check_assignment_indexes(
@@ -206,7 +235,7 @@ pub async fn delete(
                 }
                 match controller::delete_topic(&broker.meta, t.topic_id).await {
                     Ok(ApplyOutcome::Ok) => {
-                        broker.replicas.apply_image(&broker.image());
+                        broker.wait_hosted().await;
                         tracing::info!(topic = %t.name, "deleted topic");
                         Ok(())
                     }
@@ -257,7 +286,7 @@ pub async fn create_partitions(
                 Ok((topic_id, partitions)) => {
                     match controller::add_partitions(&broker.meta, topic_id, partitions).await {
                         Ok(()) => {
-                            broker.replicas.apply_image(&broker.image());
+                            broker.wait_hosted().await;
                             tracing::info!(topic = %name, count = t.count, "added partitions");
                             Ok(())
                         }

@@ -2,13 +2,24 @@
 //! way Kafka persists them, in the compacted internal topic `__consumer_offsets`. A group is
 //! coordinated by the leader of partition `abs(hash(group)) % offsets.topic.num.partitions`;
 //! that broker loads the partition's records when it becomes leader.
+//!
+//! [`GroupCoordinator`] is the entry point for every group API: `membership.rs` (join, sync,
+//! heartbeat, leave, list, describe, delete), `offsets.rs` (commit, fetch, delete, expiry),
+//! `topic.rs` (creating `__consumer_offsets`). The API handlers only translate requests and
+//! responses. `state.rs` is the pure classic-protocol state machine.
+//!
+//! A write to `__consumer_offsets` takes effect in memory only once it is replicated (the
+//! high watermark passed it), as Kafka's pending offset commits do: what OffsetFetch returns
+//! can never be lost by a coordinator failover.
 
 pub mod member;
+mod membership;
+mod offsets;
 pub mod records;
 pub mod state;
-pub mod topic;
+mod topic;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,12 +27,19 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use parking_lot::Mutex;
 
-use crate::log::batch;
-use crate::replica::{now_ms, Partition, ReplicaManager};
+use crate::log::{batch, LogError};
+use crate::meta::MetadataQuorum;
+use crate::replica::{now_ms, Partition, PartitionError, ReplicaManager};
+pub use membership::{ClientInfo, DescribedGroup, ListedGroup};
+pub use offsets::{Committed, CommittedOffset, OffsetCommit, OffsetDeleteResult};
 use records::{partition_for, GroupValue, OffsetValue, RecordKey};
-use state::{Group, GroupState, GroupTiming};
+use state::{Group, GroupTiming};
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// How recently the active controller must have reached this broker (or, on the controller,
+/// a quorum acknowledged it) for it to act as a group coordinator: ten Raft heartbeats.
+pub const COORDINATOR_CONTACT: Duration = Duration::from_secs(2);
 
 /// Coordinator settings, with Kafka's names and defaults.
 #[derive(Debug, Clone)]
@@ -52,13 +70,31 @@ pub struct GroupConfig {
 /// One group and its committed offsets.
 pub struct GroupEntry {
     pub group: Group,
-    pub offsets: HashMap<(String, i32), OffsetValue>,
+    pub offsets: HashMap<(String, i32), CommittedOffset>,
 }
 
 pub type GroupHandle = Arc<Mutex<GroupEntry>>;
 
+/// Records appended to `__consumer_offsets`, not yet known to be replicated.
+pub struct Written {
+    partition: Arc<Partition>,
+    /// The offset of the first record; the others follow densely.
+    base_offset: i64,
+    last_offset: i64,
+    durable_after: Option<i64>,
+}
+
+impl Written {
+    /// The log offset of the `i`th record of the append.
+    pub fn record_offset(&self, i: usize) -> i64 {
+        self.base_offset + i as i64
+    }
+}
+
 pub struct GroupCoordinator {
     pub config: GroupConfig,
+    replicas: Arc<ReplicaManager>,
+    meta: MetadataQuorum,
     groups: Mutex<HashMap<String, GroupHandle>>,
     /// `__consumer_offsets` partitions this broker coordinates and has loaded, with the
     /// leader epoch they were loaded in.
@@ -66,26 +102,30 @@ pub struct GroupCoordinator {
 }
 
 /// Maps a failed `__consumer_offsets` append to what Kafka answers group clients.
-fn append_error(e: &crate::replica::PartitionError) -> ResponseError {
-    use crate::log::LogError;
-    use crate::replica::PartitionError as P;
+fn append_error(e: &PartitionError) -> ResponseError {
     match e {
-        P::NotLeader | P::Log(LogError::Io(_)) => ResponseError::NotCoordinator,
-        P::Log(LogError::MessageTooLarge { .. }) => ResponseError::InvalidCommitOffsetSize,
+        PartitionError::NotLeader | PartitionError::Log(LogError::Io(_)) => {
+            ResponseError::NotCoordinator
+        }
+        PartitionError::Log(LogError::MessageTooLarge { .. }) => {
+            ResponseError::InvalidCommitOffsetSize
+        }
         _ => ResponseError::CoordinatorNotAvailable,
     }
 }
 
 impl GroupCoordinator {
-    pub fn new(config: GroupConfig) -> Self {
+    pub fn new(config: GroupConfig, replicas: Arc<ReplicaManager>, meta: MetadataQuorum) -> Self {
         Self {
             config,
+            replicas,
+            meta,
             groups: Mutex::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn timing(&self) -> GroupTiming {
+    fn timing(&self) -> GroupTiming {
         GroupTiming {
             initial_rebalance_delay: self.config.initial_rebalance_delay,
             max_size: self.config.max_size,
@@ -96,24 +136,30 @@ impl GroupCoordinator {
         partition_for(group, self.config.offsets_partitions)
     }
 
-    /// Whether this broker coordinates `group` now: NOT_COORDINATOR when another broker
-    /// does, COORDINATOR_LOAD_IN_PROGRESS while its partition is being loaded.
-    pub fn check_owner(&self, replicas: &ReplicaManager, group: &str) -> Result<(), ResponseError> {
+    /// Whether this broker coordinates `group` now: NOT_COORDINATOR when another broker does,
+    /// or when this broker's metadata may be stale (paused, or cut off from the controller
+    /// for longer than `COORDINATOR_CONTACT`: coordination may have moved on without it, and
+    /// clients should look the coordinator up again); COORDINATOR_LOAD_IN_PROGRESS while its
+    /// partition is being loaded.
+    pub fn check_coordinator(&self, group: &str) -> Result<(), ResponseError> {
+        if !self.meta.in_contact(COORDINATOR_CONTACT) {
+            return Err(ResponseError::NotCoordinator);
+        }
         let p = self.partition_for(group);
         if self.loaded.lock().contains_key(&p) {
             return Ok(());
         }
-        match replicas.partition(OFFSETS_TOPIC, p) {
+        match self.replicas.partition(OFFSETS_TOPIC, p) {
             Some(part) if part.is_leader() => Err(ResponseError::CoordinatorLoadInProgress),
             _ => Err(ResponseError::NotCoordinator),
         }
     }
 
-    pub fn group(&self, id: &str) -> Option<GroupHandle> {
+    fn group(&self, id: &str) -> Option<GroupHandle> {
         self.groups.lock().get(id).cloned()
     }
 
-    pub fn get_or_create(&self, id: &str) -> GroupHandle {
+    fn get_or_create(&self, id: &str) -> GroupHandle {
         self.groups
             .lock()
             .entry(id.to_string())
@@ -126,11 +172,7 @@ impl GroupCoordinator {
             .clone()
     }
 
-    /// Drops a deleted group from memory (its tombstones are written).
-    pub fn forget(&self, id: &str) {
-        self.groups.lock().remove(id);
-    }
-
+    /// Every group coordinated here.
     pub fn all_groups(&self) -> Vec<(String, GroupHandle)> {
         self.groups
             .lock()
@@ -139,16 +181,18 @@ impl GroupCoordinator {
             .collect()
     }
 
-    /// Appends records to the group's `__consumer_offsets` partition. Returns the partition and
-    /// the last offset written, to wait for replication outside any group lock.
-    pub fn append(
+    /// Appends records to the group's `__consumer_offsets` partition. Call with the group's
+    /// lock held (so a group's records are appended in the order its state changed), and wait
+    /// with [`Self::replicated`] after releasing it.
+    fn append(
         &self,
-        replicas: &ReplicaManager,
         group: &str,
         records: &[(Bytes, Option<Bytes>)],
-    ) -> Result<(Arc<Partition>, i64), ResponseError> {
+    ) -> Result<Written, ResponseError> {
+        debug_assert!(!records.is_empty());
         let p = self.partition_for(group);
-        let partition = replicas
+        let partition = self
+            .replicas
             .partition(OFFSETS_TOPIC, p)
             .ok_or(ResponseError::NotCoordinator)?;
         let refs: Vec<batch::KeyValue<'_>> = records
@@ -161,18 +205,39 @@ impl GroupCoordinator {
         let info = partition
             .append_as_leader(&view, -1, now_ms())
             .map_err(|e| append_error(&e))?;
-        Ok((partition, info.last_offset))
+        debug_assert_eq!(
+            info.last_offset - info.base_offset + 1,
+            records.len() as i64,
+            "one offset per record"
+        );
+        Ok(Written {
+            partition,
+            base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            durable_after: info.durable_after,
+        })
     }
 
-    /// Waits until an append is replicated (acks=-1 semantics for coordinator writes).
-    pub async fn committed(&self, written: (Arc<Partition>, i64)) -> Result<(), ResponseError> {
-        let (partition, last) = written;
-        if partition
-            .wait_for_high_watermark(last, self.config.commit_timeout)
+    /// Waits until an append is durable as the flush policy asks and replicated to the ISR
+    /// (acks=-1 semantics for coordinator writes), up to `offsets.commit.timeout.ms`.
+    async fn replicated(&self, written: &Written) -> Result<(), ResponseError> {
+        let deadline = tokio::time::Instant::now() + self.config.commit_timeout;
+        if let Some(offset) = written.durable_after {
+            match tokio::time::timeout_at(deadline, written.partition.log.wait_durable(offset))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(ResponseError::NotCoordinator),
+                Err(_) => return Err(ResponseError::RequestTimedOut),
+            }
+        }
+        if written
+            .partition
+            .wait_for_high_watermark(written.last_offset, deadline)
             .await
         {
             Ok(())
-        } else if partition.is_leader() {
+        } else if written.partition.is_leader() {
             Err(ResponseError::RequestTimedOut)
         } else {
             Err(ResponseError::NotCoordinator)
@@ -180,7 +245,7 @@ impl GroupCoordinator {
     }
 
     /// The record that stores a group's metadata.
-    pub fn group_record(group: &str, value: &GroupValue) -> (Bytes, Option<Bytes>) {
+    fn group_record(group: &str, value: &GroupValue) -> (Bytes, Option<Bytes>) {
         (
             RecordKey::Group {
                 group: group.to_string(),
@@ -191,8 +256,9 @@ impl GroupCoordinator {
     }
 
     /// Loads newly led `__consumer_offsets` partitions and forgets those no longer led.
-    pub fn sync_partitions(&self, replicas: &ReplicaManager) {
-        let hosted = replicas.hosted();
+    /// Blocking: it reads whole partitions (called with the metadata, off the async workers).
+    pub fn sync_partitions(&self) {
+        let hosted = self.replicas.hosted();
         let led: HashMap<i32, i32> = hosted
             .get(OFFSETS_TOPIC)
             .map(|t| {
@@ -213,7 +279,7 @@ impl GroupCoordinator {
         }
         for (p, epoch) in &led {
             if current.get(p) != Some(epoch) {
-                if let Some(partition) = replicas.partition(OFFSETS_TOPIC, *p) {
+                if let Some(partition) = self.replicas.partition(OFFSETS_TOPIC, *p) {
                     self.load(*p, *epoch, &partition);
                 }
             }
@@ -233,70 +299,11 @@ impl GroupCoordinator {
     /// Replays a `__consumer_offsets` partition into groups and offsets.
     fn load(&self, p: i32, leader_epoch: i32, partition: &Partition) {
         let started = Instant::now();
-        let mut offsets: HashMap<(String, String, i32), OffsetValue> = HashMap::new();
-        let mut metadata: HashMap<String, GroupValue> = HashMap::new();
-        let mut tombstoned: HashSet<String> = HashSet::new();
-        partition.log.for_each_batch(|b| {
-            let mut bytes = Bytes::copy_from_slice(b.as_bytes());
-            let set = match kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes) {
-                Ok(set) => set,
-                Err(e) => {
-                    tracing::warn!(partition = p, error = %e, "skipping an undecodable batch");
-                    return;
-                }
-            };
-            for r in set.records {
-                let Some(key) = r.key.as_deref() else {
-                    continue;
-                };
-                let key = match RecordKey::decode(key) {
-                    Ok(Some(k)) => k,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::warn!(partition = p, error = %e, "skipping a malformed key");
-                        continue;
-                    }
-                };
-                match (key, r.value.as_deref()) {
-                    (
-                        RecordKey::Offset {
-                            group,
-                            topic,
-                            partition,
-                        },
-                        None,
-                    ) => {
-                        offsets.remove(&(group, topic, partition));
-                    }
-                    (
-                        RecordKey::Offset {
-                            group,
-                            topic,
-                            partition,
-                        },
-                        Some(v),
-                    ) => {
-                        if let Ok(v) = OffsetValue::decode(v) {
-                            offsets.insert((group, topic, partition), v);
-                        }
-                    }
-                    (RecordKey::Group { group }, None) => {
-                        metadata.remove(&group);
-                        tombstoned.insert(group);
-                    }
-                    (RecordKey::Group { group }, Some(v)) => {
-                        if let Ok(v) = GroupValue::decode(v) {
-                            tombstoned.remove(&group);
-                            metadata.insert(group, v);
-                        }
-                    }
-                }
-            }
-        });
+        let replay = Replay::of(p, partition);
         let now = Instant::now();
         let now_wall = now_ms();
         let mut entries: HashMap<String, GroupEntry> = HashMap::new();
-        for (id, value) in &metadata {
+        for (id, value) in &replay.metadata {
             entries.insert(
                 id.clone(),
                 GroupEntry {
@@ -305,7 +312,7 @@ impl GroupCoordinator {
                 },
             );
         }
-        for ((group, topic, partition), v) in offsets {
+        for ((group, topic, partition), committed) in replay.offsets {
             entries
                 .entry(group.clone())
                 .or_insert_with(|| GroupEntry {
@@ -313,7 +320,7 @@ impl GroupCoordinator {
                     offsets: HashMap::new(),
                 })
                 .offsets
-                .insert((topic, partition), v);
+                .insert((topic, partition), committed);
         }
         let count = entries.len();
         {
@@ -330,81 +337,81 @@ impl GroupCoordinator {
             "loaded {OFFSETS_TOPIC} partition"
         );
     }
+}
 
-    /// Timeouts of every group (sessions, join and sync phases), persisting what changed.
-    pub fn tick(&self, replicas: &ReplicaManager) {
-        let now = Instant::now();
-        let now_wall = now_ms();
-        let timing = self.timing();
-        for (id, handle) in self.all_groups() {
-            let mut entry = handle.lock();
-            if let Some(value) = entry.group.tick(timing, now, now_wall) {
-                if let Err(e) = self.append(replicas, &id, &[Self::group_record(&id, &value)]) {
-                    tracing::warn!(group = %id, error = ?e, "storing group metadata failed");
+/// What a `__consumer_offsets` partition holds, replayed record by record (the latest record
+/// per key wins; a tombstone removes).
+#[derive(Default)]
+struct Replay {
+    offsets: HashMap<(String, String, i32), CommittedOffset>,
+    metadata: HashMap<String, GroupValue>,
+}
+
+impl Replay {
+    fn of(p: i32, partition: &Partition) -> Self {
+        let mut replay = Replay::default();
+        partition.log.for_each_batch(|b| {
+            let mut bytes = Bytes::copy_from_slice(b.as_bytes());
+            let set = match kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes) {
+                Ok(set) => set,
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "skipping an undecodable batch");
+                    return;
+                }
+            };
+            for r in set.records {
+                let Some(key) = r.key.as_deref() else {
+                    continue;
+                };
+                match RecordKey::decode(key) {
+                    Ok(Some(key)) => replay.apply(key, r.value.as_deref(), r.offset),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(partition = p, error = %e, "skipping a malformed key");
+                    }
                 }
             }
-        }
+        });
+        replay
     }
 
-    /// Offset retention (`offsets.retention.minutes`), as Kafka applies it: an empty group's
-    /// offsets expire once the group has been empty that long; a group with members only loses
-    /// offsets of topics it no longer subscribes to; a group without a protocol (manual
-    /// assignment) loses offsets by commit time. Groups left with nothing are forgotten.
-    pub fn expire_offsets(&self, replicas: &ReplicaManager) {
-        let now = now_ms();
-        let retention = self.config.offsets_retention.as_millis() as i64;
-        for (id, handle) in self.all_groups() {
-            let mut entry = handle.lock();
-            let g = &entry.group;
-            let subscribed = g.subscribed_topics();
-            let empty_since = (g.state == GroupState::Empty).then_some(g.state_timestamp_ms);
-            let has_protocol = g.protocol_type.is_some();
-            let expired: Vec<(String, i32)> = entry
-                .offsets
-                .iter()
-                .filter(|((topic, _), v)| {
-                    if let Some(since) = empty_since.filter(|_| has_protocol) {
-                        now - since.max(v.commit_timestamp) >= retention
-                    } else if let Some(topics) = &subscribed {
-                        !topics.contains(topic) && now - v.commit_timestamp >= retention
-                    } else {
-                        !has_protocol && now - v.commit_timestamp >= retention
-                    }
-                })
-                .map(|(k, _)| k.clone())
-                .collect();
-            if !expired.is_empty() {
-                let tombstones: Vec<(Bytes, Option<Bytes>)> = expired
-                    .iter()
-                    .map(|(t, p)| {
-                        (
-                            RecordKey::Offset {
-                                group: id.clone(),
-                                topic: t.clone(),
-                                partition: *p,
-                            }
-                            .encode(),
-                            None,
-                        )
-                    })
-                    .collect();
-                match self.append(replicas, &id, &tombstones) {
-                    Ok(_) => {
-                        for k in &expired {
-                            entry.offsets.remove(k);
-                        }
-                        tracing::info!(group = %id, count = expired.len(), "expired committed offsets");
-                    }
-                    Err(e) => tracing::warn!(group = %id, error = ?e, "expiring offsets failed"),
+    fn apply(&mut self, key: RecordKey, value: Option<&[u8]>, record_offset: i64) {
+        match (key, value) {
+            (
+                RecordKey::Offset {
+                    group,
+                    topic,
+                    partition,
+                },
+                None,
+            ) => {
+                self.offsets.remove(&(group, topic, partition));
+            }
+            (
+                RecordKey::Offset {
+                    group,
+                    topic,
+                    partition,
+                },
+                Some(v),
+            ) => {
+                if let Ok(value) = OffsetValue::decode(v) {
+                    self.offsets.insert(
+                        (group, topic, partition),
+                        CommittedOffset {
+                            value,
+                            record_offset,
+                        },
+                    );
                 }
             }
-            let forget = entry.group.state == GroupState::Dead
-                || (entry.group.state == GroupState::Empty
-                    && entry.offsets.is_empty()
-                    && entry.group.is_empty());
-            drop(entry);
-            if forget {
-                self.groups.lock().remove(&id);
+            (RecordKey::Group { group }, None) => {
+                self.metadata.remove(&group);
+            }
+            (RecordKey::Group { group }, Some(v)) => {
+                if let Ok(v) = GroupValue::decode(v) {
+                    self.metadata.insert(group, v);
+                }
             }
         }
     }

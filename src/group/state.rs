@@ -532,6 +532,47 @@ impl Group {
     }
 
     /// Topics the members subscribe to, from their consumer protocol metadata.
+    /// Whether a member may commit offsets now (Kafka's `ClassicGroup.validateOffsetCommit`).
+    pub fn validate_offset_commit(
+        &self,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
+        if self.state == GroupState::Dead {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        if generation < 0 && self.state == GroupState::Empty {
+            // A simple consumer (assign()) or the admin client: allowed while no member is in.
+            return Ok(());
+        }
+        if generation >= 0 || !member_id.is_empty() || instance.is_some() {
+            let known = self.by_id.contains_key(member_id);
+            if let Some(i) = instance {
+                match self.static_members.get(i) {
+                    Some(current) if current != member_id => {
+                        return Err(ResponseError::FencedInstanceId)
+                    }
+                    None => return Err(ResponseError::UnknownMemberId),
+                    _ => {}
+                }
+            }
+            if !known {
+                return Err(ResponseError::UnknownMemberId);
+            }
+            if generation != self.generation {
+                return Err(ResponseError::IllegalGeneration);
+            }
+        } else if self.state != GroupState::Empty {
+            return Err(ResponseError::UnknownMemberId);
+        }
+        if self.state == GroupState::CompletingRebalance {
+            // The member has its JoinGroup answer but not yet its assignment.
+            return Err(ResponseError::RebalanceInProgress);
+        }
+        Ok(())
+    }
+
     pub fn subscribed_topics(&self) -> Option<Vec<String>> {
         if self.protocol_type.as_deref() != Some("consumer") {
             return None;

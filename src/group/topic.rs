@@ -1,52 +1,92 @@
 //! The internal `__consumer_offsets` topic: created on first use with Kafka's settings
-//! (compacted, `offsets.topic.num.partitions` partitions), then loaded by its leaders.
+//! (compacted, `offsets.topic.num.partitions` partitions), then loaded by its leaders; and
+//! FindCoordinator, which is where a group learns whose it is.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use kafka_protocol::ResponseError;
 
-use super::OFFSETS_TOPIC;
-use crate::broker::Broker;
+use super::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::meta::controller::{self, CreateDefaults, CreateTopicError, TopicSpec};
 
-/// Creates `__consumer_offsets` if it does not exist yet. The replication factor is
-/// `offsets.topic.replication.factor`, capped at the number of registered brokers so that a
-/// single broker works out of the box.
-pub async fn ensure_offsets_topic(broker: &Broker) -> Result<(), (ResponseError, String)> {
-    if broker.image().topic(OFFSETS_TOPIC).is_some() {
-        return Ok(());
-    }
-    let config = &broker.groups.config;
-    let brokers = broker.image().brokers.len().max(1) as i16;
-    let mut configs = BTreeMap::new();
-    configs.insert("cleanup.policy".to_string(), "compact".to_string());
-    configs.insert("compression.type".to_string(), "producer".to_string());
-    configs.insert(
-        "segment.bytes".to_string(),
-        config.offsets_segment_bytes.to_string(),
-    );
-    let spec = TopicSpec {
-        name: OFFSETS_TOPIC.to_string(),
-        num_partitions: config.offsets_partitions,
-        replication_factor: config.offsets_replication_factor.min(brokers),
-        assignments: None,
-        configs,
-    };
-    let defaults = CreateDefaults {
-        num_partitions: config.offsets_partitions,
-        replication_factor: 1,
-    };
-    let created = match controller::plan_topic(&broker.image(), &spec, defaults) {
-        Ok(t) => controller::create_topic(&broker.meta, t).await,
-        Err(e) => Err(e),
-    };
-    match created {
-        Ok(_) | Err(CreateTopicError::AlreadyExists(_)) => {
-            broker.replicas.apply_image(&broker.image());
-            broker.groups.sync_partitions(&broker.replicas);
-            tracing::info!("created {OFFSETS_TOPIC}");
-            Ok(())
+/// How long FindCoordinator waits for a just-created `__consumer_offsets` to be hosted here.
+const HOSTED_WAIT: Duration = Duration::from_secs(10);
+
+/// A coordinator's address: (node id, host, port).
+pub type CoordinatorAddress = (i32, String, i32);
+
+impl GroupCoordinator {
+    /// The broker that coordinates `group` (creating `__consumer_offsets` if needed), or the
+    /// error and message FindCoordinator answers with.
+    pub async fn find_coordinator(
+        &self,
+        group: &str,
+    ) -> Result<CoordinatorAddress, (ResponseError, String)> {
+        self.ensure_offsets_topic().await?;
+        let image = self.meta.image();
+        let p = self.partition_for(group);
+        let leader = image
+            .topic(OFFSETS_TOPIC)
+            .and_then(|t| t.partitions.iter().find(|x| x.partition == p))
+            .map(|x| x.leader)
+            .unwrap_or(-1);
+        match image.brokers.get(&leader) {
+            Some(b) => Ok((b.node_id, b.host.clone(), b.port)),
+            None => Err((
+                ResponseError::CoordinatorNotAvailable,
+                "The coordinator is not available.".into(),
+            )),
         }
-        Err(e) => Err((ResponseError::CoordinatorNotAvailable, e.to_string())),
+    }
+
+    /// Creates `__consumer_offsets` if it does not exist yet. The replication factor is
+    /// `offsets.topic.replication.factor`, capped at the number of registered brokers so that
+    /// a single broker works out of the box.
+    async fn ensure_offsets_topic(&self) -> Result<(), (ResponseError, String)> {
+        let image = self.meta.image();
+        if image.topic(OFFSETS_TOPIC).is_some() {
+            return Ok(());
+        }
+        let config = &self.config;
+        let brokers = image.brokers.len().max(1) as i16;
+        let mut configs = BTreeMap::new();
+        configs.insert("cleanup.policy".to_string(), "compact".to_string());
+        configs.insert("compression.type".to_string(), "producer".to_string());
+        configs.insert(
+            "segment.bytes".to_string(),
+            config.offsets_segment_bytes.to_string(),
+        );
+        let spec = TopicSpec {
+            name: OFFSETS_TOPIC.to_string(),
+            num_partitions: config.offsets_partitions,
+            replication_factor: config.offsets_replication_factor.min(brokers),
+            assignments: None,
+            configs,
+        };
+        let defaults = CreateDefaults {
+            num_partitions: config.offsets_partitions,
+            replication_factor: 1,
+        };
+        let created = controller::create_topics(
+            &self.meta,
+            &[spec],
+            defaults,
+            crate::log::config::validate_topic_overrides,
+            false,
+        )
+        .await
+        .pop()
+        .expect("one result per topic");
+        match created {
+            Ok(_) | Err(CreateTopicError::AlreadyExists(_)) => {
+                self.replicas
+                    .wait_for_image(self.meta.image().version, HOSTED_WAIT)
+                    .await;
+                tracing::info!("created {OFFSETS_TOPIC}");
+                Ok(())
+            }
+            Err(e) => Err((ResponseError::CoordinatorNotAvailable, e.to_string())),
+        }
     }
 }

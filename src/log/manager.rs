@@ -1,6 +1,6 @@
 //! LogManager: every partition log under `<data-dir>/logs`, their recovery at startup, the
-//! recovery-point, log-start-offset and cleaner-offset checkpoints, scheduled flushes
-//! (`flush.ms`) and the clean-shutdown marker.
+//! log directory's flusher thread, the recovery-point, log-start-offset and cleaner-offset
+//! checkpoints, scheduled flushes (`flush.ms`) and the clean-shutdown marker.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::checkpoint::{self, Checkpoint};
 use super::config::LogConfig;
+use super::flusher::LogFlusher;
 use super::partition_log::PartitionLog;
 
 const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
@@ -25,6 +26,8 @@ pub type TopicPartition = (String, i32);
 pub struct LogManager {
     dir: PathBuf,
     logs: Mutex<HashMap<TopicPartition, Arc<PartitionLog>>>,
+    /// Does the logs' owed fsyncs and seals, off the append path.
+    flusher: Arc<LogFlusher>,
     /// Read once at startup; consumed as partitions are opened.
     startup: Mutex<Startup>,
 }
@@ -85,6 +88,7 @@ impl LogManager {
         Ok(Self {
             dir: dir.to_path_buf(),
             logs: Mutex::new(HashMap::new()),
+            flusher: LogFlusher::start("log-flusher")?,
             startup: Mutex::new(Startup {
                 clean,
                 recovery_points,
@@ -143,14 +147,15 @@ impl LogManager {
             )
         };
         let existed = dir.exists();
-        let log = Arc::new(PartitionLog::open(
+        let log = PartitionLog::open_with_flusher(
             &dir,
             config,
             recovery_point,
             log_start,
             clean || !existed,
             now_ms,
-        )?);
+            Some(self.flusher.clone()),
+        )?;
         if let (true, Some(offset)) = (existed, cleaner_offset) {
             // Ignored when outside the log (a recreated topic): cleaning then starts over.
             log.set_cleaner_checkpoint(offset);
@@ -223,8 +228,10 @@ impl LogManager {
         checkpoint::write(&path, &offsets)
     }
 
-    /// Flushes and closes every log, writes the checkpoints, then the clean-shutdown marker.
+    /// Finishes the flusher's queue, flushes and closes every log, writes the checkpoints,
+    /// then the clean-shutdown marker. Blocking.
     pub fn shutdown(&self) -> io::Result<()> {
+        self.flusher.stop();
         for (tp, log) in self.all() {
             if let Err(e) = log.close() {
                 tracing::error!(topic = %tp.0, partition = tp.1, error = %e, "closing log failed");
@@ -233,6 +240,13 @@ impl LogManager {
         }
         self.write_checkpoints()?;
         crate::durable::replace(&self.dir.join(CLEAN_SHUTDOWN_FILE), b"")
+    }
+}
+
+impl Drop for LogManager {
+    fn drop(&mut self) {
+        // Normally done by `shutdown`; stops the thread when a test drops the manager.
+        self.flusher.stop();
     }
 }
 
@@ -260,7 +274,7 @@ mod tests {
                     kafka_protocol::records::Compression::None,
                 );
                 let view = crate::log::batch::validate_produce_batch(&raw).expect("valid");
-                log.append(&view, 0, 0).expect("append");
+                log.append_as_leader(&view, 0, 0).expect("append");
             }
             assert_eq!(log.cleaner_checkpoint(), None);
             log.set_cleaner_checkpoint(12);

@@ -1,27 +1,39 @@
 //! PartitionLog: the ordered segments of one partition, its log start offset, log end offset
-//! and recovery point.
+//! and recovery point, its leader epochs and its producers' state (Kafka's `UnifiedLog`).
 //!
-//! Appends are serialized by one per-partition mutex; reads take a brief read lock on the
-//! segment map, clone the segment handles they need, and then work without locks.
+//! Appends are serialized by one per-partition writer lock (`append.rs`); reads take a brief
+//! read lock on the segment map, clone the segment handles they need, and then work without
+//! locks. Opening is `load.rs`, truncation at either end `truncate.rs`. Slow disk work
+//! (fsyncs, seals) is owed to the log directory's flusher thread (`flusher.rs`) and never
+//! done by an append.
+//!
+//! Invariants, asserted where they are maintained: log start offset <= high watermark (kept
+//! by the replica layer) <= log end offset; offsets are dense (each batch starts at the log
+//! end offset); the recovery point never passes the log end offset.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
-use super::batch::{self, BatchView};
+use super::batch::BatchView;
 use super::cleaner::CleanerState;
-use super::config::{LogConfig, TimestampType};
+use super::config::LogConfig;
+use super::flusher::LogFlusher;
 use super::leader_epoch::LeaderEpochCache;
-use super::segment::{file_name, LogSegment};
+use super::producer_state::{ProducerError, ProducerStateManager};
+use super::segment::LogSegment;
 use crate::durable::sync_dir;
 
-mod replication;
-pub use replication::ReplicatedBatch;
+mod append;
+mod load;
+mod truncate;
+
+pub use append::FollowerAppend;
 
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +43,10 @@ pub struct AppendInfo {
     /// The broker's timestamp for LogAppendTime topics, else -1.
     pub log_append_time: i64,
     pub size: usize,
+    /// Set when the topic's flush policy (`flush.messages`, `flush.ms`) made this append due
+    /// for an fsync: acknowledge it only once [`PartitionLog::wait_durable`] for this offset
+    /// returns.
+    pub durable_after: Option<i64>,
 }
 
 /// A fetch read: whole batches, possibly empty.
@@ -49,17 +65,37 @@ pub enum LogError {
     },
     #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
     MessageTooLarge { size: usize, max: usize },
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
     #[error("i/o: {0}")]
     Io(#[from] io::Error),
 }
 
+/// What only the appender touches, under the writer lock.
 struct WriterState {
     unflushed_messages: i64,
     last_flush_ms: i64,
+    /// Idempotent producers: checked and updated in the same step as the write.
+    producers: ProducerStateManager,
+}
+
+/// Disk work appends have asked for and the flusher has not done yet.
+#[derive(Default)]
+struct OwedIo {
+    /// fsync everything below this offset.
+    flush_upto: i64,
+    /// Segments rolled away from: seal, fsync, then move the recovery point past them.
+    seals: Vec<Arc<LogSegment>>,
+    /// A segment was created: fsync the directory.
+    sync_dir: bool,
+    /// The log is in the flusher's queue.
+    queued: bool,
 }
 
 pub struct PartitionLog {
     dir: PathBuf,
+    /// This log, for the flusher's queue.
+    me: Weak<PartitionLog>,
     config: RwLock<Arc<LogConfig>>,
     segments: RwLock<BTreeMap<i64, Arc<LogSegment>>>,
     writer: Mutex<WriterState>,
@@ -76,164 +112,17 @@ pub struct PartitionLog {
     /// Bumped (under the writer lock) by every truncation of the log's tail, so that a
     /// cleaner pass that read segments before a truncation does not swap its output in.
     truncations: AtomicU64,
+    /// Where owed disk work goes; `None` does it inline (tests, tools).
+    flusher: Option<Arc<LogFlusher>>,
+    owed: Mutex<OwedIo>,
+    /// Notified whenever the recovery point moves or a flush fails.
+    durable: tokio::sync::Notify,
+    /// A flush failed: appends can no longer be made durable (Kafka takes the log dir
+    /// offline).
+    io_failed: AtomicBool,
 }
 
 impl PartitionLog {
-    /// Opens (or creates) a partition directory. With `clean` false, every segment from the
-    /// one holding `recovery_point` on is re-validated, indexes are rebuilt and a torn tail is
-    /// truncated.
-    pub fn open(
-        dir: &Path,
-        config: Arc<LogConfig>,
-        recovery_point: i64,
-        log_start_checkpoint: i64,
-        clean: bool,
-        now_ms: i64,
-    ) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        // A cleaner swap interrupted by a crash is completed first (`cleaner.rs`); the
-        // segments it produced get their indexes rebuilt below.
-        let swapped = super::cleaner::complete_interrupted_swaps(dir)?;
-        let mut bases: Vec<i64> = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
-            let name = entry?.file_name();
-            let name = name.to_string_lossy();
-            if let Some(stem) = name.strip_suffix(".log") {
-                if stem.len() == 20 {
-                    if let Ok(base) = stem.parse::<i64>() {
-                        bases.push(base);
-                    }
-                }
-            } else if name.ends_with(".deleted") || name.ends_with(".cleaned") {
-                let _ = std::fs::remove_file(dir.join(name.as_ref()));
-            }
-        }
-        bases.sort_unstable();
-        // Index files without a log file are leftovers.
-        for entry in std::fs::read_dir(dir)? {
-            let name = entry?.file_name();
-            let name = name.to_string_lossy();
-            for suffix in [".index", ".timeindex"] {
-                if let Some(stem) = name.strip_suffix(suffix) {
-                    if let Ok(base) = stem.parse::<i64>() {
-                        if bases.binary_search(&base).is_err() {
-                            let _ = std::fs::remove_file(dir.join(name.as_ref()));
-                        }
-                    }
-                }
-            }
-        }
-        if bases.is_empty() {
-            bases.push(log_start_checkpoint.max(0));
-        }
-        let mut segments = BTreeMap::new();
-        let last = *bases.last().expect("at least one segment");
-        let mut next_offset: Option<i64> = None;
-        let mut truncated_at: Option<usize> = None;
-        for (i, &base) in bases.iter().enumerate() {
-            let active = base == last;
-            let capacity = if active { config.segment_bytes } else { 0 };
-            let needs_recovery = swapped.contains(&base)
-                || (!clean && bases.get(i + 1).is_none_or(|n| *n > recovery_point));
-            // A segment being recovered gets writable indexes so that the rebuild is not
-            // limited by the size of the index files found (a swapped-in segment has none).
-            let seg = LogSegment::open(
-                dir,
-                base,
-                capacity,
-                config.segment_index_bytes,
-                active || needs_recovery,
-                now_ms,
-            )?;
-            if needs_recovery {
-                let before = seg.size();
-                let end = seg.recover(config.index_interval_bytes)?;
-                if !active {
-                    seg.seal()?;
-                }
-                if let Some(end) = end {
-                    next_offset = Some(end);
-                }
-                if seg.size() < before && !active {
-                    // A torn segment that is not the last: everything after it is suspect.
-                    segments.insert(base, Arc::new(seg));
-                    truncated_at = Some(i);
-                    break;
-                }
-            } else if let Some(end) = seg.next_offset() {
-                next_offset = Some(end);
-            }
-            segments.insert(base, Arc::new(seg));
-        }
-        if let Some(i) = truncated_at {
-            for &base in &bases[i + 1..] {
-                for suffix in [".log", ".index", ".timeindex"] {
-                    let _ = std::fs::remove_file(dir.join(file_name(base, suffix)));
-                }
-            }
-        }
-        // The last remaining segment becomes the active one; reopen it writable if it was
-        // opened sealed because later segments were dropped.
-        let (&last_base, last_seg) = segments.iter().next_back().expect("segment");
-        if last_seg.capacity() < config.segment_bytes && last_base != last {
-            let seg = LogSegment::open(
-                dir,
-                last_base,
-                config.segment_bytes,
-                config.segment_index_bytes,
-                true,
-                now_ms,
-            )?;
-            segments.insert(last_base, Arc::new(seg));
-        }
-        let first_base = *segments.keys().next().expect("segment");
-        let log_end = next_offset.unwrap_or(last_base).max(last_base);
-        let log_start = log_start_checkpoint.max(first_base).min(log_end);
-        let (mut epochs, found) = LeaderEpochCache::load(dir);
-        let mut changed = if clean && found {
-            // An epoch that starts right at the log end (a leadership that has not written
-            // yet) stays: dropping it only to assign it again would rewrite the checkpoint of
-            // every partition at every start. A follower drops it when its leader says so.
-            epochs.truncate_from_end(log_end + 1)
-        } else {
-            epochs.clear();
-            for seg in segments.values() {
-                for (_, b) in super::batch::BatchIter::new(seg.bytes()) {
-                    epochs.assign(b.partition_leader_epoch(), b.base_offset());
-                }
-            }
-            true
-        };
-        changed |= epochs.truncate_from_start(log_start);
-        if changed {
-            epochs.persist()?;
-        }
-        let log = Self {
-            dir: dir.to_path_buf(),
-            config: RwLock::new(config),
-            segments: RwLock::new(segments),
-            writer: Mutex::new(WriterState {
-                unflushed_messages: 0,
-                last_flush_ms: now_ms,
-            }),
-            log_start_offset: AtomicI64::new(log_start),
-            log_end_offset: AtomicI64::new(log_end),
-            recovery_point: AtomicI64::new(if clean {
-                log_end
-            } else {
-                recovery_point.min(log_end)
-            }),
-            epochs: Mutex::new(epochs),
-            cleaner_checkpoint: AtomicI64::new(-1),
-            cleaner: Mutex::new(CleanerState::default()),
-            truncations: AtomicU64::new(0),
-        };
-        if !clean {
-            log.flush()?;
-        }
-        Ok(log)
-    }
-
     pub fn config(&self) -> Arc<LogConfig> {
         self.config.read().clone()
     }
@@ -258,6 +147,18 @@ impl PartitionLog {
         self.segments.read().values().map(|s| s.size() as u64).sum()
     }
 
+    /// Asserts 0 <= log start offset <= log end offset. Called after every change to either
+    /// end.
+    fn check_offsets(&self) {
+        let start = self.log_start_offset();
+        let end = self.log_end_offset();
+        assert!(
+            0 <= start && start <= end,
+            "log start offset {start} must not pass the log end offset {end} ({})",
+            self.dir.display()
+        );
+    }
+
     fn active_segment(&self) -> Arc<LogSegment> {
         self.segments
             .read()
@@ -265,145 +166,6 @@ impl PartitionLog {
             .next_back()
             .cloned()
             .expect("a log always has an active segment")
-    }
-
-    /// Appends one validated batch at the log end offset. The batch is written as received
-    /// apart from its base offset and leader epoch (and, for LogAppendTime topics, its max
-    /// timestamp and CRC).
-    pub fn append(
-        &self,
-        batch: &BatchView<'_>,
-        leader_epoch: i32,
-        now_ms: i64,
-    ) -> Result<AppendInfo, LogError> {
-        let config = self.config();
-        if batch.size() > config.max_message_bytes {
-            return Err(LogError::MessageTooLarge {
-                size: batch.size(),
-                max: config.max_message_bytes,
-            });
-        }
-        let stamped: Option<Bytes> = (config.timestamp_type == TimestampType::LogAppendTime)
-            .then(|| batch::with_log_append_time(batch.as_bytes(), now_ms));
-        let raw: &[u8] = stamped.as_deref().unwrap_or(batch.as_bytes());
-        let max_timestamp = if stamped.is_some() {
-            now_ms
-        } else {
-            batch.max_timestamp()
-        };
-        let records = batch.records_count() as i64;
-
-        let mut writer = self.writer.lock();
-        let base_offset = self.log_end_offset();
-        let last_offset = base_offset + batch.last_offset_delta() as i64;
-        let mut segment = self.active_segment();
-        if self.should_roll(&segment, &config, raw.len(), last_offset, now_ms) {
-            segment = self.roll(base_offset, &config, raw.len(), now_ms)?;
-        }
-        let prefix = batch::rewritten_prefix(raw, base_offset, leader_epoch);
-        segment.append(
-            &prefix,
-            &raw[16..],
-            last_offset,
-            max_timestamp,
-            config.index_interval_bytes,
-        )?;
-        self.log_end_offset
-            .store(last_offset + 1, Ordering::Release);
-        {
-            let mut epochs = self.epochs.lock();
-            if epochs.assign(leader_epoch, base_offset) {
-                epochs.persist()?;
-            }
-        }
-        self.after_append(&mut writer, &segment, &config, records, last_offset, now_ms)?;
-        Ok(AppendInfo {
-            base_offset,
-            last_offset,
-            log_append_time: if stamped.is_some() { now_ms } else { -1 },
-            size: raw.len(),
-        })
-    }
-
-    /// Counts appended messages and fsyncs when `flush.messages` or `flush.ms` says so; the
-    /// recovery point then moves past `last_offset`.
-    fn after_append(
-        &self,
-        writer: &mut WriterState,
-        segment: &LogSegment,
-        config: &LogConfig,
-        records: i64,
-        last_offset: i64,
-        now_ms: i64,
-    ) -> io::Result<()> {
-        writer.unflushed_messages += records;
-        if writer.unflushed_messages >= config.flush_messages
-            || now_ms.saturating_sub(writer.last_flush_ms) >= config.flush_ms
-        {
-            segment.flush_log()?;
-            writer.unflushed_messages = 0;
-            writer.last_flush_ms = now_ms;
-            self.recovery_point
-                .store(last_offset + 1, Ordering::Release);
-        }
-        Ok(())
-    }
-
-    fn should_roll(
-        &self,
-        segment: &LogSegment,
-        config: &LogConfig,
-        batch_size: usize,
-        last_offset: i64,
-        now_ms: i64,
-    ) -> bool {
-        let size = segment.size();
-        if size == 0 {
-            return batch_size > segment.capacity();
-        }
-        size + batch_size > config.segment_bytes
-            || size + batch_size > segment.capacity()
-            || segment.offset_index_full()
-            || !segment.can_hold_offset(last_offset)
-            || now_ms.saturating_sub(segment.created_ms()) > config.max_segment_ms()
-    }
-
-    /// Seals the active segment and starts a new one at `base_offset`. The sealed segment is
-    /// fsync'ed in the background, after which the recovery point moves past it.
-    fn roll(
-        &self,
-        base_offset: i64,
-        config: &LogConfig,
-        first_batch: usize,
-        now_ms: i64,
-    ) -> io::Result<Arc<LogSegment>> {
-        let old = self.active_segment();
-        let new = if old.size() == 0 {
-            // An empty active segment is replaced in place (e.g. capacity too small).
-            old.delete_files()?;
-            self.segments.write().remove(&old.base_offset());
-            None
-        } else {
-            old.seal()?;
-            Some(old)
-        };
-        let capacity = config.segment_bytes.max(first_batch);
-        let seg = Arc::new(LogSegment::open(
-            &self.dir,
-            base_offset,
-            capacity,
-            config.segment_index_bytes,
-            true,
-            now_ms,
-        )?);
-        sync_dir(&self.dir)?;
-        self.segments.write().insert(base_offset, seg.clone());
-        if let Some(old) = new {
-            // Flushing the sealed segment makes everything below the new base durable.
-            old.flush()?;
-            self.recovery_point.fetch_max(base_offset, Ordering::AcqRel);
-        }
-        Ok(seg)
     }
 
     /// Reads whole batches starting with the one that holds `offset`, stopping before
@@ -490,28 +252,26 @@ impl PartitionLog {
         None
     }
 
-    /// The (offset, timestamp) of the record with the largest timestamp below `max_offset`.
+    /// The record with the largest timestamp (ListOffsets MAX_TIMESTAMP), as Kafka finds it:
+    /// the first segment holding the largest timestamp, the batch its time tracking points at,
+    /// and the first record in it with that timestamp. `None` when the log has no timestamps
+    /// or that record is at or above `max_offset`. Reads one batch, not the log.
     pub fn offset_of_max_timestamp(&self, max_offset: i64) -> Option<(i64, i64)> {
-        let segments: Vec<Arc<LogSegment>> = self.segments.read().values().cloned().collect();
-        let mut best: Option<(i64, Arc<LogSegment>, super::segment::BatchLocation)> = None;
-        for seg in segments {
-            for loc in seg.batches_from(0) {
-                if loc.base_offset >= max_offset {
-                    break;
-                }
-                if best
-                    .as_ref()
-                    .is_none_or(|(ts, _, _)| loc.max_timestamp > *ts)
-                {
-                    best = Some((loc.max_timestamp, seg.clone(), loc));
-                }
+        let segments = self.segments_snapshot();
+        let mut best: Option<(i64, i64, &Arc<LogSegment>)> = None;
+        for seg in &segments {
+            let (ts, offset) = seg.max_timestamp_and_offset();
+            if ts >= 0 && best.is_none_or(|(best_ts, _, _)| ts > best_ts) {
+                best = Some((ts, offset, seg));
             }
         }
-        let (ts, seg, loc) = best?;
+        let (ts, offset, seg) = best?;
+        let loc = seg.find_batch(offset)?;
         let view = seg.batch_at(&loc);
-        super::records::first_record_at_or_after(&view, ts, self.log_start_offset())
-            .map(|(o, _)| (o, ts))
-            .or(Some((loc.last_offset, ts)))
+        let found = super::records::first_record_at_or_after(&view, ts, self.log_start_offset())
+            .map(|(o, _)| o)
+            .unwrap_or(loc.last_offset);
+        (found < max_offset).then_some((found, ts))
     }
 
     /// The largest epoch <= `epoch` and the offset where it ends (OffsetForLeaderEpoch).
@@ -519,99 +279,6 @@ impl PartitionLog {
         self.epochs
             .lock()
             .end_offset_for(epoch, self.log_end_offset())
-    }
-
-    /// Moves the log start offset up to `offset` (DeleteRecords), then deletes the segments
-    /// that now lie wholly below it.
-    pub fn advance_log_start_offset(&self, offset: i64) -> io::Result<()> {
-        {
-            let _writer = self.writer.lock();
-            let offset = offset.min(self.log_end_offset());
-            if offset <= self.log_start_offset() {
-                return Ok(());
-            }
-            self.log_start_offset.store(offset, Ordering::Release);
-            let mut epochs = self.epochs.lock();
-            if epochs.truncate_from_start(offset) {
-                epochs.persist()?;
-            }
-        }
-        let start = self.log_start_offset();
-        self.delete_oldest_segments(i64::MAX, 0, |_, end, _| end <= start)
-            .map(|_| ())
-    }
-
-    /// Deletes segments from the oldest on while `deletable(segment, end offset, log bytes
-    /// before it goes)` holds and all of a segment lies below `high_watermark`. Returns how
-    /// many were deleted. If every segment goes, a new empty one is rolled first, as Kafka
-    /// does; the log start offset moves to the first remaining segment.
-    pub fn delete_oldest_segments(
-        &self,
-        high_watermark: i64,
-        now_ms: i64,
-        mut deletable: impl FnMut(&LogSegment, i64, u64) -> bool,
-    ) -> io::Result<usize> {
-        let _writer = self.writer.lock();
-        let log_end = self.log_end_offset();
-        let segments: Vec<Arc<LogSegment>> = self.segments.read().values().cloned().collect();
-        let mut total: u64 = segments.iter().map(|s| s.size() as u64).sum();
-        let mut doomed = Vec::new();
-        for (i, seg) in segments.iter().enumerate() {
-            let end = segments
-                .get(i + 1)
-                .map(|n| n.base_offset())
-                .unwrap_or(log_end);
-            // Only the last segment is kept when empty (Kafka's rule); the cleaner can leave
-            // empty segments in between.
-            let last_and_empty = i + 1 == segments.len() && seg.size() == 0;
-            if last_and_empty || end > high_watermark || !deletable(seg, end, total) {
-                break;
-            }
-            total -= seg.size() as u64;
-            doomed.push(seg.clone());
-        }
-        if doomed.is_empty() {
-            return Ok(0);
-        }
-        if doomed.len() == segments.len() {
-            let config = self.config();
-            let seg = Arc::new(LogSegment::open(
-                &self.dir,
-                log_end,
-                config.segment_bytes,
-                config.segment_index_bytes,
-                true,
-                now_ms,
-            )?);
-            segments[segments.len() - 1].seal()?;
-            self.segments.write().insert(log_end, seg);
-        }
-        {
-            let mut map = self.segments.write();
-            for seg in &doomed {
-                map.remove(&seg.base_offset());
-            }
-        }
-        let new_start = self
-            .segments
-            .read()
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(log_end);
-        self.log_start_offset.fetch_max(new_start, Ordering::AcqRel);
-        {
-            let mut epochs = self.epochs.lock();
-            if epochs.truncate_from_start(self.log_start_offset()) {
-                epochs.persist()?;
-            }
-        }
-        for seg in &doomed {
-            // Readers that still hold a slice keep the mapping (and the data) alive.
-            seg.delete_files()?;
-        }
-        sync_dir(&self.dir)?;
-        Ok(doomed.len())
     }
 
     /// Calls `f` with every batch at or after the log start offset, oldest first.
@@ -627,10 +294,90 @@ impl PartitionLog {
         }
     }
 
-    /// fsyncs every segment that may hold unflushed data and advances the recovery point.
-    pub fn flush(&self) -> io::Result<()> {
-        let end = self.log_end_offset();
+    /// Records disk work an append owes and hands the log to the flusher (once: a queued log
+    /// collects more work until the flusher takes it). Without a flusher the work is done now;
+    /// the caller holds the writer lock.
+    fn request_io(&self, owe: impl FnOnce(&mut OwedIo)) -> io::Result<()> {
+        let mut owed = self.owed.lock();
+        owe(&mut owed);
+        match &self.flusher {
+            Some(flusher) => {
+                if !owed.queued {
+                    owed.queued = true;
+                    flusher.enqueue(self.me.clone());
+                }
+                Ok(())
+            }
+            None => {
+                let work = std::mem::take(&mut *owed);
+                drop(owed);
+                self.perform_io(work, true)
+            }
+        }
+    }
+
+    /// The flusher's entry point: does what is owed, off the append path.
+    pub(super) fn do_owed_io(&self) {
+        let work = {
+            let mut owed = self.owed.lock();
+            std::mem::take(&mut *owed)
+        };
+        if let Err(e) = self.perform_io(work, false) {
+            tracing::error!(dir = %self.dir.display(), error = %e,
+                "flushing the log failed; its appends can no longer be made durable");
+            self.io_failed.store(true, Ordering::Release);
+            self.durable.notify_waiters();
+        }
+    }
+
+    /// Seals rolled segments, fsyncs them, the directory and the active data owed, and moves
+    /// the recovery point. `writer_held`: the caller holds the writer lock already.
+    fn perform_io(&self, work: OwedIo, writer_held: bool) -> io::Result<()> {
+        for seg in work.seals {
+            let next_base = {
+                let _writer = (!writer_held).then(|| self.writer.lock());
+                // A truncation may have made it the active segment again, or deleted it.
+                let map = self.segments.read();
+                let still_sealed = map
+                    .get(&seg.base_offset())
+                    .is_some_and(|held| Arc::ptr_eq(held, &seg))
+                    && map.keys().next_back() != Some(&seg.base_offset());
+                if !still_sealed {
+                    continue;
+                }
+                let next = map.range(seg.base_offset() + 1..).next().map(|(b, _)| *b);
+                drop(map);
+                seg.seal()?;
+                next
+            };
+            seg.flush()?;
+            if let Some(next) = next_base {
+                self.advance_recovery_point(next);
+            }
+        }
+        if work.sync_dir {
+            sync_dir(&self.dir)?;
+        }
+        if work.flush_upto > self.recovery_point() {
+            self.flush_upto(work.flush_upto)?;
+        }
+        self.durable.notify_waiters();
+        Ok(())
+    }
+
+    /// Moves the recovery point up to `offset` (never past the log end) and wakes waiters.
+    fn advance_recovery_point(&self, offset: i64) {
+        let offset = offset.min(self.log_end_offset());
+        self.recovery_point.fetch_max(offset, Ordering::AcqRel);
+        self.durable.notify_waiters();
+    }
+
+    /// fsyncs the segments that may hold data not yet durable (from the one holding the
+    /// recovery point on), so that everything below `upto` is on disk.
+    fn flush_upto(&self, upto: i64) -> io::Result<()> {
         let from = self.recovery_point();
+        // Everything written before the fsyncs start is durable after them.
+        let end = self.log_end_offset();
         let segments: Vec<Arc<LogSegment>> = {
             let segs = self.segments.read();
             let floor = segs
@@ -643,9 +390,33 @@ impl PartitionLog {
         for seg in segments {
             seg.flush()?;
         }
-        let mut writer = self.writer.lock();
-        writer.unflushed_messages = 0;
-        self.recovery_point.fetch_max(end, Ordering::AcqRel);
+        self.advance_recovery_point(end.max(upto));
+        Ok(())
+    }
+
+    /// Waits until everything below `offset` is on disk (see [`AppendInfo::durable_after`]).
+    pub async fn wait_durable(&self, offset: i64) -> Result<(), LogError> {
+        loop {
+            let notified = self.durable.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.recovery_point() >= offset {
+                return Ok(());
+            }
+            if self.io_failed.load(Ordering::Acquire) {
+                return Err(LogError::Io(io::Error::other(
+                    "the log could not be flushed to disk",
+                )));
+            }
+            notified.await;
+        }
+    }
+
+    /// fsyncs every segment that may hold unflushed data and advances the recovery point.
+    /// Blocking: for the flush scheduler's and shutdown's threads.
+    pub fn flush(&self) -> io::Result<()> {
+        self.flush_upto(self.log_end_offset())?;
+        self.writer.lock().unflushed_messages = 0;
         Ok(())
     }
 
@@ -661,6 +432,26 @@ impl PartitionLog {
             self.writer.lock().last_flush_ms = now_ms;
         }
         Ok(())
+    }
+
+    /// Rebuilds idempotent producers' state from the batch headers at or after the log
+    /// start offset (at open, and after a truncation of the tail).
+    fn rebuild_producer_state(&self, writer: &mut WriterState, now_ms: i64) {
+        let mut producers = ProducerStateManager::default();
+        self.for_each_batch(|b| {
+            let append_time = if b.is_log_append_time() {
+                b.max_timestamp()
+            } else {
+                -1
+            };
+            producers.record_batch(b, b.base_offset(), append_time, now_ms);
+        });
+        writer.producers = producers;
+    }
+
+    /// Drops idle producers (`producer.id.expiration.ms`).
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) {
+        self.writer.lock().producers.expire(now_ms, expiration_ms);
     }
 
     /// Flushes everything and trims the active segment's indexes, for a clean shutdown.

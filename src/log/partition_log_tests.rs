@@ -24,7 +24,9 @@ fn small_config() -> Arc<LogConfig> {
 
 fn append(log: &PartitionLog, raw: &[u8], now: i64) -> i64 {
     let view = validate_produce_batch(raw).expect("valid");
-    log.append(&view, 3, now).expect("append").base_offset
+    log.append_as_leader(&view, 3, now)
+        .expect("append")
+        .base_offset
 }
 
 #[test]
@@ -179,7 +181,7 @@ fn log_append_time_and_size_limit() {
     let log = PartitionLog::open(dir.path(), config, 0, 0, true, 0).expect("open");
     let raw = batch(2, 5, 10);
     let view = validate_produce_batch(&raw).expect("valid");
-    let info = log.append(&view, 0, 777_000).expect("append");
+    let info = log.append_as_leader(&view, 0, 777_000).expect("append");
     assert_eq!(info.log_append_time, 777_000);
     let r = log.read(0, 2, 1 << 20, true).expect("read");
     let stored = check_batch(&r.records).expect("crc recomputed");
@@ -189,7 +191,7 @@ fn log_append_time_and_size_limit() {
     let big = batch(1, 0, 400);
     let view = validate_produce_batch(&big).expect("valid");
     assert!(matches!(
-        log.append(&view, 0, 1),
+        log.append_as_leader(&view, 0, 1),
         Err(LogError::MessageTooLarge { .. })
     ));
 }
@@ -206,7 +208,7 @@ fn follower_appends_as_is_and_truncates_divergent_tails() {
         let raw = batch(2, 1000 + i, 50);
         let view = validate_produce_batch(&raw).expect("valid");
         leader
-            .append(&view, if i < 30 { 1 } else { 2 }, 1)
+            .append_as_leader(&view, if i < 30 { 1 } else { 2 }, 1)
             .expect("append");
     }
     // Replicate everything in chunks, as fetch responses would carry it.
@@ -220,9 +222,9 @@ fn follower_appends_as_is_and_truncates_divergent_tails() {
             )
             .expect("read");
         let appended = follower
-            .append_replicated(&r.records, 1)
+            .append_as_follower(&r.records, 1)
             .expect("append replicated");
-        assert!(!appended.is_empty());
+        assert!(appended.batches > 0);
     }
     assert_eq!(follower.log_end_offset(), 120);
     assert_eq!(follower.latest_epoch(), Some(2));
@@ -233,10 +235,13 @@ fn follower_appends_as_is_and_truncates_divergent_tails() {
     assert_eq!(a, b);
     // Re-sending what the follower has is skipped; a gap is refused.
     let again = leader.read(100, 120, 1 << 20, true).expect("read");
-    assert!(follower
-        .append_replicated(&again.records, 1)
-        .expect("skip")
-        .is_empty());
+    assert_eq!(
+        follower
+            .append_as_follower(&again.records, 1)
+            .expect("skip")
+            .batches,
+        0
+    );
 
     // Truncate a divergent tail inside a segment, then append anew at the cut.
     follower.truncate_to(75).expect("truncate");
@@ -256,7 +261,10 @@ fn follower_appends_as_is_and_truncates_divergent_tails() {
     let raw = batch(1, 5000, 10);
     let view = validate_produce_batch(&raw).expect("valid");
     assert_eq!(
-        follower.append(&view, 3, 1).expect("append").base_offset,
+        follower
+            .append_as_leader(&view, 3, 1)
+            .expect("append")
+            .base_offset,
         74
     );
     let r = follower.read(70, 75, 1 << 20, true).expect("read");

@@ -51,12 +51,12 @@ mod tests {
         config: LogConfig,
         batches: usize,
         ts: impl Fn(usize) -> i64,
-    ) -> PartitionLog {
+    ) -> Arc<PartitionLog> {
         let log = PartitionLog::open(dir, Arc::new(config), 0, 0, true, 0).expect("open");
         for i in 0..batches {
             let raw = encode_batch(1, ts(i), 100, Compression::None);
             let view = validate_produce_batch(&raw).expect("valid");
-            log.append(&view, 0, 1).expect("append");
+            log.append_as_leader(&view, 0, 1).expect("append");
         }
         log
     }

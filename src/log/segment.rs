@@ -220,6 +220,13 @@ impl LogSegment {
         self.write.lock().max_timestamp_so_far
     }
 
+    /// The largest batch max timestamp in this segment and the last offset of the batch that
+    /// carries it: (-1, base offset) when the segment has no timestamps.
+    pub fn max_timestamp_and_offset(&self) -> (i64, i64) {
+        let w = self.write.lock();
+        (w.max_timestamp_so_far, w.offset_of_max_timestamp)
+    }
+
     /// The written bytes of the segment.
     pub fn bytes(&self) -> &[u8] {
         &self.map.map[..self.size()]

@@ -1,15 +1,24 @@
-//! Controller decisions that become metadata records: validating a new topic, placing its
-//! replicas on live (registered, unfenced) brokers, and proposing it through the metadata log.
+//! Controller decisions that become metadata records: validating new topics, placing their
+//! replicas on live (registered, unfenced) brokers, and proposing them through the metadata
+//! log. [`create_topics`] is the one way a topic is created (CreateTopics, auto-creation,
+//! `__consumer_offsets`, provisioning): one proposal per request, however many topics.
+//!
+//! Topic configs are checked by a validator the caller passes in (what a config may hold is
+//! the log's business, as Kafka injects its `ConfigurationValidator` into the controller), so
+//! the metadata layer depends on nothing below it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::kafka_uuid::random_kafka_uuid;
 use super::image::{ApplyOutcome, MetadataImage, MetadataRecord, PartitionImage, TopicImage};
+use super::topic_name::{collision_key, validate_topic_name};
 use super::{MetadataQuorum, ProposeError};
-use crate::log::config::validate_topic_overrides;
+use crate::kafka_uuid::random_kafka_uuid;
+
+/// Checks a topic's config overrides; an error is Kafka's INVALID_CONFIG message.
+pub type ConfigValidator = fn(&BTreeMap<String, String>) -> Result<(), String>;
 
 /// A topic as a client asked for it; -1 means "use the broker default".
 #[derive(Debug, Clone)]
@@ -71,28 +80,25 @@ pub fn place_replicas(
         .collect()
 }
 
-/// Validates a topic against the current image and builds the record that creates it.
+/// Validates a topic against `image` and builds the record that creates it.
 pub fn plan_topic(
     image: &MetadataImage,
     spec: &TopicSpec,
     defaults: CreateDefaults,
+    validate_configs: ConfigValidator,
 ) -> Result<TopicImage, CreateTopicError> {
-    crate::api::validate_topic_name(&spec.name).map_err(CreateTopicError::InvalidTopic)?;
+    validate_topic_name(&spec.name).map_err(CreateTopicError::InvalidTopic)?;
     if image.topics.contains_key(&spec.name) {
         return Err(CreateTopicError::AlreadyExists(spec.name.clone()));
     }
-    let key = crate::api::collision_key(&spec.name);
-    if let Some(other) = image
-        .topics
-        .keys()
-        .find(|t| crate::api::collision_key(t) == key)
-    {
+    let key = collision_key(&spec.name);
+    if let Some(other) = image.topics.keys().find(|t| collision_key(t) == key) {
         return Err(CreateTopicError::InvalidTopic(format!(
             "Topic '{}' collides with existing topic: {other}",
             spec.name
         )));
     }
-    validate_topic_overrides(&spec.configs).map_err(CreateTopicError::InvalidConfig)?;
+    validate_configs(&spec.configs).map_err(CreateTopicError::InvalidConfig)?;
     let brokers: Vec<i32> = image.brokers.keys().copied().collect();
     let live = live_brokers(image);
     let replicas: Vec<Vec<i32>> = match &spec.assignments {
@@ -309,28 +315,64 @@ pub async fn add_partitions(
     }
 }
 
-/// Proposes the planned topic. Returns the topic as applied.
-pub async fn create_topic(
-    meta: &MetadataQuorum,
-    topic: TopicImage,
-) -> Result<Arc<TopicImage>, CreateTopicError> {
-    let name = topic.name.clone();
-    match meta.propose(MetadataRecord::CreateTopic(topic)).await {
-        Ok(ApplyOutcome::Ok) => {
-            meta.image().topic(&name).cloned().ok_or_else(|| {
-                CreateTopicError::NotController("topic vanished after creation".into())
-            })
-        }
-        Ok(ApplyOutcome::TopicAlreadyExists) => Err(CreateTopicError::AlreadyExists(name)),
-        Ok(other) => Err(CreateTopicError::NotController(format!(
-            "unexpected outcome {other:?}"
-        ))),
-        Err(e) => Err(CreateTopicError::NotController(propose_message(&e))),
-    }
-}
+/// What [`create_topics`] did for one topic: the topic as created (or, with `validate_only`,
+/// as it would be), or why not.
+pub type Created = Result<Arc<TopicImage>, CreateTopicError>;
 
-pub fn propose_message(e: &ProposeError) -> String {
-    e.to_string()
+/// Creates topics, in one proposal to the metadata log. Each spec is planned against the
+/// current image plus the topics planned before it in the same call (so two names that
+/// collide are caught within one request). With `validate_only` nothing is proposed. The
+/// results come back in the order of `specs`.
+pub async fn create_topics(
+    meta: &MetadataQuorum,
+    specs: &[TopicSpec],
+    defaults: CreateDefaults,
+    validate_configs: ConfigValidator,
+    validate_only: bool,
+) -> Vec<Created> {
+    let mut scratch = (*meta.image()).clone();
+    let mut planned: Vec<Result<TopicImage, CreateTopicError>> = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let plan = plan_topic(&scratch, spec, defaults, validate_configs);
+        if let Ok(t) = &plan {
+            scratch.apply(&MetadataRecord::CreateTopic(t.clone()));
+        }
+        planned.push(plan);
+    }
+    let to_create: Vec<TopicImage> = planned.iter().filter_map(|p| p.clone().ok()).collect();
+    if validate_only || to_create.is_empty() {
+        return planned.into_iter().map(|p| p.map(Arc::new)).collect();
+    }
+    let outcomes = match meta.propose(MetadataRecord::CreateTopics(to_create)).await {
+        Ok(ApplyOutcome::Each(outcomes)) => outcomes,
+        Ok(other) => {
+            let e = CreateTopicError::NotController(format!("unexpected outcome {other:?}"));
+            return planned.into_iter().map(|p| p.and(Err(e.clone()))).collect();
+        }
+        Err(e) => {
+            let e = CreateTopicError::NotController(e.to_string());
+            return planned.into_iter().map(|p| p.and(Err(e.clone()))).collect();
+        }
+    };
+    let image = meta.image();
+    let mut outcomes = outcomes.into_iter();
+    planned
+        .into_iter()
+        .map(|p| {
+            let t = p?;
+            match outcomes.next() {
+                Some(ApplyOutcome::Ok) => image.topic(&t.name).cloned().ok_or_else(|| {
+                    CreateTopicError::NotController("the topic was deleted meanwhile".into())
+                }),
+                Some(ApplyOutcome::TopicAlreadyExists) => {
+                    Err(CreateTopicError::AlreadyExists(t.name))
+                }
+                other => Err(CreateTopicError::NotController(format!(
+                    "unexpected outcome {other:?}"
+                ))),
+            }
+        })
+        .collect()
 }
 
 /// Proposes deleting a topic by id.
@@ -371,6 +413,13 @@ mod tests {
         }
     }
 
+    fn no_config_check(configs: &BTreeMap<String, String>) -> Result<(), String> {
+        match configs.get("flush.messages").map(String::as_str) {
+            Some("zero") => Err("flush.messages: not a number".into()),
+            _ => Ok(()),
+        }
+    }
+
     const DEFAULTS: CreateDefaults = CreateDefaults {
         num_partitions: 3,
         replication_factor: 1,
@@ -387,31 +436,37 @@ mod tests {
     #[test]
     fn plan_validates() {
         let mut image = image_with_brokers(&[1]);
-        let t = plan_topic(&image, &spec("chat-topic", -1, -1), DEFAULTS).expect("valid");
+        let t = plan_topic(
+            &image,
+            &spec("chat-topic", -1, -1),
+            DEFAULTS,
+            no_config_check,
+        )
+        .expect("valid");
         assert_eq!(t.partitions.len(), 3);
         assert_eq!(t.partitions[0].replicas, vec![1]);
         image.apply(&MetadataRecord::CreateTopic(t));
         assert!(matches!(
-            plan_topic(&image, &spec("chat-topic", 1, 1), DEFAULTS),
+            plan_topic(&image, &spec("chat-topic", 1, 1), DEFAULTS, no_config_check),
             Err(CreateTopicError::AlreadyExists(_))
         ));
-        assert!(plan_topic(&image, &spec("chat_topic", 1, 1), DEFAULTS).is_ok());
+        assert!(plan_topic(&image, &spec("chat_topic", 1, 1), DEFAULTS, no_config_check).is_ok());
         assert!(matches!(
-            plan_topic(&image, &spec("bad name", 1, 1), DEFAULTS),
+            plan_topic(&image, &spec("bad name", 1, 1), DEFAULTS, no_config_check),
             Err(CreateTopicError::InvalidTopic(_))
         ));
         assert!(matches!(
-            plan_topic(&image, &spec("t", 0, 1), DEFAULTS),
+            plan_topic(&image, &spec("t", 0, 1), DEFAULTS, no_config_check),
             Err(CreateTopicError::InvalidPartitions(_))
         ));
         assert!(matches!(
-            plan_topic(&image, &spec("t", 1, 2), DEFAULTS),
+            plan_topic(&image, &spec("t", 1, 2), DEFAULTS, no_config_check),
             Err(CreateTopicError::InvalidReplicationFactor(_))
         ));
         let mut bad = spec("t", 1, 1);
         bad.configs.insert("flush.messages".into(), "zero".into());
         assert!(matches!(
-            plan_topic(&image, &bad, DEFAULTS),
+            plan_topic(&image, &bad, DEFAULTS, no_config_check),
             Err(CreateTopicError::InvalidConfig(_))
         ));
     }
@@ -419,10 +474,10 @@ mod tests {
     #[test]
     fn dotted_names_collide() {
         let mut image = image_with_brokers(&[1]);
-        let t = plan_topic(&image, &spec("a.b", 1, 1), DEFAULTS).expect("valid");
+        let t = plan_topic(&image, &spec("a.b", 1, 1), DEFAULTS, no_config_check).expect("valid");
         image.apply(&MetadataRecord::CreateTopic(t));
         assert!(matches!(
-            plan_topic(&image, &spec("a_b", 1, 1), DEFAULTS),
+            plan_topic(&image, &spec("a_b", 1, 1), DEFAULTS, no_config_check),
             Err(CreateTopicError::InvalidTopic(_))
         ));
     }

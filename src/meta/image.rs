@@ -57,6 +57,9 @@ pub enum MetadataRecord {
     RegisterBroker(BrokerRegistration),
     /// Creates a topic with an explicit assignment chosen by the proposer.
     CreateTopic(TopicImage),
+    /// Creates several topics at once (one CreateTopics request): each is applied as
+    /// `CreateTopic`, in order, with its own outcome.
+    CreateTopics(Vec<TopicImage>),
     /// Deletes a topic by id.
     DeleteTopic { topic_id: Uuid },
     /// Replaces a topic's config overrides (validated by the proposer).
@@ -105,6 +108,8 @@ pub enum ApplyOutcome {
         first: i64,
         size: i64,
     },
+    /// The outcome of each part of a record that does several things (`CreateTopics`).
+    Each(Vec<ApplyOutcome>),
 }
 
 /// Cluster state at one point of the metadata log.
@@ -123,13 +128,6 @@ pub struct MetadataImage {
     /// Node ids removed from the metadata quorum; never used again.
     #[serde(default)]
     pub retired_node_ids: BTreeSet<u64>,
-}
-
-fn reg_id(record: &MetadataRecord) -> i32 {
-    match record {
-        MetadataRecord::RegisterBroker(r) => r.node_id,
-        _ => -1,
-    }
 }
 
 impl PartitionImage {
@@ -252,101 +250,26 @@ impl MetadataImage {
                 }
                 ApplyOutcome::Ok
             }
-            MetadataRecord::RegisterBroker(reg) => {
-                if self.is_retired(reg.node_id) {
-                    return ApplyOutcome::Conflict;
-                }
-                let previous = self.brokers.get(&reg.node_id).cloned();
-                // A restarted broker (new incarnation) may have lost unflushed data: like
-                // Kafka, treat its old session as over, so its leaderships move to replicas
-                // in sync, and it rejoins ISRs only after catching up.
-                if previous
-                    .as_ref()
-                    .is_some_and(|p| !p.fenced && p.incarnation_id != reg.incarnation_id)
-                {
-                    self.fence(reg.node_id);
-                }
-                let unfence = previous.is_some();
-                let mut reg = reg.clone();
-                reg.fenced = false;
-                self.brokers.insert(reg.node_id, reg);
-                if unfence {
-                    self.unfence(reg_id(record));
-                }
-                ApplyOutcome::Ok
-            }
-            MetadataRecord::FenceBroker { node_id } => match self.brokers.get_mut(node_id) {
-                Some(b) if !b.fenced => {
-                    b.fenced = true;
-                    self.fence(*node_id);
-                    ApplyOutcome::Ok
-                }
-                Some(_) => ApplyOutcome::Ok,
-                None => ApplyOutcome::Conflict,
-            },
-            MetadataRecord::UnfenceBroker { node_id } => match self.brokers.get_mut(node_id) {
-                Some(b) if b.fenced => {
-                    b.fenced = false;
-                    self.unfence(*node_id);
-                    ApplyOutcome::Ok
-                }
-                Some(_) => ApplyOutcome::Ok,
-                None => ApplyOutcome::Conflict,
-            },
-            MetadataRecord::RetireNode { node_id } => {
-                self.retired_node_ids.insert(*node_id);
-                if let Ok(id) = i32::try_from(*node_id) {
-                    if let Some(b) = self.brokers.get_mut(&id) {
-                        if !b.fenced {
-                            b.fenced = true;
-                            self.fence(id);
-                        }
-                    }
-                }
-                ApplyOutcome::Ok
-            }
+            MetadataRecord::RegisterBroker(reg) => self.register_broker(reg),
+            MetadataRecord::FenceBroker { node_id } => self.set_fenced(*node_id, true),
+            MetadataRecord::UnfenceBroker { node_id } => self.set_fenced(*node_id, false),
+            MetadataRecord::RetireNode { node_id } => self.retire_node(*node_id),
             MetadataRecord::UpdatePartition {
                 topic_id,
                 partition,
                 expected_partition_epoch,
                 leader,
                 isr,
-            } => {
-                let Some(topic) = self.topic_by_id(topic_id).cloned() else {
-                    return ApplyOutcome::UnknownTopic;
-                };
-                let mut t = (*topic).clone();
-                let Some(p) = t.partitions.iter_mut().find(|p| p.partition == *partition) else {
-                    return ApplyOutcome::UnknownTopic;
-                };
-                let valid = *leader == -1 || (p.replicas.contains(leader) && isr.contains(leader));
-                if p.partition_epoch != *expected_partition_epoch
-                    || !valid
-                    || isr.is_empty()
-                    || !isr.iter().all(|r| p.replicas.contains(r))
-                    // A fenced broker may not join the ISR (Kafka: INELIGIBLE_REPLICA); a dead
-                    // follower looks caught up to its leader when nothing is produced.
-                    || isr
-                        .iter()
-                        .any(|r| !p.isr.contains(r) && !self.is_live(*r))
-                {
-                    return ApplyOutcome::Conflict;
-                }
-                p.set_leader_and_isr(*leader, isr.clone());
-                self.topics.insert(t.name.clone(), Arc::new(t));
-                ApplyOutcome::Ok
-            }
-            MetadataRecord::CreateTopic(topic) => {
-                if self.topics.contains_key(&topic.name)
-                    || self.topic_names_by_id.contains_key(&topic.topic_id)
-                {
-                    return ApplyOutcome::TopicAlreadyExists;
-                }
-                self.topic_names_by_id
-                    .insert(topic.topic_id, topic.name.clone());
-                self.topics
-                    .insert(topic.name.clone(), Arc::new(topic.clone()));
-                ApplyOutcome::Ok
+            } => self.update_partition(
+                topic_id,
+                *partition,
+                *expected_partition_epoch,
+                *leader,
+                isr,
+            ),
+            MetadataRecord::CreateTopic(topic) => self.create_topic(topic),
+            MetadataRecord::CreateTopics(topics) => {
+                ApplyOutcome::Each(topics.iter().map(|t| self.create_topic(t)).collect())
             }
             MetadataRecord::SetTopicConfigs { topic_id, configs } => {
                 match self.topic_by_id(topic_id).cloned() {
@@ -362,22 +285,7 @@ impl MetadataImage {
             MetadataRecord::AddPartitions {
                 topic_id,
                 partitions,
-            } => match self.topic_by_id(topic_id).cloned() {
-                Some(topic) => {
-                    let continues = partitions
-                        .iter()
-                        .enumerate()
-                        .all(|(i, p)| p.partition == (topic.partitions.len() + i) as i32);
-                    if !continues || partitions.is_empty() {
-                        return ApplyOutcome::Conflict;
-                    }
-                    let mut t = (*topic).clone();
-                    t.partitions.extend(partitions.iter().cloned());
-                    self.topics.insert(t.name.clone(), Arc::new(t));
-                    ApplyOutcome::Ok
-                }
-                None => ApplyOutcome::UnknownTopic,
-            },
+            } => self.add_partitions(topic_id, partitions),
             MetadataRecord::AllocateProducerIds { block_size, .. } => {
                 let first = self.next_producer_id;
                 let size = (*block_size).clamp(1, 1 << 20);
@@ -394,6 +302,122 @@ impl MetadataImage {
                 }
             }
         }
+    }
+
+    fn register_broker(&mut self, reg: &BrokerRegistration) -> ApplyOutcome {
+        if self.is_retired(reg.node_id) {
+            return ApplyOutcome::Conflict;
+        }
+        let previous = self.brokers.get(&reg.node_id).cloned();
+        // A restarted broker (new incarnation) may have lost unflushed data: like Kafka, treat
+        // its old session as over, so its leaderships move to replicas in sync, and it rejoins
+        // ISRs only after catching up.
+        if previous
+            .as_ref()
+            .is_some_and(|p| !p.fenced && p.incarnation_id != reg.incarnation_id)
+        {
+            self.fence(reg.node_id);
+        }
+        let mut reg = reg.clone();
+        reg.fenced = false;
+        let node_id = reg.node_id;
+        self.brokers.insert(node_id, reg);
+        if previous.is_some() {
+            self.unfence(node_id);
+        }
+        ApplyOutcome::Ok
+    }
+
+    fn set_fenced(&mut self, node_id: i32, fenced: bool) -> ApplyOutcome {
+        match self.brokers.get_mut(&node_id) {
+            Some(b) if b.fenced != fenced => {
+                b.fenced = fenced;
+                if fenced {
+                    self.fence(node_id);
+                } else {
+                    self.unfence(node_id);
+                }
+                ApplyOutcome::Ok
+            }
+            Some(_) => ApplyOutcome::Ok,
+            None => ApplyOutcome::Conflict,
+        }
+    }
+
+    fn retire_node(&mut self, node_id: u64) -> ApplyOutcome {
+        self.retired_node_ids.insert(node_id);
+        if let Ok(id) = i32::try_from(node_id) {
+            if let Some(b) = self.brokers.get_mut(&id) {
+                if !b.fenced {
+                    b.fenced = true;
+                    self.fence(id);
+                }
+            }
+        }
+        ApplyOutcome::Ok
+    }
+
+    fn update_partition(
+        &mut self,
+        topic_id: &Uuid,
+        partition: i32,
+        expected_partition_epoch: i32,
+        leader: i32,
+        isr: &[i32],
+    ) -> ApplyOutcome {
+        let Some(topic) = self.topic_by_id(topic_id).cloned() else {
+            return ApplyOutcome::UnknownTopic;
+        };
+        let mut t = (*topic).clone();
+        let Some(p) = t.partitions.iter_mut().find(|p| p.partition == partition) else {
+            return ApplyOutcome::UnknownTopic;
+        };
+        let valid = leader == -1 || (p.replicas.contains(&leader) && isr.contains(&leader));
+        if p.partition_epoch != expected_partition_epoch
+            || !valid
+            || isr.is_empty()
+            || !isr.iter().all(|r| p.replicas.contains(r))
+            // A fenced broker may not join the ISR (Kafka: INELIGIBLE_REPLICA); a dead
+            // follower looks caught up to its leader when nothing is produced.
+            || isr
+                .iter()
+                .any(|r| !p.isr.contains(r) && !self.is_live(*r))
+        {
+            return ApplyOutcome::Conflict;
+        }
+        p.set_leader_and_isr(leader, isr.to_vec());
+        self.topics.insert(t.name.clone(), Arc::new(t));
+        ApplyOutcome::Ok
+    }
+
+    fn create_topic(&mut self, topic: &TopicImage) -> ApplyOutcome {
+        if self.topics.contains_key(&topic.name)
+            || self.topic_names_by_id.contains_key(&topic.topic_id)
+        {
+            return ApplyOutcome::TopicAlreadyExists;
+        }
+        self.topic_names_by_id
+            .insert(topic.topic_id, topic.name.clone());
+        self.topics
+            .insert(topic.name.clone(), Arc::new(topic.clone()));
+        ApplyOutcome::Ok
+    }
+
+    fn add_partitions(&mut self, topic_id: &Uuid, partitions: &[PartitionImage]) -> ApplyOutcome {
+        let Some(topic) = self.topic_by_id(topic_id).cloned() else {
+            return ApplyOutcome::UnknownTopic;
+        };
+        let continues = partitions
+            .iter()
+            .enumerate()
+            .all(|(i, p)| p.partition == (topic.partitions.len() + i) as i32);
+        if !continues || partitions.is_empty() {
+            return ApplyOutcome::Conflict;
+        }
+        let mut t = (*topic).clone();
+        t.partitions.extend(partitions.iter().cloned());
+        self.topics.insert(t.name.clone(), Arc::new(t));
+        ApplyOutcome::Ok
     }
 }
 

@@ -21,6 +21,7 @@ mod network;
 pub mod producer_ids;
 mod rpc_server;
 mod state_machine;
+pub mod topic_name;
 mod types;
 mod wal;
 mod wire;
@@ -699,8 +700,7 @@ enum Forwarded {
 
 /// Takes an exclusive lock on `<dir>/LOCK`, so two processes never share a metadata log.
 fn lock_dir(dir: &std::path::Path) -> anyhow::Result<File> {
-    crate::durable::lock_dir(dir, LOCK_FILE)
-        .with_context(|| format!("locking the metadata directory {}", dir.display()))
+    Ok(crate::durable::lock_dir(dir, LOCK_FILE)?)
 }
 
 /// When an active controller last reached this node over Raft (any AppendEntries it did not

@@ -2,12 +2,18 @@
 //! task fetches with the Kafka Fetch API (replica id set) over the leader's client port,
 //! appends what it gets as-is (offsets and epochs kept), truncates divergent tails the leader
 //! points out (Fetch v12 diverging epochs), and tracks the leader's high watermark.
+//!
+//! A fetch that gets no answer within `replica.fetch.wait.max.ms` plus a margin is taken for a
+//! dead connection (a network partition drops packets silently): the fetcher reconnects at
+//! once instead of waiting for a socket timeout, so a follower cut off by a partition fetches
+//! again right after the partition heals.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -15,15 +21,15 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::client::KafkaClient;
-use super::Partition;
-use crate::broker::Broker;
+use super::{Partition, ReplicaManager};
+use crate::meta::MetadataQuorum;
 
-/// Kafka's replica.fetch.* defaults.
-const FETCH_WAIT_MAX: Duration = Duration::from_millis(500);
-const PARTITION_MAX_BYTES: i32 = 1 << 20;
-const RESPONSE_MAX_BYTES: i32 = 10 << 20;
 const BACKOFF: Duration = Duration::from_millis(200);
 const FETCH_VERSION: i16 = 12;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much longer than its wait a fetch may take before the connection counts as dead: the
+/// leader answers within `replica.fetch.wait.max.ms` plus the time to read and send.
+const FETCH_DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 pub struct FetcherManager {
@@ -31,13 +37,16 @@ pub struct FetcherManager {
     fetchers: Mutex<HashMap<i32, CancellationToken>>,
 }
 
-/// The partitions this broker follows from `leader`.
-fn followed_from(broker: &Broker, leader: i32) -> Vec<Arc<Partition>> {
-    let mut out = Vec::new();
-    for topic in broker.replicas.hosted().values() {
+/// The partitions this broker follows from `leader`, by (topic, partition).
+fn followed_from(
+    replicas: &ReplicaManager,
+    leader: i32,
+) -> HashMap<(Arc<str>, i32), Arc<Partition>> {
+    let mut out = HashMap::new();
+    for topic in replicas.hosted().values() {
         for p in topic.partitions.values() {
             if !p.is_leader() && p.state().leader == leader {
-                out.push(p.clone());
+                out.insert((p.topic.clone(), p.index), p.clone());
             }
         }
     }
@@ -46,10 +55,15 @@ fn followed_from(broker: &Broker, leader: i32) -> Vec<Arc<Partition>> {
 
 impl FetcherManager {
     /// Starts a fetcher for every leader we follow a partition from, stops the others.
-    pub fn sync(&self, broker: &Arc<Broker>) {
-        let me = broker.node_id();
+    pub fn sync(
+        &self,
+        replicas: &Arc<ReplicaManager>,
+        meta: &MetadataQuorum,
+        shutdown: &CancellationToken,
+    ) {
+        let me = replicas.node_id();
         let mut leaders: Vec<i32> = Vec::new();
-        for topic in broker.replicas.hosted().values() {
+        for topic in replicas.hosted().values() {
             for p in topic.partitions.values() {
                 let leader = p.state().leader;
                 if leader >= 0 && leader != me && !leaders.contains(&leader) {
@@ -67,141 +81,182 @@ impl FetcherManager {
         });
         for leader in leaders {
             fetchers.entry(leader).or_insert_with(|| {
-                let token = broker.shutdown.child_token();
-                tokio::spawn(run(broker.clone(), leader, token.clone()));
+                let token = shutdown.child_token();
+                tokio::spawn(run(replicas.clone(), meta.clone(), leader, token.clone()));
                 token
             });
         }
     }
 }
 
-async fn run(broker: Arc<Broker>, leader: i32, cancel: CancellationToken) {
+/// Sleeps for `BACKOFF`; false when cancelled meanwhile.
+async fn back_off(cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(BACKOFF) => true,
+        _ = cancel.cancelled() => false,
+    }
+}
+
+async fn connect(
+    replicas: &ReplicaManager,
+    meta: &MetadataQuorum,
+    leader: i32,
+) -> Result<KafkaClient, String> {
+    let addr = meta
+        .image()
+        .brokers
+        .get(&leader)
+        .map(|b| format!("{}:{}", b.host, b.port))
+        .ok_or_else(|| format!("no address known for broker {leader}"))?;
+    KafkaClient::connect(
+        &addr,
+        format!("broker-{}-fetcher", replicas.node_id()),
+        CONNECT_TIMEOUT,
+    )
+    .await
+    .map_err(|e| format!("connecting to {addr}: {e}"))
+}
+
+async fn run(
+    replicas: Arc<ReplicaManager>,
+    meta: MetadataQuorum,
+    leader: i32,
+    cancel: CancellationToken,
+) {
     let mut client: Option<KafkaClient> = None;
+    let deadline = replicas.settings.fetch_wait_max + FETCH_DEADLINE_MARGIN;
     tracing::info!(leader, "replica fetcher started");
     while !cancel.is_cancelled() {
-        let partitions = followed_from(&broker, leader);
+        let partitions = followed_from(&replicas, leader);
         if partitions.is_empty() {
-            tokio::select! { _ = tokio::time::sleep(BACKOFF) => {}, _ = cancel.cancelled() => break }
+            if !back_off(&cancel).await {
+                break;
+            }
             continue;
         }
-        if client.is_none() {
-            let Some(addr) = broker
-                .image()
-                .brokers
-                .get(&leader)
-                .map(|b| format!("{}:{}", b.host, b.port))
-            else {
-                tokio::select! { _ = tokio::time::sleep(BACKOFF) => {}, _ = cancel.cancelled() => break }
-                continue;
-            };
-            match KafkaClient::connect(
-                &addr,
-                format!("broker-{}-fetcher", broker.node_id()),
-                Duration::from_secs(5),
-            )
-            .await
-            {
-                Ok(c) => client = Some(c),
+        let c = match client.as_mut() {
+            Some(c) => c,
+            None => match connect(&replicas, &meta, leader).await {
+                Ok(c) => client.insert(c),
                 Err(e) => {
                     tracing::debug!(leader, error = %e, "cannot reach leader");
-                    tokio::select! { _ = tokio::time::sleep(BACKOFF) => {}, _ = cancel.cancelled() => break }
+                    if !back_off(&cancel).await {
+                        break;
+                    }
                     continue;
                 }
-            }
-        }
-        let Some(c) = client.as_mut() else { continue };
-        let request = fetch_request(broker.node_id(), &partitions);
-        let call = c.call(FETCH_VERSION, &request, Duration::from_secs(30));
+            },
+        };
+        let request = fetch_request(&replicas, &partitions);
         let response = tokio::select! {
-            r = call => r,
+            r = c.call(FETCH_VERSION, &request, deadline) => r,
             _ = cancel.cancelled() => break,
         };
-        match response {
+        let ok = match response {
             Ok(resp) if resp.error_code != 0 => {
                 tracing::debug!(leader, error = resp.error_code, "fetch from leader failed");
-                tokio::time::sleep(BACKOFF).await;
+                false
             }
             Ok(resp) => {
-                let mut backoff = false;
+                let mut ok = true;
                 for topic in resp.responses {
+                    let name: Arc<str> = Arc::from(topic.topic.0.as_str());
                     for pd in topic.partitions {
-                        let Some(p) = partitions
-                            .iter()
-                            .find(|p| *p.topic == *topic.topic.0 && p.index == pd.partition_index)
-                        else {
+                        let Some(p) = partitions.get(&(name.clone(), pd.partition_index)) else {
                             continue;
                         };
-                        if let Err(e) = handle_partition(p, pd) {
+                        if let Err(e) = handle_partition(p, pd).await {
                             tracing::debug!(topic = %p.topic, partition = p.index, error = %e, "replica fetch");
-                            backoff = true;
+                            ok = false;
                         }
                     }
                 }
-                if backoff {
-                    tokio::time::sleep(BACKOFF).await;
-                }
+                ok
             }
             Err(e) => {
-                tracing::debug!(leader, error = %e, "replica fetch connection failed");
+                tracing::debug!(leader, error = %e, "replica fetch connection failed; reconnecting");
                 client = None;
-                tokio::time::sleep(BACKOFF).await;
+                false
             }
+        };
+        if !ok && !back_off(&cancel).await {
+            break;
         }
     }
     tracing::info!(leader, "replica fetcher stopped");
 }
 
-fn fetch_request(node_id: i32, partitions: &[Arc<Partition>]) -> FetchRequest {
-    let mut topics: Vec<FetchTopic> = Vec::new();
-    for p in partitions {
+fn fetch_request(
+    replicas: &ReplicaManager,
+    partitions: &HashMap<(Arc<str>, i32), Arc<Partition>>,
+) -> FetchRequest {
+    let mut by_topic: HashMap<&str, Vec<FetchPartition>> = HashMap::new();
+    for p in partitions.values() {
         let state = p.follower_fetch_state();
-        let fp = FetchPartition::default()
-            .with_partition(p.index)
-            .with_current_leader_epoch(p.leader_epoch())
-            .with_fetch_offset(state.fetch_offset)
-            .with_last_fetched_epoch(state.last_fetched_epoch)
-            .with_log_start_offset(state.log_start_offset)
-            .with_partition_max_bytes(PARTITION_MAX_BYTES);
-        match topics.iter_mut().find(|t| *t.topic.0 == *p.topic) {
-            Some(t) => t.partitions.push(fp),
-            None => topics.push(
-                FetchTopic::default()
-                    .with_topic(TopicName(StrBytes::from_string(p.topic.to_string())))
-                    .with_partitions(vec![fp]),
-            ),
-        }
+        by_topic.entry(&p.topic).or_default().push(
+            FetchPartition::default()
+                .with_partition(p.index)
+                .with_current_leader_epoch(p.leader_epoch())
+                .with_fetch_offset(state.fetch_offset)
+                .with_last_fetched_epoch(state.last_fetched_epoch)
+                .with_log_start_offset(state.log_start_offset)
+                .with_partition_max_bytes(replicas.settings.fetch_max_bytes),
+        );
     }
+    let topics = by_topic
+        .into_iter()
+        .map(|(topic, partitions)| {
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(partitions)
+        })
+        .collect();
     FetchRequest::default()
-        .with_replica_id(BrokerId(node_id))
-        .with_max_wait_ms(FETCH_WAIT_MAX.as_millis() as i32)
+        .with_replica_id(BrokerId(replicas.node_id()))
+        .with_max_wait_ms(replicas.settings.fetch_wait_max.as_millis() as i32)
         .with_min_bytes(1)
-        .with_max_bytes(RESPONSE_MAX_BYTES)
+        .with_max_bytes(replicas.settings.fetch_response_max_bytes)
         .with_session_id(0)
         .with_session_epoch(-1)
         .with_topics(topics)
 }
 
-/// Applies one partition's fetch result on this follower.
-fn handle_partition(
-    p: &Partition,
-    pd: kafka_protocol::messages::fetch_response::PartitionData,
-) -> Result<(), String> {
+/// Applies one partition's fetch result on this follower. Truncations (file I/O) run on a
+/// blocking thread; an append the flush policy made due is waited for before fetching on.
+async fn handle_partition(p: &Arc<Partition>, pd: PartitionData) -> Result<(), String> {
     match ResponseError::try_from_code(pd.error_code) {
         None if pd.error_code == 0 => {}
         Some(ResponseError::OffsetOutOfRange) => {
-            return p
-                .reset_after_out_of_range(pd.log_start_offset, pd.high_watermark)
-                .map_err(|e| e.to_string());
+            let p = p.clone();
+            return blocking(move || {
+                p.reset_after_out_of_range(pd.log_start_offset, pd.high_watermark)
+            })
+            .await;
         }
         _ => return Err(format!("leader answered error {}", pd.error_code)),
     }
     if pd.diverging_epoch.epoch >= 0 && pd.diverging_epoch.end_offset >= 0 {
         // Our log has records the leader does not: cut them before fetching on.
-        return p
-            .truncate_divergent(pd.diverging_epoch.epoch, pd.diverging_epoch.end_offset)
-            .map_err(|e| e.to_string());
+        let (epoch, end) = (pd.diverging_epoch.epoch, pd.diverging_epoch.end_offset);
+        let p = p.clone();
+        return blocking(move || p.truncate_divergent(epoch, end)).await;
     }
     let records = pd.records.unwrap_or_default();
-    p.append_as_follower(&records, pd.high_watermark, pd.log_start_offset)
-        .map_err(|e| e.to_string())
+    let durable_after = p
+        .append_as_follower(&records, pd.high_watermark, pd.log_start_offset)
+        .map_err(|e| e.to_string())?;
+    if let Some(offset) = durable_after {
+        p.log
+            .wait_durable(offset)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+async fn blocking(f: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> Result<(), String> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("blocking task failed: {e}")),
+    }
 }

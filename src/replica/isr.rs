@@ -5,22 +5,31 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::broker::Broker;
+use tokio_util::sync::CancellationToken;
+
+use super::ReplicaManager;
 use crate::meta::image::{ApplyOutcome, MetadataRecord};
+use crate::meta::MetadataQuorum;
 
 const CHECK_EVERY: Duration = Duration::from_millis(250);
+/// How long an ISR change waits to be hosted here after it was applied.
+const APPLY_WAIT: Duration = Duration::from_secs(5);
 
-pub async fn maintain_isr(broker: Arc<Broker>) {
-    let lag = Duration::from_millis(broker.config.kafka.replica_lag_time_max_ms);
+pub async fn maintain_isr(
+    replicas: Arc<ReplicaManager>,
+    meta: MetadataQuorum,
+    shutdown: CancellationToken,
+) {
+    let lag = replicas.settings.lag_time_max;
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = broker.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
         }
-        let image = broker.image();
-        for topic in broker.replicas.hosted().values() {
+        let image = meta.image();
+        for topic in replicas.hosted().values() {
             for p in topic.partitions.values() {
                 let Some(isr) = p.desired_isr(lag, |r| image.is_live(r)) else {
                     continue;
@@ -31,22 +40,26 @@ pub async fn maintain_isr(broker: Arc<Broker>) {
                     topic_id: p.topic_id,
                     partition: p.index,
                     expected_partition_epoch: state.partition_epoch,
-                    leader: broker.node_id(),
+                    leader: replicas.node_id(),
                     isr: isr.clone(),
                 };
-                let b = broker.clone();
+                let (replicas, meta) = (replicas.clone(), meta.clone());
                 let p = p.clone();
                 tokio::spawn(async move {
-                    match b.meta.propose(record).await {
+                    match meta.propose(record).await {
                         Ok(ApplyOutcome::Ok) => {
                             tracing::info!(topic = %p.topic, partition = p.index, from = ?state.isr, to = ?isr, "ISR changed");
-                            b.replicas.apply_image(&b.image());
+                            replicas
+                                .wait_for_image(meta.image().version, APPLY_WAIT)
+                                .await;
                         }
                         Ok(other) => {
-                            // Our view was stale: take the latest image, and let the next
+                            // Our view was stale: wait for the latest image, and let the next
                             // attempt wait a moment.
                             tracing::debug!(topic = %p.topic, partition = p.index, outcome = ?other, "ISR change not applied");
-                            b.replicas.apply_image(&b.image());
+                            replicas
+                                .wait_for_image(meta.image().version, APPLY_WAIT)
+                                .await;
                             tokio::time::sleep(Duration::from_secs(1)).await;
                             p.set_isr_change_pending(false);
                         }

@@ -2,25 +2,68 @@
 //! partition's log when the controller assigns the partition here, updates leadership and ISR
 //! as they change, and removes the log when the topic is deleted. Produce and fetch look
 //! partitions up through a lock-free snapshot of the partition map.
+//!
+//! One task applies metadata images (`serve.rs`, off the async workers: opening logs is file
+//! I/O). Whoever changed the metadata and needs the change hosted here awaits
+//! [`ReplicaManager::wait_for_image`] instead of applying it itself.
+//!
+//! This layer gets the narrow handles it needs (the log manager, the metadata quorum for ISR
+//! proposals and leader addresses), never the broker.
 
 pub mod client;
 pub mod fetcher;
 pub mod isr;
 pub mod partition;
-pub mod producer_state;
 pub mod replication;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::log::manager::LogManager;
+pub use crate::log::now_ms;
 use crate::log::TopicDefaults;
 use crate::meta::image::MetadataImage;
 pub use partition::{Partition, PartitionError, PartitionState};
+
+/// Bytes a topic took in and served here. Counters only grow: they live as long as the topic
+/// exists, whichever of its partitions this broker hosts or leads at the moment.
+#[derive(Debug, Default)]
+pub struct TopicCounters {
+    /// Record bytes appended as leader (duplicates of idempotent retries excluded).
+    pub bytes_in: AtomicU64,
+    /// Record bytes sent in fetch responses, to consumers and followers, once per response.
+    pub bytes_out: AtomicU64,
+}
+
+/// Replication settings, with Kafka's names.
+#[derive(Debug, Clone)]
+pub struct ReplicaSettings {
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub lag_time_max: Duration,
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits on the leader.
+    pub fetch_wait_max: Duration,
+    /// `replica.fetch.max.bytes` and `replica.fetch.response.max.bytes`.
+    pub fetch_max_bytes: i32,
+    pub fetch_response_max_bytes: i32,
+}
+
+impl Default for ReplicaSettings {
+    fn default() -> Self {
+        Self {
+            lag_time_max: Duration::from_secs(30),
+            fetch_wait_max: Duration::from_millis(500),
+            fetch_max_bytes: 1 << 20,
+            fetch_response_max_bytes: 10 << 20,
+        }
+    }
+}
 
 /// The partitions of one topic hosted here.
 #[derive(Clone)]
@@ -45,32 +88,75 @@ pub struct ReplicaManager {
     node_id: i32,
     logs: LogManager,
     topic_defaults: TopicDefaults,
+    pub settings: ReplicaSettings,
     hosted: ArcSwap<HashMap<String, HostedTopic>>,
     /// Serializes applying metadata images (never taken on the produce or fetch path), and
     /// holds the version of the last image applied, so an older one is never applied after.
     apply_lock: Mutex<u64>,
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    /// The version of the last image applied, for [`Self::wait_for_image`].
+    applied: watch::Sender<u64>,
+    /// Per-topic byte counters, by topic name.
+    counters: Mutex<HashMap<String, Arc<TopicCounters>>>,
+    /// Follower fetchers, one per leader followed.
+    pub fetchers: fetcher::FetcherManager,
 }
 
 impl ReplicaManager {
-    pub fn new(node_id: i32, logs: LogManager, topic_defaults: TopicDefaults) -> Self {
+    pub fn new(
+        node_id: i32,
+        logs: LogManager,
+        topic_defaults: TopicDefaults,
+        settings: ReplicaSettings,
+    ) -> Self {
         Self {
             node_id,
             logs,
             topic_defaults,
+            settings,
             hosted: ArcSwap::from_pointee(HashMap::new()),
             apply_lock: Mutex::new(0),
+            applied: watch::Sender::new(0),
+            counters: Mutex::new(HashMap::new()),
+            fetchers: fetcher::FetcherManager::default(),
         }
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.node_id
     }
 
     pub fn logs(&self) -> &LogManager {
         &self.logs
+    }
+
+    /// Waits (up to `timeout`) until an image of at least `version` has been applied here:
+    /// the partitions it assigns to this broker are open and their leadership current.
+    /// Returns whether it was.
+    pub async fn wait_for_image(&self, version: u64, timeout: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        tokio::time::timeout(timeout, applied.wait_for(|v| *v >= version))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Every topic's byte counters, by name.
+    pub fn topic_counters(&self) -> Vec<(String, Arc<TopicCounters>)> {
+        let mut all: Vec<_> = self
+            .counters
+            .lock()
+            .iter()
+            .map(|(t, c)| (t.clone(), c.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    fn counters_for(&self, topic: &str) -> Arc<TopicCounters> {
+        self.counters
+            .lock()
+            .entry(topic.to_string())
+            .or_default()
+            .clone()
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
@@ -87,13 +173,22 @@ impl ReplicaManager {
 
     /// Brings the hosted partitions in line with `image`: drops partitions of deleted (or
     /// re-created) topics, opens newly assigned ones, and updates leadership, ISR and configs.
-    /// Idempotent; safe to call from several places.
+    /// Blocking (file I/O): called by the one task that follows the metadata, on a blocking
+    /// thread, and once at startup.
     pub fn apply_image(&self, image: &MetadataImage) {
         let mut applied = self.apply_lock.lock();
         if image.version < *applied {
             return;
         }
         *applied = image.version;
+        self.apply_image_locked(image);
+        self.counters
+            .lock()
+            .retain(|topic, _| image.topics.contains_key(topic));
+        self.applied.send_replace(image.version);
+    }
+
+    fn apply_image_locked(&self, image: &MetadataImage) {
         let current = self.hosted.load_full();
         let assigned_here = |name: &str, topic_id: Uuid, index: i32| {
             image.topics.get(name).is_some_and(|t| {
@@ -213,6 +308,7 @@ impl ReplicaManager {
                 log,
                 self.node_id,
                 o.state.clone(),
+                self.counters_for(&o.topic),
             )))
         };
         let threads = OPEN_THREADS.min(to_open.len());

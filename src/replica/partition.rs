@@ -12,8 +12,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::replication::FollowerState;
-
-use super::producer_state::{batch_metadata, ProducerError, ProducerStateManager, SequenceCheck};
+use super::TopicCounters;
 use crate::log::batch::BatchView;
 use crate::log::{AppendInfo, LogError, PartitionLog, ReadResult};
 
@@ -41,16 +40,12 @@ pub struct Partition {
     /// Notified on every append as leader (log end offset moved): followers' fetches wait on
     /// this, since the high watermark moves only after they fetch.
     appended: Notify,
-    /// Idempotent producers' state; its lock also serializes this partition's appends, so
-    /// the sequence check and the write are one step.
-    pub(super) producers: Mutex<ProducerStateManager>,
     /// On a leader: each follower's progress, from its fetches.
     pub(super) followers: Mutex<HashMap<i32, FollowerState>>,
     /// An ISR change this leader proposed and is waiting to see applied.
     pub(super) isr_change_pending: AtomicBool,
-    /// Record bytes appended as leader and read by fetches, for metrics.
-    pub bytes_in: std::sync::atomic::AtomicU64,
-    pub bytes_out: std::sync::atomic::AtomicU64,
+    /// The topic's byte counters (shared by its partitions, outliving leadership moves).
+    pub counters: Arc<TopicCounters>,
 }
 
 /// A read from a partition for a fetch, with the offsets the response reports.
@@ -72,8 +67,6 @@ pub enum PartitionError {
     #[error("the in-sync replica set is smaller than min.insync.replicas")]
     NotEnoughReplicas,
     #[error(transparent)]
-    Producer(#[from] ProducerError),
-    #[error(transparent)]
     Log(#[from] LogError),
 }
 
@@ -85,6 +78,7 @@ impl Partition {
         log: Arc<PartitionLog>,
         node_id: i32,
         state: PartitionState,
+        counters: Arc<TopicCounters>,
     ) -> Self {
         let p = Self {
             topic,
@@ -98,63 +92,39 @@ impl Partition {
             state: RwLock::new(state.clone()),
             data_arrived: Notify::new(),
             appended: Notify::new(),
-            producers: Mutex::new(ProducerStateManager::default()),
             followers: Mutex::new(HashMap::new()),
             isr_change_pending: AtomicBool::new(false),
-            bytes_in: Default::default(),
-            bytes_out: Default::default(),
+            counters,
         };
-        p.rebuild_producer_state();
         p.update_state(state);
         p
     }
 
-    /// Rebuilds idempotent producers' state by reading every batch header in the log.
-    pub(super) fn rebuild_producer_state(&self) {
-        let mut producers = self.producers.lock();
-        *producers = ProducerStateManager::default();
-        let now = super::now_ms();
-        self.log.for_each_batch(|b| {
-            if b.producer_id() >= 0 {
-                let append_time = if b.is_log_append_time() {
-                    b.max_timestamp()
-                } else {
-                    -1
-                };
-                let meta = batch_metadata(
-                    b.base_sequence(),
-                    b.last_offset_delta(),
-                    b.base_offset(),
-                    append_time,
-                );
-                producers.record(b.producer_id(), b.producer_epoch(), meta, now);
-            }
-        });
-    }
-
-    /// DeleteRecords: moves the log start offset to `offset` and forgets producer state that
-    /// now lies below it. Returns the new log start offset.
+    /// DeleteRecords: moves the log start offset to `offset` (at most the high watermark,
+    /// which the caller checks). Returns the new log start offset.
     pub fn delete_records_before(&self, offset: i64) -> std::io::Result<i64> {
-        self.log.advance_log_start_offset(offset)?;
-        let start = self.log.log_start_offset();
-        self.producers.lock().truncate_head(start);
+        let start = self.log.advance_log_start_offset(offset)?;
+        self.check_offsets();
         Ok(start)
     }
 
     /// One retention pass (`retention.ms`, `retention.bytes`); returns segments deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> std::io::Result<usize> {
-        let deleted = crate::log::retention::enforce(&self.log, self.high_watermark(), now_ms)?;
-        if deleted > 0 {
-            self.producers
-                .lock()
-                .truncate_head(self.log.log_start_offset());
-        }
-        Ok(deleted)
+        crate::log::retention::enforce(&self.log, self.high_watermark(), now_ms)
     }
 
-    /// Drops idle producers (`producer.id.expiration.ms`).
-    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) {
-        self.producers.lock().expire(now_ms, expiration_ms);
+    /// Asserts log start offset <= high watermark <= log end offset (read in that order, as
+    /// each only grows while this replica neither truncates nor starts over).
+    pub(super) fn check_offsets(&self) {
+        let start = self.log.log_start_offset();
+        let hwm = self.high_watermark();
+        let leo = self.log.log_end_offset();
+        debug_assert!(
+            start <= hwm && hwm <= leo,
+            "{}-{}: log start {start} <= high watermark {hwm} <= log end {leo} broken",
+            self.topic,
+            self.index
+        );
     }
 
     /// Applies the controller's latest decision for this partition.
@@ -169,8 +139,16 @@ impl Partition {
         self.isr_change_pending.store(false, Ordering::Release);
         if new_leadership {
             // As Kafka's makeLeader: the new epoch starts at our log end offset, and followers'
-            // progress is learnt afresh from their fetches.
-            self.followers.lock().clear();
+            // progress is learnt afresh from their fetches; a follower in the ISR that never
+            // fetches leaves it after `replica.lag.time.max.ms`.
+            let now = std::time::Instant::now();
+            let isr = self.state.read().isr.clone();
+            let mut followers = self.followers.lock();
+            followers.clear();
+            for r in isr.into_iter().filter(|r| *r != self.node_id) {
+                followers.insert(r, FollowerState::at_leadership_start(now));
+            }
+            drop(followers);
             if let Err(e) = self
                 .log
                 .assign_leader_epoch(self.leader_epoch(), self.log.log_end_offset())
@@ -226,6 +204,7 @@ impl Partition {
         if hwm > before {
             self.data_arrived.notify_waiters();
         }
+        self.check_offsets();
     }
 
     /// Checks a client-supplied current leader epoch (-1 means not given).
@@ -256,45 +235,24 @@ impl Partition {
         {
             return Err(PartitionError::NotEnoughReplicas);
         }
-        let mut producers = self.producers.lock();
-        let pid = batch.producer_id();
-        if pid >= 0 {
-            let check = producers.check(
-                pid,
-                batch.producer_epoch(),
-                batch.base_sequence(),
-                batch.last_sequence(),
-            )?;
-            if let SequenceCheck::Duplicate(meta) = check {
-                return Ok(AppendInfo {
-                    base_offset: meta.first_offset,
-                    last_offset: meta.last_offset,
-                    log_append_time: meta.log_append_time,
-                    size: 0,
-                });
-            }
-        }
-        let info = self.log.append(batch, self.leader_epoch(), now_ms)?;
-        if pid >= 0 {
-            let meta = batch_metadata(
-                batch.base_sequence(),
-                batch.last_offset_delta(),
-                info.base_offset,
-                info.log_append_time,
-            );
-            producers.record(pid, batch.producer_epoch(), meta, now_ms);
-        }
-        drop(producers);
-        self.bytes_in.fetch_add(info.size as u64, Ordering::Relaxed);
+        let info = self
+            .log
+            .append_as_leader(batch, self.leader_epoch(), now_ms)?;
+        self.counters
+            .bytes_in
+            .fetch_add(info.size as u64, Ordering::Relaxed);
         self.appended.notify_waiters();
         self.maybe_advance_high_watermark();
         Ok(info)
     }
 
-    /// Waits until the high watermark passes `offset` (acks=-1), leadership is lost, or the
-    /// timeout expires. Returns whether the offset was committed.
-    pub async fn wait_for_high_watermark(&self, offset: i64, timeout: std::time::Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
+    /// Waits until the high watermark passes `offset` (acks=-1), leadership is lost, or
+    /// `deadline` passes. Returns whether the offset was committed.
+    pub async fn wait_for_high_watermark(
+        &self,
+        offset: i64,
+        deadline: tokio::time::Instant,
+    ) -> bool {
         loop {
             let mut wakeup = std::pin::pin!(self.data_arrived.notified());
             wakeup.as_mut().enable();
@@ -324,8 +282,6 @@ impl Partition {
         self.check_leader_epoch(current_leader_epoch)?;
         let high_watermark = self.high_watermark();
         let result = self.log.read(offset, high_watermark, max_bytes, min_one)?;
-        self.bytes_out
-            .fetch_add(result.records.len() as u64, Ordering::Relaxed);
         Ok(PartitionRead {
             result,
             high_watermark,

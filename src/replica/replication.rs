@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::partition::{Partition, PartitionError};
-use crate::log::ReadResult;
+use crate::log::{FollowerAppend, ReadResult};
 
 /// A follower's progress as its leader sees it.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +20,21 @@ pub struct FollowerState {
     /// The leader's log end offset at the follower's previous fetch.
     last_fetch_leader_end: i64,
     last_fetch: Instant,
+}
+
+impl FollowerState {
+    /// A follower in the ISR when this replica becomes leader: its log end offset is not known
+    /// until it fetches (so it holds the high watermark back), and it counts as caught up as of
+    /// now (so it leaves the ISR after `replica.lag.time.max.ms` if it never fetches), as
+    /// Kafka's `resetReplicaState` does.
+    pub fn at_leadership_start(now: Instant) -> Self {
+        Self {
+            log_end_offset: -1,
+            last_caught_up: now,
+            last_fetch_leader_end: -1,
+            last_fetch: now,
+        }
+    }
 }
 
 /// What a follower fetch gets from the leader.
@@ -79,8 +94,6 @@ impl Partition {
         self.record_follower_fetch(replica_id, fetch_offset, leader_end);
         self.maybe_advance_high_watermark();
         let result = self.log.read(fetch_offset, leader_end, max_bytes, true)?;
-        self.bytes_out
-            .fetch_add(result.records.len() as u64, Ordering::Relaxed);
         Ok(FollowerRead::Records {
             result,
             high_watermark: self.high_watermark(),
@@ -124,7 +137,13 @@ impl Partition {
             .1
             .max(0);
         let now = Instant::now();
-        let followers = self.followers.lock();
+        let mut followers = self.followers.lock();
+        // An ISR member this leader has no state for yet gets one full lag period from now.
+        for r in state.isr.iter().filter(|r| **r != self.node_id) {
+            followers
+                .entry(*r)
+                .or_insert_with(|| FollowerState::at_leadership_start(now));
+        }
         let mut isr: Vec<i32> = state
             .isr
             .iter()
@@ -133,7 +152,7 @@ impl Partition {
                 *r == self.node_id
                     || followers
                         .get(r)
-                        .is_none_or(|f| now.duration_since(f.last_caught_up) <= lag)
+                        .is_some_and(|f| now.duration_since(f.last_caught_up) <= lag)
             })
             .collect();
         for r in &state.replicas {
@@ -168,39 +187,35 @@ impl Partition {
 
     /// Appends batches replicated from the leader (offsets and epochs as the leader wrote
     /// them) and takes the leader's high watermark and log start offset as far as our log
-    /// goes.
+    /// goes. Returns the offset to wait for before fetching on when the flush policy made the
+    /// append due for an fsync (as a Kafka follower flushes before its next fetch).
     pub fn append_as_follower(
         &self,
         records: &Bytes,
         leader_hwm: i64,
         leader_log_start: i64,
-    ) -> Result<(), PartitionError> {
+    ) -> Result<Option<i64>, PartitionError> {
         if self.is_leader() {
             return Err(PartitionError::NotLeader);
         }
-        if !records.is_empty() {
-            let mut producers = self.producers.lock();
-            let appended = self.log.append_replicated(records, super::now_ms())?;
-            for b in appended {
-                if b.producer_id >= 0 {
-                    producers.record(b.producer_id, b.producer_epoch, b.metadata, super::now_ms());
-                }
-            }
-        }
-        if leader_log_start > self.log.log_start_offset() {
-            self.log
-                .advance_log_start_offset(leader_log_start)
-                .map_err(crate::log::LogError::Io)?;
-            self.producers
-                .lock()
-                .truncate_head(self.log.log_start_offset());
-        }
+        let appended = if records.is_empty() {
+            FollowerAppend::default()
+        } else {
+            self.log.append_as_follower(records, crate::log::now_ms())?
+        };
         let hwm = leader_hwm.min(self.log.log_end_offset());
+        if leader_log_start > self.log.log_start_offset() {
+            // Never past what this replica may serve: its own high watermark.
+            self.log
+                .advance_log_start_offset(leader_log_start.min(hwm.max(self.high_watermark())))
+                .map_err(crate::log::LogError::Io)?;
+        }
         let before = self.high_watermark.fetch_max(hwm, Ordering::AcqRel);
         if hwm > before {
             self.data_arrived.notify_waiters();
         }
-        Ok(())
+        self.check_offsets();
+        Ok(appended.durable_after)
     }
 
     /// The leader says our log diverges from its own after `end_offset` of `epoch`: cut our
@@ -216,7 +231,7 @@ impl Partition {
         tracing::info!(topic = %self.topic, partition = self.index, epoch, end_offset, target,
             "truncating a divergent log tail");
         self.log.truncate_to(target)?;
-        self.rebuild_producer_state();
+        self.check_offsets();
         Ok(())
     }
 
@@ -234,12 +249,11 @@ impl Partition {
             self.log.truncate_fully_and_start_at(leader_log_start)?;
             self.high_watermark
                 .store(leader_log_start, Ordering::Release);
-            self.rebuild_producer_state();
         } else if leader_hwm >= 0 && leo > leader_hwm {
             self.log
                 .truncate_to(leader_hwm.max(self.high_watermark()))?;
-            self.rebuild_producer_state();
         }
+        self.check_offsets();
         Ok(())
     }
 }

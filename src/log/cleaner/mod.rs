@@ -50,11 +50,11 @@ use std::io;
 use std::sync::Arc;
 
 use crate::log::batch::{check_batch, BatchIter, BatchView};
-use records::{decode, records_section, Filter};
-use swap::{clean_group, GroupParams};
-use offset_map::OffsetMap;
 use crate::log::partition_log::PartitionLog;
 use crate::log::segment::LogSegment;
+use offset_map::OffsetMap;
+use records::{decode, records_section, Filter};
+use swap::{clean_group, GroupParams};
 
 pub use swap::{complete_interrupted_swaps, swap_file_name};
 

@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
 
+use super::offset_map::OffsetMap;
+use super::CleanStats;
 use crate::log::batch::HEADER_SIZE;
 use crate::log::batch::{build_batch, read_varint, write_varint, BatchView, Codec, HeaderFields};
-use super::CleanStats;
-use super::offset_map::OffsetMap;
 
 /// One record inside a (decompressed) records section.
 #[derive(Debug, Clone, Copy)]

@@ -6,10 +6,10 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::log::batch::{check_batch, BatchIter};
-use super::{checked_batches, corrupt, is_simulated_crash, Hooks, Step};
 use super::records::{Filter, Outcome};
+use super::{checked_batches, corrupt, is_simulated_crash, Hooks, Step};
 use crate::durable::sync_dir;
+use crate::log::batch::{check_batch, BatchIter};
 use crate::log::partition_log::PartitionLog;
 use crate::log::segment::{file_name, LogSegment};
 

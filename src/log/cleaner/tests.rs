@@ -8,8 +8,8 @@ use bytes::Bytes;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
-use crate::log::batch::{check_batch, validate_produce_batch, BatchIter, Codec};
 use super::{clean_once, clean_with, CleanStats, CleanerConfig, Hooks, Step};
+use crate::log::batch::{check_batch, validate_produce_batch, BatchIter, Codec};
 use crate::log::config::LogConfig;
 use crate::log::partition_log::PartitionLog;
 use crate::log::testing::{keyed_batch, TestProducer, TestRecord};
@@ -39,7 +39,7 @@ fn config(segment_bytes: usize) -> LogConfig {
 
 /// A partition log plus every record appended to it.
 struct Model {
-    log: PartitionLog,
+    log: Arc<PartitionLog>,
     records: Vec<Rec>,
     filler: usize,
 }
@@ -66,7 +66,11 @@ impl Model {
     ) -> i64 {
         let raw = keyed_batch(records, compression, producer);
         let view = validate_produce_batch(&raw).expect("valid");
-        let base = self.log.append(&view, 0, 0).expect("append").base_offset;
+        let base = self
+            .log
+            .append_as_leader(&view, 0, 0)
+            .expect("append")
+            .base_offset;
         for (i, (k, v, ts)) in records.iter().enumerate() {
             self.records.push(Rec {
                 offset: base + i as i64,
@@ -714,6 +718,12 @@ fn a_crash_at_every_swap_step_leaves_a_readable_log() {
         assert_eq!(read_all(&m.log), m.expected(end, true), "{step:?}");
         let raw = keyed_batch(&[(Some("after"), Some("a"), 5)], Compression::None, None);
         let view = validate_produce_batch(&raw).expect("valid");
-        assert_eq!(m.log.append(&view, 0, 0).expect("append").base_offset, leo);
+        assert_eq!(
+            m.log
+                .append_as_leader(&view, 0, 0)
+                .expect("append")
+                .base_offset,
+            leo
+        );
     }
 }

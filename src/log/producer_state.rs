@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::log::batch::increment_sequence;
+use super::batch::{increment_sequence, BatchView};
 
 /// Kafka keeps the last five batches per producer (max.in.flight.requests.per.connection).
 pub const BATCHES_TO_RETAIN: usize = 5;
@@ -124,6 +124,42 @@ impl ProducerStateManager {
         }
         entry.batches.push_back(batch);
         entry.last_append_ms = entry.last_append_ms.max(now_ms);
+    }
+
+    /// Checks a producer's batch before it is written as leader. Batches without a producer
+    /// id are not idempotent and always append.
+    pub fn check_batch(&self, batch: &BatchView<'_>) -> Result<SequenceCheck, ProducerError> {
+        if batch.producer_id() < 0 {
+            return Ok(SequenceCheck::Append);
+        }
+        self.check(
+            batch.producer_id(),
+            batch.producer_epoch(),
+            batch.base_sequence(),
+            batch.last_sequence(),
+        )
+    }
+
+    /// Records a batch as written at `base_offset` (leader and follower appends, and the
+    /// rebuild from the log). `log_append_time` is the broker's timestamp for LogAppendTime
+    /// batches, else -1.
+    pub fn record_batch(
+        &mut self,
+        batch: &BatchView<'_>,
+        base_offset: i64,
+        log_append_time: i64,
+        now_ms: i64,
+    ) {
+        if batch.producer_id() < 0 {
+            return;
+        }
+        let meta = batch_metadata(
+            batch.base_sequence(),
+            batch.last_offset_delta(),
+            base_offset,
+            log_append_time,
+        );
+        self.record(batch.producer_id(), batch.producer_epoch(), meta, now_ms);
     }
 
     /// Forgets producers idle for longer than `expiration_ms`.
