@@ -481,3 +481,79 @@ def read_describe_groups_v4(r):
         r.i32()  # authorized_operations
         return g
     return r.array(group)
+
+
+# --- Produce v3 to several partitions of one topic -------------------------------------------
+
+def produce_v3_partitions(correlation_id, topic, batches, acks=-1, timeout_ms=10000):
+    """batches: [(partition, batch bytes)]"""
+    parts = b"".join(i32(p) + i32(len(b)) + b for p, b in batches)
+    return (header_v1(0, 3, correlation_id) + string(None) + i16(acks) + i32(timeout_ms)
+            + i32(1) + string(topic) + i32(len(batches)) + parts)
+
+
+# --- OffsetCommit v2 (key 8), OffsetFetch v1 (key 9), OffsetDelete v0 (key 47) ---------------
+
+def offset_commit_v2(correlation_id, group, offsets, generation=-1, member_id=""):
+    """offsets: {(topic, partition): offset}; a simple (generation -1) commit by default."""
+    by_topic = {}
+    for (t, p), o in offsets.items():
+        by_topic.setdefault(t, []).append((p, o))
+    topics = b"".join(string(t) + i32(len(ps))
+                      + b"".join(i32(p) + i64(o) + nullable_string("") for p, o in ps)
+                      for t, ps in by_topic.items())
+    return (header_v1(8, 2, correlation_id) + string(group) + i32(generation) + string(member_id)
+            + i64(-1) + i32(len(by_topic)) + topics)
+
+
+def read_offset_commit_v2(r):
+    """{(topic, partition): error}"""
+    out = {}
+    for name, parts in r.array(lambda r: (r.string(), r.array(lambda r: (r.i32(), r.i16())))):
+        for p, e in parts:
+            out[(name, p)] = e
+    return out
+
+
+def offset_fetch_v1(correlation_id, group, partitions):
+    """partitions: [(topic, partition)]"""
+    by_topic = {}
+    for t, p in partitions:
+        by_topic.setdefault(t, []).append(p)
+    topics = b"".join(string(t) + i32(len(ps)) + b"".join(i32(p) for p in ps)
+                      for t, ps in by_topic.items())
+    return header_v1(9, 1, correlation_id) + string(group) + i32(len(by_topic)) + topics
+
+
+def read_offset_fetch_v1(r):
+    """{(topic, partition): (offset, error)}"""
+    def part(r):
+        p, offset = r.i32(), r.i64()
+        r.string()  # metadata
+        return p, offset, r.i16()
+
+    out = {}
+    for name, parts in r.array(lambda r: (r.string(), r.array(part))):
+        for p, offset, e in parts:
+            out[(name, p)] = (offset, e)
+    return out
+
+
+def offset_delete_v0(correlation_id, group, partitions):
+    by_topic = {}
+    for t, p in partitions:
+        by_topic.setdefault(t, []).append(p)
+    topics = b"".join(string(t) + i32(len(ps)) + b"".join(i32(p) for p in ps)
+                      for t, ps in by_topic.items())
+    return header_v1(47, 0, correlation_id) + string(group) + i32(len(by_topic)) + topics
+
+
+def read_offset_delete_v0(r):
+    """(error, {(topic, partition): error})"""
+    error = r.i16()
+    r.i32()  # throttle_time_ms
+    out = {}
+    for name, parts in r.array(lambda r: (r.string(), r.array(lambda r: (r.i32(), r.i16())))):
+        for p, e in parts:
+            out[(name, p)] = e
+    return error, out

@@ -113,6 +113,22 @@ pub enum LogFormat {
     Json,
 }
 
+/// Limits on client connections and the request memory they may hold.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    /// `max.connections`: the listener stops accepting at this many.
+    pub max_connections: usize,
+    /// `max.connections.per.ip` and `max.connections.per.ip.overrides`.
+    pub max_connections_per_ip: usize,
+    pub max_connections_per_ip_overrides: std::collections::HashMap<std::net::IpAddr, usize>,
+    /// `queued.max.request.bytes`, resolved: the request memory budget in bytes.
+    pub queued_max_request_bytes: usize,
+}
+
+/// Gregor's request memory budget when `queued.max.request.bytes` is -1 (which in Kafka means
+/// unlimited): this, or two of the largest frames, whichever is larger.
+pub const DEFAULT_REQUEST_MEMORY_BYTES: usize = 256 << 20;
+
 /// Broker-level Kafka settings Gregor uses directly.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
@@ -120,6 +136,7 @@ pub struct KafkaSettings {
     pub num_partitions: i32,
     pub default_replication_factor: i16,
     pub socket_request_max_bytes: usize,
+    pub connections: ConnectionSettings,
     pub log_flush_scheduler_interval_ms: u64,
     pub log_flush_offset_checkpoint_interval_ms: u64,
     pub log_retention_check_interval_ms: u64,
@@ -311,6 +328,9 @@ pub const BROKER_SETTINGS: &[(&str, &str, i8, &str)] = &[
     ("log.flush.offset.checkpoint.interval.ms", "60000", 3, "How often the recovery points are written to disk."),
     ("log.flush.scheduler.interval.ms", "1000", 5, "How often logs are checked for a time-based flush (flush.ms)."),
     ("log.retention.check.interval.ms", "300000", 5, "How often the log cleaner checks whether any log is eligible for deletion."),
+    ("max.connections", "2147483647", 3, "The maximum number of client connections the broker holds at once; at the limit the listener stops accepting until one closes."),
+    ("max.connections.per.ip", "2147483647", 3, "The maximum number of connections allowed from one IP address; a connection over it is closed at once."),
+    ("max.connections.per.ip.overrides", "", 2, "Per-address overrides of max.connections.per.ip, as host:count pairs separated by commas (hosts as IP addresses or names)."),
     ("num.partitions", "1", 3, "The default number of partitions per topic."),
     ("offset.metadata.max.bytes", "4096", 3, "The maximum size for a metadata entry associated with an offset commit."),
     ("offsets.commit.timeout.ms", "5000", 3, "Offset commits wait this long for the offsets topic's replicas."),
@@ -325,6 +345,7 @@ pub const BROKER_SETTINGS: &[(&str, &str, i8, &str)] = &[
     ("replica.fetch.wait.max.ms", "500", 3, "The maximum wait time for each fetcher request issued by follower replicas. A fetch unanswered for this long plus 2 s counts as a dead connection and is retried on a new one."),
     ("replica.lag.time.max.ms", "30000", 5, "A follower that has not caught up with the leader for this long leaves the ISR."),
     ("producer.id.expiration.ms", "86400000", 3, "How long a producer id is kept after its last write."),
+    ("queued.max.request.bytes", "-1", 5, "The bytes of requests read and not yet handled, over all connections, before no more requests are read (backpressure). Gregor is bounded by default: -1 (Kafka's default, which there means unlimited) gives 256 MiB or twice socket.request.max.bytes, whichever is larger. At most one frame may overdraw it."),
     ("socket.request.max.bytes", "104857600", 3, "The maximum number of bytes in a socket request."),
     ("transaction.max.timeout.ms", "900000", 3, "The maximum allowed timeout for transactions."),
 ];
@@ -341,17 +362,6 @@ impl KafkaSettings {
     }
 
     fn from_raw(raw: BTreeMap<String, String>) -> Result<Self> {
-        fn get<T: std::str::FromStr>(raw: &BTreeMap<String, String>, key: &str) -> Result<T> {
-            let default = BROKER_SETTINGS
-                .iter()
-                .find(|(n, _, _, _)| *n == key)
-                .map(|(_, d, _, _)| *d)
-                .ok_or_else(|| anyhow!("{key} is not a known broker setting"))?;
-            let v = raw.get(key).map(String::as_str).unwrap_or(default);
-            v.trim()
-                .parse()
-                .map_err(|_| anyhow!("[kafka] {key}: invalid value {v:?}"))
-        }
         for key in raw.keys() {
             let known = BROKER_SETTINGS.iter().any(|(n, _, _, _)| n == key)
                 || crate::log::config::TOPIC_CONFIGS
@@ -370,6 +380,13 @@ impl KafkaSettings {
             num_partitions: get(&raw, "num.partitions")?,
             default_replication_factor: get(&raw, "default.replication.factor")?,
             socket_request_max_bytes: get(&raw, "socket.request.max.bytes")?,
+            connections: connection_settings(&raw, get(&raw, "socket.request.max.bytes")?, || {
+                Ok((
+                    get(&raw, "max.connections")?,
+                    get(&raw, "max.connections.per.ip")?,
+                    get(&raw, "queued.max.request.bytes")?,
+                ))
+            })?,
             log_flush_scheduler_interval_ms: get(&raw, "log.flush.scheduler.interval.ms")?,
             log_flush_offset_checkpoint_interval_ms: get(
                 &raw,
@@ -390,33 +407,7 @@ impl KafkaSettings {
                 fetch_max_bytes: get(&raw, "replica.fetch.max.bytes")?,
                 fetch_response_max_bytes: get(&raw, "replica.fetch.response.max.bytes")?,
             },
-            group: crate::group::GroupConfig {
-                offsets_partitions: get(&raw, "offsets.topic.num.partitions")?,
-                offsets_replication_factor: get(&raw, "offsets.topic.replication.factor")?,
-                offsets_segment_bytes: get(&raw, "offsets.topic.segment.bytes")?,
-                min_session_timeout: Duration::from_millis(get(
-                    &raw,
-                    "group.min.session.timeout.ms",
-                )?),
-                max_session_timeout: Duration::from_millis(get(
-                    &raw,
-                    "group.max.session.timeout.ms",
-                )?),
-                initial_rebalance_delay: Duration::from_millis(get(
-                    &raw,
-                    "group.initial.rebalance.delay.ms",
-                )?),
-                max_size: get(&raw, "group.max.size")?,
-                offsets_retention: Duration::from_secs(
-                    60 * get::<u64>(&raw, "offsets.retention.minutes")?,
-                ),
-                offsets_retention_check_interval: Duration::from_millis(get(
-                    &raw,
-                    "offsets.retention.check.interval.ms",
-                )?),
-                offset_metadata_max_bytes: get(&raw, "offset.metadata.max.bytes")?,
-                commit_timeout: Duration::from_millis(get(&raw, "offsets.commit.timeout.ms")?),
-            },
+            group: group_config(&raw)?,
             controller: crate::meta::ControllerSettings {
                 broker_session_timeout: Duration::from_millis(get(
                     &raw,
@@ -465,6 +456,69 @@ impl KafkaSettings {
         }
         Ok(settings)
     }
+}
+
+/// A broker setting parsed from `raw`, else from Kafka's default.
+fn get<T: std::str::FromStr>(raw: &BTreeMap<String, String>, key: &str) -> Result<T> {
+    let default = BROKER_SETTINGS
+        .iter()
+        .find(|(n, _, _, _)| *n == key)
+        .map(|(_, d, _, _)| *d)
+        .ok_or_else(|| anyhow!("{key} is not a known broker setting"))?;
+    let v = raw.get(key).map(String::as_str).unwrap_or(default);
+    v.trim()
+        .parse()
+        .map_err(|_| anyhow!("[kafka] {key}: invalid value {v:?}"))
+}
+
+/// The group coordinator's settings (`group.*`, `offsets.*`).
+fn group_config(raw: &BTreeMap<String, String>) -> Result<crate::group::GroupConfig> {
+    let ms = |key: &str| get::<u64>(raw, key).map(Duration::from_millis);
+    Ok(crate::group::GroupConfig {
+        offsets_partitions: get(raw, "offsets.topic.num.partitions")?,
+        offsets_replication_factor: get(raw, "offsets.topic.replication.factor")?,
+        offsets_segment_bytes: get(raw, "offsets.topic.segment.bytes")?,
+        min_session_timeout: ms("group.min.session.timeout.ms")?,
+        max_session_timeout: ms("group.max.session.timeout.ms")?,
+        initial_rebalance_delay: ms("group.initial.rebalance.delay.ms")?,
+        max_size: get(raw, "group.max.size")?,
+        offsets_retention: Duration::from_secs(60 * get::<u64>(raw, "offsets.retention.minutes")?),
+        offsets_retention_check_interval: ms("offsets.retention.check.interval.ms")?,
+        offset_metadata_max_bytes: get(raw, "offset.metadata.max.bytes")?,
+        commit_timeout: ms("offsets.commit.timeout.ms")?,
+    })
+}
+
+/// Resolves the connection settings: (max.connections, max.connections.per.ip,
+/// queued.max.request.bytes) as `read` gives them, with Kafka's rules.
+fn connection_settings(
+    raw: &BTreeMap<String, String>,
+    socket_request_max_bytes: usize,
+    read: impl FnOnce() -> Result<(i32, i32, i64)>,
+) -> Result<ConnectionSettings> {
+    let (max, per_ip, queued) = read()?;
+    if max < 0 || per_ip < 0 {
+        bail!("[kafka] max.connections and max.connections.per.ip must be at least 0");
+    }
+    let overrides = crate::server::connection_limits::ConnectionLimits::parse_overrides(
+        raw.get("max.connections.per.ip.overrides")
+            .map(String::as_str)
+            .unwrap_or(""),
+    )
+    .map_err(|e| anyhow!("[kafka] max.connections.per.ip.overrides: {e}"))?;
+    let queued = if queued <= 0 {
+        DEFAULT_REQUEST_MEMORY_BYTES.max(socket_request_max_bytes.saturating_mul(2))
+    } else if (queued as u64) < socket_request_max_bytes as u64 {
+        bail!("[kafka] queued.max.request.bytes ({queued}) must be at least socket.request.max.bytes ({socket_request_max_bytes})");
+    } else {
+        queued as usize
+    };
+    Ok(ConnectionSettings {
+        max_connections: max as usize,
+        max_connections_per_ip: per_ip as usize,
+        max_connections_per_ip_overrides: overrides,
+        queued_max_request_bytes: queued,
+    })
 }
 
 /// Splits `host:port` (or `[v6]:port`).

@@ -108,3 +108,48 @@ fn json_logs_at_the_configured_level() {
         .collect();
     assert!(chatty.is_empty(), "info events despite warn: {chatty:?}");
 }
+
+/// A fetch that waits for `min_bytes` re-reads the log at every append that wakes it; only the
+/// response that goes out is counted (issue 11: it used to count every re-read).
+#[test]
+fn bytes_out_count_each_response_once() {
+    let broker = Broker::start();
+    let mut c = broker.client();
+    create_topic(&mut c, "counted", 1, &[]);
+    let one = batch(&["a value of some length"], 0, Compression::None);
+    let waiting = {
+        let mut fetcher = broker.client();
+        let min_bytes = (3 * one.len()) as i32;
+        std::thread::spawn(move || {
+            fetcher.call(12, &fetch_req("counted", 0, 10_000, min_bytes, 1 << 20))
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for i in 0..3 {
+        produce(
+            &mut c,
+            "counted",
+            0,
+            batch(&["a value of some length"], i, Compression::None),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let resp = waiting.join().expect("fetch");
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    let sent = p.records.as_ref().map(|r| r.len()).unwrap_or(0);
+    assert_eq!(
+        sent,
+        3 * one.len(),
+        "the fetch waited for all three batches"
+    );
+    let (_, text) = http_get(broker.admin_port, "/metrics");
+    assert_eq!(
+        metric(&text, "gregor_topic_bytes_out_total{topic=\"counted\"}"),
+        Some(sent as f64)
+    );
+    assert_eq!(
+        metric(&text, "gregor_topic_bytes_in_total{topic=\"counted\"}"),
+        Some(sent as f64)
+    );
+}

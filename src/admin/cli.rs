@@ -9,8 +9,6 @@
 //! gregor admin --admin-url http://127.0.0.1:9644 remove 3
 //! ```
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -88,8 +86,8 @@ pub fn run(args: &AdminArgs) -> ExitCode {
     }
 }
 
-/// Sends one HTTP/1.1 request to `base` (`http://host:port[/prefix]`) and returns the status
-/// code and body.
+/// Sends one HTTP/1.1 request to `base` (`http://host:port[/prefix]`) with hyper and returns
+/// the status code and body.
 pub fn http_request(
     base: &str,
     method: &str,
@@ -97,119 +95,67 @@ pub fn http_request(
     body: Option<&str>,
     timeout: Duration,
 ) -> Result<(u16, String)> {
-    let rest = base
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("admin URL {base:?} must start with http://"))?;
-    let (authority, prefix) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-        None => (rest, ""),
-    };
-    if authority.is_empty() {
-        bail!("admin URL {base:?} has no host");
+    let uri: hyper::Uri = format!("{}{path}", base.trim_end_matches('/'))
+        .parse()
+        .with_context(|| format!("admin URL {base:?}"))?;
+    if uri.scheme_str() != Some("http") {
+        bail!("admin URL {base:?} must start with http://");
     }
-    let with_port = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    let addrs: Vec<_> = with_port
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {with_port}"))?
-        .collect();
-    let mut last_err = None;
-    let mut stream = None;
-    for addr in &addrs {
-        match TcpStream::connect_timeout(addr, Duration::from_secs(5)) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last_err = Some(e),
-        }
-    }
-    let Some(mut stream) = stream else {
-        return Err(match last_err {
-            Some(e) => anyhow!("connecting to {with_port}: {e}"),
-            None => anyhow!("{with_port} resolves to no address"),
-        });
-    };
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    let body = body.unwrap_or("");
-    let request = format!(
-        "{method} {prefix}{path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+    let authority = uri
+        .authority()
+        .ok_or_else(|| anyhow!("admin URL {base:?} has no host"))?
+        .clone();
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+        .header(hyper::header::HOST, authority.as_str())
+        .header(hyper::header::ACCEPT, "application/json")
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.unwrap_or("").to_string(),
+        )))
+        .context("building the request")?;
+    let address = format!(
+        "{}:{}",
+        authority.host(),
+        authority.port_u16().unwrap_or(80)
     );
-    stream
-        .write_all(request.as_bytes())
-        .with_context(|| format!("sending to {with_port}"))?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .with_context(|| format!("reading the answer of {with_port}"))?;
-    parse_response(&raw)
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    runtime.block_on(async {
+        tokio::time::timeout(timeout, exchange(&address, request))
+            .await
+            .map_err(|_| anyhow!("no answer from {address} within {timeout:?}"))?
+    })
 }
 
-/// Parses an HTTP/1.1 response (identity, content-length or chunked body).
-fn parse_response(raw: &[u8]) -> Result<(u16, String)> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("malformed HTTP response (no header end)"))?;
-    let head = std::str::from_utf8(&raw[..end]).context("malformed HTTP response header")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("malformed HTTP status line {status_line:?}"))?;
-    let mut chunked = false;
-    let mut length: Option<usize> = None;
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            let (name, value) = (name.trim(), value.trim());
-            if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value.eq_ignore_ascii_case("chunked");
-            } else if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse().ok();
-            }
-        }
-    }
-    let mut body = &raw[end + 4..];
-    let bytes = if chunked {
-        let mut out = Vec::new();
-        loop {
-            let line_end = body
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .ok_or_else(|| anyhow!("malformed chunked body"))?;
-            let size_text = std::str::from_utf8(&body[..line_end])?;
-            let size_text = size_text.split(';').next().unwrap_or_default().trim();
-            let size = usize::from_str_radix(size_text, 16)
-                .map_err(|_| anyhow!("malformed chunk size {size_text:?}"))?;
-            body = &body[line_end + 2..];
-            if size == 0 {
-                break;
-            }
-            if body.len() < size {
-                bail!("truncated chunked body");
-            }
-            out.extend_from_slice(&body[..size]);
-            body = body.get(size + 2..).unwrap_or_default();
-        }
-        out
-    } else {
-        match length {
-            Some(n) if n <= body.len() => body[..n].to_vec(),
-            Some(_) => bail!("truncated HTTP body"),
-            None => body.to_vec(),
-        }
-    };
-    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+async fn exchange(
+    address: &str,
+    request: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+) -> Result<(u16, String)> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .with_context(|| format!("connecting to {address}"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .with_context(|| format!("HTTP handshake with {address}"))?;
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .with_context(|| format!("sending to {address}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .with_context(|| format!("reading the answer of {address}"))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 #[cfg(test)]
@@ -217,17 +163,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_responses() {
-        let (s, b) =
-            parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n{}\n\nextra").unwrap();
-        assert_eq!((s, b.as_str()), (200, "{}\n\n"));
-        let (s, b) = parse_response(
-            b"HTTP/1.1 409 Conflict\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    fn talks_to_an_http_server() {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = axum::Router::new().route(
+            "/raft/voters/{id}",
+            axum::routing::post(|body: String| async move {
+                (axum::http::StatusCode::CONFLICT, format!("got {body:?}"))
+            }),
+        );
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        let (status, body) = http_request(
+            &format!("http://{addr}/"),
+            "POST",
+            "/raft/voters/4",
+            Some("{}"),
+            Duration::from_secs(5),
         )
-        .unwrap();
-        assert_eq!((s, b.as_str()), (409, "abcde"));
-        assert!(parse_response(b"garbage").is_err());
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nab").is_err());
+        .expect("answer");
+        assert_eq!((status, body.as_str()), (409, "got \"{}\""));
+        drop(runtime);
     }
 
     #[test]

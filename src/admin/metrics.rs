@@ -10,6 +10,7 @@ use std::time::Duration;
 use kafka_protocol::messages::ApiKey;
 
 use crate::broker::Broker;
+use crate::server::memory_pool::MemoryPool;
 
 /// A per-partition gauge: metric name, help text and how to read it.
 type PartitionGauge = (
@@ -38,6 +39,8 @@ pub struct Metrics {
     apis: Vec<ApiCounters>,
     pub connections: AtomicI64,
     pub connections_total: AtomicU64,
+    /// The request memory budget, once the listener runs.
+    request_memory: std::sync::OnceLock<std::sync::Arc<MemoryPool>>,
 }
 
 impl Default for Metrics {
@@ -46,11 +49,17 @@ impl Default for Metrics {
             apis: (0..MAX_API_KEY).map(|_| ApiCounters::default()).collect(),
             connections: AtomicI64::new(0),
             connections_total: AtomicU64::new(0),
+            request_memory: std::sync::OnceLock::new(),
         }
     }
 }
 
 impl Metrics {
+    /// Reports this pool as the request memory (`queued.max.request.bytes`).
+    pub fn set_request_memory(&self, pool: std::sync::Arc<MemoryPool>) {
+        let _ = self.request_memory.set(pool);
+    }
+
     /// Counts one request of `api_key`, its handling time, and whether it failed at the
     /// protocol level (the connection was closed instead of answered).
     pub fn observe(&self, api_key: i16, elapsed: Duration, failed: bool) {
@@ -99,11 +108,21 @@ fn resident_memory_bytes() -> Option<u64> {
 
 /// Renders every metric in the Prometheus text format (version 0.0.4).
 pub fn render(broker: &Broker) -> String {
-    let m = &broker.metrics;
     let mut out = String::with_capacity(16 * 1024);
+    render_requests(broker, &mut out);
+    render_process(&broker.metrics, &mut out);
+    render_partitions(broker, &mut out);
+    render_groups(broker, &mut out);
+    render_raft(broker, &mut out);
+    out
+}
+
+/// Readiness and the per-API request counters and latency histograms.
+fn render_requests(broker: &Broker, out: &mut String) {
+    let m = &broker.metrics;
 
     header(
-        &mut out,
+        out,
         "gregor_up",
         "gauge",
         "Whether the broker is ready (/health/ready: caught up in the metadata quorum and its ISRs).",
@@ -111,7 +130,7 @@ pub fn render(broker: &Broker) -> String {
     let _ = writeln!(out, "gregor_up {}", u8::from(broker.readiness().is_ok()));
 
     header(
-        &mut out,
+        out,
         "gregor_requests_total",
         "counter",
         "Kafka requests handled, by API.",
@@ -127,7 +146,7 @@ pub fn render(broker: &Broker) -> String {
         }
     }
     header(
-        &mut out,
+        out,
         "gregor_request_errors_total",
         "counter",
         "Requests refused at the protocol level (malformed or unsupported: the connection was closed), by API.",
@@ -143,7 +162,7 @@ pub fn render(broker: &Broker) -> String {
         }
     }
     header(
-        &mut out,
+        out,
         "gregor_request_duration_seconds",
         "histogram",
         "Time from a request's arrival to its response, by API.",
@@ -174,9 +193,12 @@ pub fn render(broker: &Broker) -> String {
             "gregor_request_duration_seconds_count{{api=\"{api}\"}} {cumulative}"
         );
     }
+}
 
+/// Connections, request memory and resident memory.
+fn render_process(m: &Metrics, out: &mut String) {
     header(
-        &mut out,
+        out,
         "gregor_connections",
         "gauge",
         "Open client connections.",
@@ -187,7 +209,7 @@ pub fn render(broker: &Broker) -> String {
         m.connections.load(Ordering::Relaxed)
     );
     header(
-        &mut out,
+        out,
         "gregor_connections_total",
         "counter",
         "Client connections accepted.",
@@ -197,20 +219,31 @@ pub fn render(broker: &Broker) -> String {
         "gregor_connections_total {}",
         m.connections_total.load(Ordering::Relaxed)
     );
+    if let Some(pool) = m.request_memory.get() {
+        header(
+            out,
+            "gregor_request_memory_bytes",
+            "gauge",
+            "Bytes of requests read and not yet handled (queued.max.request.bytes).",
+        );
+        let _ = writeln!(out, "gregor_request_memory_bytes {}", pool.in_use());
+        header(
+            out,
+            "gregor_request_memory_limit_bytes",
+            "gauge",
+            "The request memory budget; it may be overdrawn by at most one frame.",
+        );
+        let _ = writeln!(out, "gregor_request_memory_limit_bytes {}", pool.capacity());
+    }
     if let Some(rss) = resident_memory_bytes() {
         header(
-            &mut out,
+            out,
             "gregor_process_resident_memory_bytes",
             "gauge",
             "Resident memory of the broker process.",
         );
         let _ = writeln!(out, "gregor_process_resident_memory_bytes {rss}");
     }
-
-    render_partitions(broker, &mut out);
-    render_groups(broker, &mut out);
-    render_raft(broker, &mut out);
-    out
 }
 
 fn render_partitions(broker: &Broker, out: &mut String) {

@@ -47,6 +47,13 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
     }
     // A broker replica fetches with its id; consumers send -1.
     let replica_id = (req.replica_id.0 >= 0).then_some(req.replica_id.0);
+    let wanted = resolve(broker, version, &req);
+    let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    answer(broker, version, &req, &wanted, replica_id, max_wait).await
+}
+
+/// The requested partitions, resolved against what this broker hosts.
+fn resolve(broker: &Broker, version: i16, req: &FetchRequest) -> Vec<Wanted> {
     let image = broker.image();
     let mut wanted = Vec::new();
     for topic in &req.topics {
@@ -95,8 +102,19 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
             });
         }
     }
+    wanted
+}
 
-    let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
+/// Waits (up to the request's `max_wait_ms`) until `min_bytes` are readable or an error
+/// makes Kafka answer at once, then answers with one final read.
+async fn answer(
+    broker: &Broker,
+    version: i16,
+    req: &FetchRequest,
+    wanted: &[Wanted],
+    replica_id: Option<i32>,
+    max_wait: Duration,
+) -> FetchResponse {
     let deadline = tokio::time::Instant::now() + max_wait;
     let response_max_bytes = req.max_bytes.max(0) as usize;
     let min_bytes = req.min_bytes.max(0) as usize;
@@ -115,7 +133,7 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
         for w in wakeups.iter_mut() {
             w.as_mut().enable();
         }
-        let read = read_all(&wanted, version, replica_id, response_max_bytes);
+        let read = read_all(wanted, version, replica_id, response_max_bytes);
         let now = tokio::time::Instant::now();
         if read.bytes >= min_bytes || read.errors || now >= deadline || wakeups.is_empty() {
             // Counted once, for the response that goes out (not for reads a wait discarded).
@@ -161,84 +179,17 @@ fn read_all(
     let mut any_error = false;
     let mut bytes_by_partition = Vec::with_capacity(wanted.len());
     for w in wanted {
-        let before = total;
-        let remaining = response_max_bytes.saturating_sub(total);
+        let limit = w.max_bytes.min(response_max_bytes.saturating_sub(total));
         let min_one = total == 0;
-        let data = match (&w.target, replica_id) {
-            (Err(e), _) => {
-                any_error = true;
-                error_partition(w.index, *e)
-            }
-            (Ok(partition), None) => {
-                match partition.read(
-                    w.fetch_offset,
-                    w.current_leader_epoch,
-                    w.max_bytes.min(remaining),
-                    min_one,
-                ) {
-                    Ok(read) => {
-                        total += read.result.records.len();
-                        PartitionData::default()
-                            .with_partition_index(w.index)
-                            .with_high_watermark(read.high_watermark)
-                            .with_last_stable_offset(read.last_stable_offset)
-                            .with_log_start_offset(read.log_start_offset)
-                            .with_preferred_read_replica((-1).into())
-                            .with_records(Some(read.result.records))
-                    }
-                    Err(e) => {
-                        any_error = true;
-                        partition_failure(partition, w.index, &e, version)
-                    }
-                }
-            }
-            (Ok(partition), Some(replica)) => {
-                match partition.read_for_follower(
-                    replica,
-                    w.fetch_offset,
-                    w.current_leader_epoch,
-                    w.last_fetched_epoch,
-                    w.max_bytes.min(remaining),
-                ) {
-                    Ok(FollowerRead::Records {
-                        result,
-                        high_watermark,
-                        log_start_offset,
-                    }) => {
-                        total += result.records.len();
-                        PartitionData::default()
-                            .with_partition_index(w.index)
-                            .with_high_watermark(high_watermark)
-                            .with_last_stable_offset(high_watermark)
-                            .with_log_start_offset(log_start_offset)
-                            .with_preferred_read_replica((-1).into())
-                            .with_records(Some(result.records))
-                    }
-                    Ok(FollowerRead::Diverging { epoch, end_offset }) => {
-                        any_error = true;
-                        let mut d = PartitionData::default()
-                            .with_partition_index(w.index)
-                            .with_high_watermark(partition.high_watermark())
-                            .with_last_stable_offset(partition.high_watermark())
-                            .with_log_start_offset(partition.log.log_start_offset())
-                            .with_preferred_read_replica((-1).into())
-                            .with_records(Some(Bytes::new()));
-                        d.diverging_epoch = EpochEndOffset::default()
-                            .with_epoch(epoch)
-                            .with_end_offset(end_offset);
-                        d
-                    }
-                    Err(e) => {
-                        any_error = true;
-                        let mut d = partition_failure(partition, w.index, &e, version);
-                        // Followers need the leader's bounds to reset an out-of-range log.
-                        d.log_start_offset = partition.log.log_start_offset();
-                        d.high_watermark = partition.high_watermark();
-                        d
-                    }
-                }
-            }
+        let (data, bytes) = match (&w.target, replica_id) {
+            (Err(e), _) => (Err(error_partition(w.index, *e)), 0),
+            (Ok(p), None) => consumer_read(p, w, limit, min_one, version),
+            (Ok(p), Some(replica)) => follower_read(p, w, replica, limit, version),
         };
+        total += bytes;
+        bytes_by_partition.push(bytes);
+        any_error |= data.is_err();
+        let data = data.unwrap_or_else(|d| d);
         let same_topic = topics.last().is_some_and(|t| {
             if version >= 13 {
                 t.topic_id == w.topic_id
@@ -258,13 +209,90 @@ fn read_all(
         if let Some(t) = topics.last_mut() {
             t.partitions.push(data);
         }
-        bytes_by_partition.push(total - before);
     }
     ReadAll {
         topics,
         bytes: total,
         bytes_by_partition,
         errors: any_error,
+    }
+}
+
+/// A consumer's read: below the high watermark. `Err` holds an error partition.
+fn consumer_read(
+    partition: &Partition,
+    w: &Wanted,
+    limit: usize,
+    min_one: bool,
+    version: i16,
+) -> (Result<PartitionData, PartitionData>, usize) {
+    match partition.read(w.fetch_offset, w.current_leader_epoch, limit, min_one) {
+        Ok(read) => {
+            let bytes = read.result.records.len();
+            let data = PartitionData::default()
+                .with_partition_index(w.index)
+                .with_high_watermark(read.high_watermark)
+                .with_last_stable_offset(read.last_stable_offset)
+                .with_log_start_offset(read.log_start_offset)
+                .with_preferred_read_replica((-1).into())
+                .with_records(Some(read.result.records));
+            (Ok(data), bytes)
+        }
+        Err(e) => (Err(partition_failure(partition, w.index, &e, version)), 0),
+    }
+}
+
+/// A follower's read on the leader: up to the log end, or where the follower's log diverges.
+fn follower_read(
+    partition: &Partition,
+    w: &Wanted,
+    replica: i32,
+    limit: usize,
+    version: i16,
+) -> (Result<PartitionData, PartitionData>, usize) {
+    let read = partition.read_for_follower(
+        replica,
+        w.fetch_offset,
+        w.current_leader_epoch,
+        w.last_fetched_epoch,
+        limit,
+    );
+    match read {
+        Ok(FollowerRead::Records {
+            result,
+            high_watermark,
+            log_start_offset,
+        }) => {
+            let bytes = result.records.len();
+            let data = PartitionData::default()
+                .with_partition_index(w.index)
+                .with_high_watermark(high_watermark)
+                .with_last_stable_offset(high_watermark)
+                .with_log_start_offset(log_start_offset)
+                .with_preferred_read_replica((-1).into())
+                .with_records(Some(result.records));
+            (Ok(data), bytes)
+        }
+        Ok(FollowerRead::Diverging { epoch, end_offset }) => {
+            let mut d = PartitionData::default()
+                .with_partition_index(w.index)
+                .with_high_watermark(partition.high_watermark())
+                .with_last_stable_offset(partition.high_watermark())
+                .with_log_start_offset(partition.log.log_start_offset())
+                .with_preferred_read_replica((-1).into())
+                .with_records(Some(Bytes::new()));
+            d.diverging_epoch = EpochEndOffset::default()
+                .with_epoch(epoch)
+                .with_end_offset(end_offset);
+            (Err(d), 0)
+        }
+        Err(e) => {
+            let mut d = partition_failure(partition, w.index, &e, version);
+            // Followers need the leader's bounds to reset an out-of-range log.
+            d.log_start_offset = partition.log.log_start_offset();
+            d.high_watermark = partition.high_watermark();
+            (Err(d), 0)
+        }
     }
 }
 

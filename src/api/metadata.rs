@@ -10,6 +10,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use uuid::Uuid;
 
 use super::code;
 use crate::broker::Broker;
@@ -35,77 +36,14 @@ const CLUSTER_OPERATIONS: i32 = (1 << 5)
     | (1 << 14);
 
 pub async fn handle(broker: &Broker, version: i16, req: MetadataRequest) -> MetadataResponse {
-    // v0: an empty list means every topic. v1+: null means every topic.
-    // v10+: a topic may be named by id alone; unknown ids get UNKNOWN_TOPIC_ID.
-    let mut unknown_ids = Vec::new();
-    let requested: Option<Vec<String>> = match req.topics {
-        None => None,
-        Some(ref t) if t.is_empty() && version == 0 => None,
-        Some(ref t) => Some(
-            t.iter()
-                .filter_map(|t| match &t.name {
-                    // A non-zero id names the topic, whatever the name field holds (the Java
-                    // client sends "" with an id).
-                    Some(n) if t.topic_id.is_nil() => Some(n.to_string()),
-                    _ => {
-                        let name = broker
-                            .image()
-                            .topic_by_id(&t.topic_id)
-                            .map(|t| t.name.clone());
-                        if name.is_none() && !unknown_ids.contains(&t.topic_id) {
-                            unknown_ids.push(t.topic_id);
-                        }
-                        name
-                    }
-                })
-                .collect(),
-        ),
-    };
+    let (requested, unknown_ids) = requested_topics(broker, version, &req);
     let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
-    let mut image = broker.image();
-    let mut errors: BTreeMap<String, (i16, bool)> = BTreeMap::new();
-
-    if let Some(names) = &requested {
-        let mut to_create: Vec<&String> = Vec::new();
-        for name in names {
-            if image.topic(name).is_some() || errors.contains_key(name) || to_create.contains(&name)
-            {
-                continue;
-            }
-            if let Err(e) = validate_topic_name(name) {
-                tracing::debug!(topic = %name, error = %e, "metadata for an invalid topic name");
-                errors.insert(
-                    name.clone(),
-                    (code(ResponseError::InvalidTopicException), false),
-                );
-                continue;
-            }
-            if !(allow_auto_create && broker.config.kafka.auto_create_topics_enable) {
-                errors.insert(
-                    name.clone(),
-                    (code(ResponseError::UnknownTopicOrPartition), false),
-                );
-                continue;
-            }
-            to_create.push(name);
-        }
-        if !to_create.is_empty() {
-            for (name, created) in to_create.iter().zip(auto_create(broker, &to_create).await) {
-                let error = match created {
-                    Ok(_) | Err(CreateTopicError::AlreadyExists(_)) => continue,
-                    Err(CreateTopicError::InvalidTopic(_)) => ResponseError::InvalidTopicException,
-                    Err(e) => {
-                        tracing::warn!(topic = %name, error = %e, "auto-creating topic failed");
-                        ResponseError::LeaderNotAvailable
-                    }
-                };
-                errors.insert((*name).clone(), (code(error), false));
-            }
-            image = broker.image();
-        }
-    }
-
-    let topics: Vec<MetadataResponseTopic> = match &requested {
+    let errors = match &requested {
+        Some(names) => missing_topics(broker, names, allow_auto_create).await,
+        None => BTreeMap::new(),
+    };
+    let image = broker.image();
+    let mut topics: Vec<MetadataResponseTopic> = match &requested {
         None => image
             .topics
             .values()
@@ -118,22 +56,18 @@ pub async fn handle(broker: &Broker, version: i16, req: MetadataRequest) -> Meta
                 .filter(|n| seen.insert((*n).clone()))
                 .map(|name| match image.topic(name) {
                     Some(t) => topic_metadata(&image, t, version),
-                    None => {
-                        let (error, internal) = errors
-                            .get(name)
-                            .copied()
-                            .unwrap_or((code(ResponseError::UnknownTopicOrPartition), false));
-                        MetadataResponseTopic::default()
-                            .with_error_code(error)
-                            .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
-                            .with_is_internal(internal)
-                    }
+                    None => MetadataResponseTopic::default()
+                        .with_error_code(
+                            errors
+                                .get(name)
+                                .copied()
+                                .unwrap_or(code(ResponseError::UnknownTopicOrPartition)),
+                        )
+                        .with_name(Some(TopicName(StrBytes::from_string(name.clone())))),
                 })
                 .collect()
         }
     };
-
-    let mut topics = topics;
     topics.extend(unknown_ids.into_iter().map(|id| {
         MetadataResponseTopic::default()
             .with_error_code(code(ResponseError::UnknownTopicId))
@@ -158,6 +92,80 @@ pub async fn handle(broker: &Broker, version: i16, req: MetadataRequest) -> Meta
         }
     }
     resp
+}
+
+/// The topics a request names (`None`: all of them), and the ids it names that do not exist.
+/// v0: an empty list means every topic; v1+: null does. v10+: a topic may be named by id
+/// alone; a non-zero id names the topic, whatever the name field holds (the Java client sends
+/// "" with an id).
+fn requested_topics(
+    broker: &Broker,
+    version: i16,
+    req: &MetadataRequest,
+) -> (Option<Vec<String>>, Vec<Uuid>) {
+    let mut unknown_ids = Vec::new();
+    let requested = match &req.topics {
+        None => None,
+        Some(t) if t.is_empty() && version == 0 => None,
+        Some(t) => {
+            let image = broker.image();
+            Some(
+                t.iter()
+                    .filter_map(|t| match &t.name {
+                        Some(n) if t.topic_id.is_nil() => Some(n.to_string()),
+                        _ => {
+                            let name = image.topic_by_id(&t.topic_id).map(|t| t.name.clone());
+                            if name.is_none() && !unknown_ids.contains(&t.topic_id) {
+                                unknown_ids.push(t.topic_id);
+                            }
+                            name
+                        }
+                    })
+                    .collect(),
+            )
+        }
+    };
+    (requested, unknown_ids)
+}
+
+/// Auto-creates the named topics that do not exist (when allowed), and returns the error
+/// code for each that still does not.
+async fn missing_topics(
+    broker: &Broker,
+    names: &[String],
+    allow_auto_create: bool,
+) -> BTreeMap<String, i16> {
+    let image = broker.image();
+    let mut errors: BTreeMap<String, i16> = BTreeMap::new();
+    let mut to_create: Vec<&String> = Vec::new();
+    for name in names {
+        if image.topic(name).is_some() || errors.contains_key(name) || to_create.contains(&name) {
+            continue;
+        }
+        if let Err(e) = validate_topic_name(name) {
+            tracing::debug!(topic = %name, error = %e, "metadata for an invalid topic name");
+            errors.insert(name.clone(), code(ResponseError::InvalidTopicException));
+        } else if !(allow_auto_create && broker.config.kafka.auto_create_topics_enable) {
+            errors.insert(name.clone(), code(ResponseError::UnknownTopicOrPartition));
+        } else {
+            to_create.push(name);
+        }
+    }
+    if to_create.is_empty() {
+        return errors;
+    }
+    for (name, created) in to_create.iter().zip(auto_create(broker, &to_create).await) {
+        let error = match created {
+            Ok(_) | Err(CreateTopicError::AlreadyExists(_)) => continue,
+            Err(CreateTopicError::InvalidTopic(_)) => ResponseError::InvalidTopicException,
+            Err(e) => {
+                tracing::warn!(topic = %name, error = %e, "auto-creating topic failed");
+                ResponseError::LeaderNotAvailable
+            }
+        };
+        errors.insert((*name).clone(), code(error));
+    }
+    errors
 }
 
 /// Creates the named topics with the broker defaults (`auto.create.topics.enable`), in one

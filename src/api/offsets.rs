@@ -7,6 +7,7 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -17,8 +18,9 @@ use kafka_protocol::ResponseError;
 
 use super::code;
 use crate::broker::Broker;
+use crate::group::records::OffsetValue;
 use crate::group::state::NONE;
-use crate::group::{Committed, OffsetCommit};
+use crate::group::OffsetCommit;
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
@@ -88,126 +90,121 @@ pub async fn commit(
     OffsetCommitResponse::default().with_topics(topics)
 }
 
-fn committed(
-    broker: &Broker,
-    group_id: &str,
-    wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Result<Committed, ResponseError> {
-    broker.groups.fetch_offsets(group_id, wanted)
+/// What OffsetFetch reports for a partition: (offset, leader epoch, metadata), -1s when none.
+fn reported(v: Option<OffsetValue>) -> (i64, i32, StrBytes) {
+    match v {
+        Some(v) => (v.offset, v.leader_epoch, s(v.metadata)),
+        None => (-1, -1, StrBytes::default()),
+    }
+}
+
+fn wanted_topics<'a>(
+    topics: impl Iterator<Item = (&'a TopicName, &'a Vec<i32>)>,
+) -> Vec<(String, Vec<i32>)> {
+    topics
+        .map(|(name, partitions)| (name.0.to_string(), partitions.clone()))
+        .collect()
 }
 
 pub fn fetch(broker: &Broker, version: i16, req: OffsetFetchRequest) -> OffsetFetchResponse {
     if version >= 8 {
-        let groups = req
-            .groups
-            .iter()
-            .map(|g| {
-                let wanted = g.topics.as_ref().map(|ts| {
-                    ts.iter()
-                        .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
-                        .collect()
-                });
-                let r = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-                match committed(broker, &g.group_id, wanted) {
-                    Err(e) => r.with_error_code(code(e)),
-                    Ok(map) => r.with_topics(
-                        map.into_iter()
-                            .map(|(t, parts)| {
-                                OffsetFetchResponseTopics::default()
-                                    .with_name(TopicName(s(t)))
-                                    .with_partitions(
-                                        parts
-                                            .into_iter()
-                                            .map(|(p, v)| {
-                                                let (offset, epoch, meta) = match v {
-                                                    Some(v) => {
-                                                        (v.offset, v.leader_epoch, v.metadata)
-                                                    }
-                                                    None => (-1, -1, String::new()),
-                                                };
-                                                OffsetFetchResponsePartitions::default()
-                                                    .with_partition_index(p)
-                                                    .with_committed_offset(offset)
-                                                    .with_committed_leader_epoch(epoch)
-                                                    .with_metadata(Some(s(meta)))
-                                            })
-                                            .collect(),
-                                    )
-                            })
-                            .collect(),
-                    ),
-                }
-            })
-            .collect();
+        let groups = req.groups.iter().map(|g| fetch_group(broker, g)).collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    let wanted = req.topics.as_ref().map(|ts| {
-        ts.iter()
-            .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
-            .collect()
-    });
-    match committed(broker, &req.group_id, wanted) {
-        Err(e) => {
-            let mut resp = OffsetFetchResponse::default();
-            if version >= 2 {
-                resp.error_code = code(e);
-            }
-            // Before v2 the error is reported on every requested partition.
-            if let Some(ts) = &req.topics {
-                resp.topics = ts
-                    .iter()
-                    .map(|t| {
-                        OffsetFetchResponseTopic::default()
-                            .with_name(t.name.clone())
-                            .with_partitions(
-                                t.partition_indexes
-                                    .iter()
-                                    .map(|p| {
-                                        OffsetFetchResponsePartition::default()
-                                            .with_partition_index(*p)
-                                            .with_committed_offset(-1)
-                                            .with_metadata(Some(StrBytes::default()))
-                                            .with_error_code(if version < 2 {
-                                                code(e)
-                                            } else {
-                                                NONE
-                                            })
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect();
-            }
-            resp
-        }
+    let wanted = req
+        .topics
+        .as_ref()
+        .map(|ts| wanted_topics(ts.iter().map(|t| (&t.name, &t.partition_indexes))));
+    match broker.groups.fetch_offsets(&req.group_id, wanted) {
+        Err(e) => fetch_error(version, &req, e),
         Ok(map) => OffsetFetchResponse::default().with_topics(
             map.into_iter()
                 .map(|(t, parts)| {
+                    let partitions = parts
+                        .into_iter()
+                        .map(|(p, v)| {
+                            let (offset, epoch, metadata) = reported(v);
+                            let mut r = OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(offset)
+                                .with_metadata(Some(metadata));
+                            if version >= 5 {
+                                r.committed_leader_epoch = epoch;
+                            }
+                            r
+                        })
+                        .collect();
                     OffsetFetchResponseTopic::default()
                         .with_name(TopicName(s(t)))
-                        .with_partitions(
-                            parts
-                                .into_iter()
-                                .map(|(p, v)| {
-                                    let (offset, epoch, meta) = match v {
-                                        Some(v) => (v.offset, v.leader_epoch, v.metadata),
-                                        None => (-1, -1, String::new()),
-                                    };
-                                    let mut r = OffsetFetchResponsePartition::default()
-                                        .with_partition_index(p)
-                                        .with_committed_offset(offset)
-                                        .with_metadata(Some(s(meta)));
-                                    if version >= 5 {
-                                        r.committed_leader_epoch = epoch;
-                                    }
-                                    r
-                                })
-                                .collect(),
-                        )
+                        .with_partitions(partitions)
                 })
                 .collect(),
         ),
     }
+}
+
+/// One group of a v8+ OffsetFetch.
+fn fetch_group(broker: &Broker, g: &OffsetFetchRequestGroup) -> OffsetFetchResponseGroup {
+    let wanted = g
+        .topics
+        .as_ref()
+        .map(|ts| wanted_topics(ts.iter().map(|t| (&t.name, &t.partition_indexes))));
+    let r = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+    match broker.groups.fetch_offsets(&g.group_id, wanted) {
+        Err(e) => r.with_error_code(code(e)),
+        Ok(map) => r.with_topics(
+            map.into_iter()
+                .map(|(t, parts)| {
+                    let partitions = parts
+                        .into_iter()
+                        .map(|(p, v)| {
+                            let (offset, epoch, metadata) = reported(v);
+                            OffsetFetchResponsePartitions::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(offset)
+                                .with_committed_leader_epoch(epoch)
+                                .with_metadata(Some(metadata))
+                        })
+                        .collect();
+                    OffsetFetchResponseTopics::default()
+                        .with_name(TopicName(s(t)))
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// A failed OffsetFetch before v8: the error at the top from v2, on every requested
+/// partition before.
+fn fetch_error(version: i16, req: &OffsetFetchRequest, e: ResponseError) -> OffsetFetchResponse {
+    let mut resp = OffsetFetchResponse::default();
+    if version >= 2 {
+        resp.error_code = code(e);
+    }
+    let partition_error = if version < 2 { code(e) } else { NONE };
+    if let Some(ts) = &req.topics {
+        resp.topics = ts
+            .iter()
+            .map(|t| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partition_indexes
+                            .iter()
+                            .map(|p| {
+                                OffsetFetchResponsePartition::default()
+                                    .with_partition_index(*p)
+                                    .with_committed_offset(-1)
+                                    .with_metadata(Some(StrBytes::default()))
+                                    .with_error_code(partition_error)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+    }
+    resp
 }
 
 pub async fn delete(broker: &Broker, req: OffsetDeleteRequest) -> OffsetDeleteResponse {

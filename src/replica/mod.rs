@@ -189,6 +189,34 @@ impl ReplicaManager {
     }
 
     fn apply_image_locked(&self, image: &MetadataImage) {
+        // First drop what is gone, so a re-created topic never reuses the old log.
+        let mut next = self.drop_unassigned(image);
+        let to_open = self.update_hosted(image, &next);
+        // Opening a log is file I/O (files, index maps, producer state from the batches):
+        // done in parallel, so a restart with many partitions does not wait on each in turn.
+        for (o, opened) in self.open_all(to_open, now_ms()) {
+            match opened {
+                Ok(partition) => {
+                    next.entry(o.topic)
+                        .or_insert_with(|| HostedTopic {
+                            topic_id: o.topic_id,
+                            partitions: HashMap::new(),
+                        })
+                        .partitions
+                        .insert(o.index, partition);
+                }
+                Err(e) => {
+                    tracing::error!(topic = %o.topic, partition = o.index, error = %e,
+                        "cannot open partition log; the partition stays offline here");
+                }
+            }
+        }
+        self.hosted.store(Arc::new(next));
+    }
+
+    /// Stops hosting partitions the image no longer assigns here (deleted or re-created
+    /// topics, moved replicas) and deletes their logs. Returns what stays hosted.
+    fn drop_unassigned(&self, image: &MetadataImage) -> HashMap<String, HostedTopic> {
         let current = self.hosted.load_full();
         let assigned_here = |name: &str, topic_id: Uuid, index: i32| {
             image.topics.get(name).is_some_and(|t| {
@@ -198,7 +226,6 @@ impl ReplicaManager {
                         .any(|p| p.partition == index && p.replicas.contains(&self.node_id))
             })
         };
-        // First drop what is gone, so a re-created topic never reuses the old log.
         let mut kept: HashMap<String, HostedTopic> = HashMap::new();
         let mut removed = Vec::new();
         for (name, topic) in current.iter() {
@@ -232,8 +259,16 @@ impl ReplicaManager {
                 tracing::error!(topic = %tp.0, partition = tp.1, error = %e, "deleting partition log failed");
             }
         }
-        let now = now_ms();
-        let mut next = kept;
+        kept
+    }
+
+    /// Brings the partitions hosted in `hosted` up to date with the image (configs,
+    /// leadership, ISR) and returns those the image assigns here that are not open yet.
+    fn update_hosted(
+        &self,
+        image: &MetadataImage,
+        hosted: &HashMap<String, HostedTopic>,
+    ) -> Vec<ToOpen> {
         let mut to_open = Vec::new();
         for (name, topic) in &image.topics {
             let config = Arc::new(self.topic_defaults.resolve(&topic.configs));
@@ -249,45 +284,29 @@ impl ReplicaManager {
                     isr: p.isr.clone(),
                     partition_epoch: p.partition_epoch,
                 };
-                let hosted = next.get(name).and_then(|t| t.partitions.get(&p.partition));
-                if let Some(hosted) = hosted {
-                    if *hosted.log.config() != *config {
-                        hosted.log.set_config(config.clone());
+                match hosted
+                    .get(name)
+                    .and_then(|t| t.partitions.get(&p.partition))
+                {
+                    Some(partition) => {
+                        if *partition.log.config() != *config {
+                            partition.log.set_config(config.clone());
+                        }
+                        if partition.state() != state {
+                            partition.update_state(state);
+                        }
                     }
-                    if hosted.state() != state {
-                        hosted.update_state(state);
-                    }
-                    continue;
-                }
-                to_open.push(ToOpen {
-                    topic: name.clone(),
-                    topic_id: topic.topic_id,
-                    index: p.partition,
-                    config: config.clone(),
-                    state,
-                });
-            }
-        }
-        // Opening a log is file I/O (files, index maps, producer state from the batches):
-        // done in parallel, so a restart with many partitions does not wait on each in turn.
-        for (o, opened) in self.open_all(to_open, now) {
-            match opened {
-                Ok(partition) => {
-                    next.entry(o.topic)
-                        .or_insert_with(|| HostedTopic {
-                            topic_id: o.topic_id,
-                            partitions: HashMap::new(),
-                        })
-                        .partitions
-                        .insert(o.index, partition);
-                }
-                Err(e) => {
-                    tracing::error!(topic = %o.topic, partition = o.index, error = %e,
-                        "cannot open partition log; the partition stays offline here");
+                    None => to_open.push(ToOpen {
+                        topic: name.clone(),
+                        topic_id: topic.topic_id,
+                        index: p.partition,
+                        config: config.clone(),
+                        state,
+                    }),
                 }
             }
         }
-        self.hosted.store(Arc::new(next));
+        to_open
     }
 
     /// Opens partitions on up to `OPEN_THREADS` threads; results come back in input order.

@@ -129,6 +129,16 @@ impl Partition {
 
     /// Applies the controller's latest decision for this partition.
     pub fn update_state(&self, state: PartitionState) {
+        // Leader epochs only move forward: every leadership change bumps it in the metadata
+        // log, and images are applied in order.
+        assert!(
+            state.leader_epoch >= self.leader_epoch(),
+            "{}-{}: leader epoch {} after {}",
+            self.topic,
+            self.index,
+            state.leader_epoch,
+            self.leader_epoch()
+        );
         let leader = state.leader == self.node_id;
         let new_leadership =
             leader && (!self.is_leader() || state.leader_epoch != self.leader_epoch());

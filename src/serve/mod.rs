@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 
 use crate::broker::Broker;
 use crate::config::{Config, LogFormat};
@@ -55,61 +56,10 @@ pub async fn run(config: Config) -> Result<()> {
     let _lock = lock_data_dir(&config)?;
     let kafka_listener = bind("Kafka", &config.listen).await?;
     let admin_listener = bind("admin", &config.admin_listen).await?;
-
-    let meta = MetadataQuorum::start(MetaConfig {
-        node_id: config.node_id as u64,
-        dir: config.data_dir.join("meta"),
-        controller_listen: config.controller_listen,
-        voters: config.voters.clone(),
-        controller: config.kafka.controller.clone(),
-    })
-    .await
-    .context("starting the metadata quorum")?;
-    // A node that joins a running cluster waits here until it is added as a learner
-    // (`gregor admin add-learner`), however long that takes; SIGTERM ends the wait.
-    loop {
-        tokio::select! {
-            found = meta.wait_for_leader(Duration::from_secs(30)) => match found {
-                Ok(_) => break,
-                Err(_) => tracing::warn!(
-                    node_id = config.node_id,
-                    "no metadata controller reachable yet; still waiting (a new node must be \
-                     added with `gregor admin add-learner`)"
-                ),
-            },
-            _ = wait_for_signal() => {
-                tracing::info!("shutting down before joining the metadata quorum");
-                meta.shutdown().await?;
-                return Ok(());
-            }
-        }
-    }
-    if meta.image().cluster_id.is_none() {
-        let cluster_id = kafka_uuid(&random_kafka_uuid());
-        meta.propose(MetadataRecord::InitCluster { cluster_id })
-            .await
-            .context("initialising the cluster id")?;
-    }
-    let incarnation_id = uuid::Uuid::new_v4();
-    let registration = BrokerRegistration {
-        node_id: config.node_id,
-        host: config.advertised_host.clone(),
-        port: config.advertised_port,
-        rack: None,
-        incarnation_id,
-        fenced: false,
+    let Some(meta) = join_quorum(&config).await? else {
+        return Ok(());
     };
-    let registered = meta
-        .propose(MetadataRecord::RegisterBroker(registration))
-        .await
-        .context("registering this broker")?;
-    if registered != crate::meta::image::ApplyOutcome::Ok {
-        bail!(
-            "node id {} was removed from the cluster and cannot register again ({registered:?})",
-            config.node_id
-        );
-    }
-
+    let incarnation_id = register(&config, &meta).await?;
     let logs =
         LogManager::open(&config.data_dir.join("logs")).context("opening the log directory")?;
     let replicas = Arc::new(ReplicaManager::new(
@@ -128,25 +78,7 @@ pub async fn run(config: Config) -> Result<()> {
     })
     .await
     .context("opening the partition logs")?;
-    let unprovisioned =
-        provision::provision_topics(&broker, broker.config.provisioned_topics.clone()).await;
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(tasks::follow_metadata(broker.clone()));
-    tasks.spawn(provision::keep_provisioning(broker.clone(), unprovisioned));
-    tasks.spawn(tasks::flush_and_checkpoint(broker.clone()));
-    tasks.spawn(tasks::retention_and_expiry(broker.clone()));
-    tasks.spawn(tasks::group_timers(broker.clone()));
-    tasks.spawn(tasks::clean_logs(broker.clone()));
-    tasks.spawn(crate::replica::isr::maintain_isr(
-        broker.replicas.clone(),
-        broker.meta.clone(),
-        broker.shutdown.clone(),
-    ));
-    broker
-        .replicas
-        .fetchers
-        .sync(&broker.replicas, &broker.meta, &broker.shutdown);
-    tasks.spawn(crate::admin::http::run(broker.clone(), admin_listener));
+    let mut tasks = start_tasks(&broker, admin_listener).await;
     let kafka = tokio::spawn(crate::server::run(broker.clone(), kafka_listener));
 
     broker.set_serving(true);
@@ -177,6 +109,93 @@ pub async fn run(config: Config) -> Result<()> {
     logs_result.context("flushing logs at shutdown")?;
     tracing::info!("clean shutdown complete");
     Ok(())
+}
+
+/// Starts this node's member of the metadata quorum and waits until a controller is known.
+/// A node that joins a running cluster waits here until it is added as a learner (`gregor
+/// admin add-learner`), however long that takes; `None` when SIGTERM ended the wait.
+async fn join_quorum(config: &Config) -> Result<Option<MetadataQuorum>> {
+    let meta = MetadataQuorum::start(MetaConfig {
+        node_id: config.node_id as u64,
+        dir: config.data_dir.join("meta"),
+        controller_listen: config.controller_listen,
+        voters: config.voters.clone(),
+        controller: config.kafka.controller.clone(),
+    })
+    .await
+    .context("starting the metadata quorum")?;
+    loop {
+        tokio::select! {
+            found = meta.wait_for_leader(Duration::from_secs(30)) => match found {
+                Ok(_) => return Ok(Some(meta)),
+                Err(_) => tracing::warn!(
+                    node_id = config.node_id,
+                    "no metadata controller reachable yet; still waiting (a new node must be \
+                     added with `gregor admin add-learner`)"
+                ),
+            },
+            _ = wait_for_signal() => {
+                tracing::info!("shutting down before joining the metadata quorum");
+                meta.shutdown().await?;
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Sets the cluster id if nobody has yet, and registers this broker with a new incarnation.
+async fn register(config: &Config, meta: &MetadataQuorum) -> Result<uuid::Uuid> {
+    if meta.image().cluster_id.is_none() {
+        let cluster_id = kafka_uuid(&random_kafka_uuid());
+        meta.propose(MetadataRecord::InitCluster { cluster_id })
+            .await
+            .context("initialising the cluster id")?;
+    }
+    let incarnation_id = uuid::Uuid::new_v4();
+    let registration = BrokerRegistration {
+        node_id: config.node_id,
+        host: config.advertised_host.clone(),
+        port: config.advertised_port,
+        rack: None,
+        incarnation_id,
+        fenced: false,
+    };
+    let registered = meta
+        .propose(MetadataRecord::RegisterBroker(registration))
+        .await
+        .context("registering this broker")?;
+    if registered != crate::meta::image::ApplyOutcome::Ok {
+        bail!(
+            "node id {} was removed from the cluster and cannot register again ({registered:?})",
+            config.node_id
+        );
+    }
+    Ok(incarnation_id)
+}
+
+/// Provisions topics and starts the background tasks, the follower fetchers and the admin
+/// HTTP listener.
+async fn start_tasks(broker: &Arc<Broker>, admin_listener: TcpListener) -> JoinSet<()> {
+    let unprovisioned =
+        provision::provision_topics(broker, broker.config.provisioned_topics.clone()).await;
+    let mut tasks = JoinSet::new();
+    tasks.spawn(tasks::follow_metadata(broker.clone()));
+    tasks.spawn(provision::keep_provisioning(broker.clone(), unprovisioned));
+    tasks.spawn(tasks::flush_and_checkpoint(broker.clone()));
+    tasks.spawn(tasks::retention_and_expiry(broker.clone()));
+    tasks.spawn(tasks::group_timers(broker.clone()));
+    tasks.spawn(tasks::clean_logs(broker.clone()));
+    tasks.spawn(crate::replica::isr::maintain_isr(
+        broker.replicas.clone(),
+        broker.meta.clone(),
+        broker.shutdown.clone(),
+    ));
+    broker
+        .replicas
+        .fetchers
+        .sync(&broker.replicas, &broker.meta, &broker.shutdown);
+    tasks.spawn(crate::admin::http::run(broker.clone(), admin_listener));
+    tasks
 }
 
 /// Kafka's controlled shutdown: with other brokers alive, hand this broker's leaderships to

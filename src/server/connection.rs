@@ -3,107 +3,93 @@
 //! writes responses in the same order.
 //!
 //! A reader task stays ahead of the handler by at most `MAX_QUEUED_REQUESTS` frames, so socket
-//! reads overlap request handling without unbounded buffering. A frame larger than
-//! `socket.request.max.bytes` closes the connection before anything is allocated for it.
+//! reads overlap request handling without unbounded buffering. Every frame's bytes are leased
+//! from the broker's request memory pool (`queued.max.request.bytes`) before the frame is read,
+//! and given back once its request is handled: when the pool is spent, the reader stops reading
+//! the socket. A frame larger than `socket.request.max.bytes` closes the connection before
+//! anything is allocated for it.
 
+use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{dispatch, Reply};
+use super::frame::ResponseFrame;
+use super::memory_pool::{Lease, MemoryPool};
 use crate::broker::Broker;
 
 /// Requests read ahead of the one being handled, per connection.
 const MAX_QUEUED_REQUESTS: usize = 16;
 /// Per-connection read buffer; a larger frame body is read straight into its own buffer.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// Per-connection write buffer: pipelined small responses share one write.
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+/// Most buffers handed to one vectored write.
+const MAX_IOVECS: usize = 64;
 
 enum Inbound {
-    Frame(Bytes),
+    /// A request frame and the memory it holds from the pool.
+    Frame(Bytes, Lease),
     /// The reader stopped: end of stream, an I/O error, or an invalid frame size.
     Closed(Option<String>),
 }
 
-pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(
+    broker: Arc<Broker>,
+    pool: Arc<MemoryPool>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
     let _ = stream.set_nodelay(true);
-    broker
-        .metrics
-        .connections
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    broker.metrics.connections.fetch_add(1, Ordering::Relaxed);
     broker
         .metrics
         .connections_total
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        .fetch_add(1, Ordering::Relaxed);
     let (read_half, write_half) = stream.into_split();
     // Small requests arrive with their size prefix in one read instead of two.
-    let mut read_half = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
-    let (tx, mut rx) = mpsc::channel::<Inbound>(MAX_QUEUED_REQUESTS);
-    let max_frame = broker.config.kafka.socket_request_max_bytes;
-    let shutdown = broker.shutdown.clone();
+    let read_half = BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
+    let (tx, rx) = mpsc::channel::<Inbound>(MAX_QUEUED_REQUESTS);
+    let reader = tokio::spawn(read_frames(
+        read_half,
+        tx,
+        pool,
+        broker.config.kafka.socket_request_max_bytes,
+        broker.shutdown.clone(),
+    ));
+    let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write_half);
+    let close_reason = handle_requests(&broker, &peer, rx, &mut writer).await;
+    let _ = writer.flush().await;
+    let _ = writer.shutdown().await;
+    reader.abort();
+    broker.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    if let Some(reason) = close_reason {
+        tracing::warn!(%peer, reason = %reason, "closing client connection");
+    } else {
+        tracing::debug!(%peer, "client disconnected");
+    }
+}
 
-    let reader = tokio::spawn(async move {
-        loop {
-            let size = tokio::select! {
-                r = read_half.read_i32() => r,
-                _ = shutdown.cancelled() => {
-                    let _ = tx.send(Inbound::Closed(None)).await;
-                    return;
-                }
-            };
-            let size = match size {
-                Ok(s) => s,
-                Err(e) => {
-                    let reason = (e.kind() != std::io::ErrorKind::UnexpectedEof)
-                        .then(|| format!("read error: {e}"));
-                    let _ = tx.send(Inbound::Closed(reason)).await;
-                    return;
-                }
-            };
-            if size < 0 || size as usize > max_frame {
-                let _ = tx
-                    .send(Inbound::Closed(Some(format!(
-                        "frame size {size} outside 0..={max_frame} (socket.request.max.bytes)"
-                    ))))
-                    .await;
-                return;
-            }
-            // Filled straight from the socket: no zeroing pass over the frame first.
-            let size = size as usize;
-            let mut buf = BytesMut::with_capacity(size);
-            let mut truncated = None;
-            while buf.len() < size {
-                let remaining = (size - buf.len()) as u64;
-                match (&mut read_half).take(remaining).read_buf(&mut buf).await {
-                    Ok(0) => truncated = Some("connection closed".to_string()),
-                    Ok(_) => continue,
-                    Err(e) => truncated = Some(e.to_string()),
-                }
-                break;
-            }
-            if let Some(e) = truncated {
-                let _ = tx
-                    .send(Inbound::Closed(Some(format!("truncated frame: {e}"))))
-                    .await;
-                return;
-            }
-            if tx.send(Inbound::Frame(buf.freeze())).await.is_err() {
-                return;
-            }
-        }
-    });
-
-    let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
-    let close_reason: Option<String> = loop {
-        let Some(inbound) = rx.recv().await else {
-            break None;
-        };
-        let frame = match inbound {
-            Inbound::Frame(f) => f,
-            Inbound::Closed(reason) => break reason,
+/// Handles requests in order until the reader stops or a request asks to close. Returns why
+/// the connection closes, if it is an error.
+async fn handle_requests(
+    broker: &Broker,
+    peer: &SocketAddr,
+    mut rx: mpsc::Receiver<Inbound>,
+    writer: &mut BufWriter<OwnedWriteHalf>,
+) -> Option<String> {
+    loop {
+        let (frame, lease) = match rx.recv().await? {
+            Inbound::Frame(f, lease) => (f, lease),
+            Inbound::Closed(reason) => return reason,
         };
         let api_key = if frame.len() >= 2 {
             i16::from_be_bytes([frame[0], frame[1]])
@@ -111,37 +97,137 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
             -1
         };
         let started = std::time::Instant::now();
-        let reply = dispatch(&broker, &peer, frame).await;
+        let reply = dispatch(broker, peer, frame).await;
+        // The request is handled: its memory goes back to the pool before the response is
+        // written, so a slow reader of responses does not hold request memory.
+        drop(lease);
         broker
             .metrics
             .observe(api_key, started.elapsed(), matches!(reply, Reply::Close(_)));
         match reply {
             Reply::Frame(response) => {
-                if let Err(e) = writer.write_all(&response).await {
-                    break Some(format!("write error: {e}"));
+                if let Err(e) = write_frame(writer, &response).await {
+                    return Some(format!("write error: {e}"));
                 }
             }
             Reply::Nothing => {}
-            Reply::Close(reason) => break Some(reason),
+            Reply::Close(reason) => return Some(reason),
         }
         // Flush when no further request is already waiting, so pipelined responses share
         // one write.
         if rx.is_empty() {
             if let Err(e) = writer.flush().await {
-                break Some(format!("write error: {e}"));
+                return Some(format!("write error: {e}"));
             }
         }
-    };
-    let _ = writer.flush().await;
-    let _ = writer.shutdown().await;
-    reader.abort();
-    broker
-        .metrics
-        .connections
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    if let Some(reason) = close_reason {
-        tracing::warn!(%peer, reason = %reason, "closing client connection");
-    } else {
-        tracing::debug!(%peer, "client disconnected");
     }
+}
+
+/// Reads frames until the stream ends, a frame is invalid, or the broker shuts down.
+async fn read_frames(
+    mut read_half: impl AsyncRead + Unpin,
+    tx: mpsc::Sender<Inbound>,
+    pool: Arc<MemoryPool>,
+    max_frame: usize,
+    shutdown: CancellationToken,
+) {
+    let closed = loop {
+        let size = tokio::select! {
+            r = read_half.read_i32() => r,
+            _ = shutdown.cancelled() => break None,
+        };
+        let size = match size {
+            Ok(s) => s,
+            Err(e) => {
+                break (e.kind() != std::io::ErrorKind::UnexpectedEof)
+                    .then(|| format!("read error: {e}"))
+            }
+        };
+        if size < 0 || size as usize > max_frame {
+            break Some(format!(
+                "frame size {size} outside 0..={max_frame} (socket.request.max.bytes)"
+            ));
+        }
+        let size = size as usize;
+        // Backpressure: wait for memory before reading (and allocating) the frame.
+        let lease = tokio::select! {
+            lease = pool.lease(size) => lease,
+            _ = shutdown.cancelled() => break None,
+        };
+        match read_body(&mut read_half, size).await {
+            Ok(frame) => {
+                if tx.send(Inbound::Frame(frame, lease)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => break Some(format!("truncated frame: {e}")),
+        }
+    };
+    let _ = tx.send(Inbound::Closed(closed)).await;
+}
+
+/// Reads a frame body of `size` bytes straight from the socket (no zeroing pass first).
+async fn read_body(
+    read_half: &mut (impl AsyncRead + Unpin),
+    size: usize,
+) -> std::io::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(size);
+    while buf.len() < size {
+        let remaining = (size - buf.len()) as u64;
+        if (&mut *read_half).take(remaining).read_buf(&mut buf).await? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Writes one response frame. A frame in parts (a Fetch response around its record slices)
+/// goes to the socket with vectored writes after what is buffered, so record bytes are never
+/// copied in user space.
+async fn write_frame(
+    writer: &mut BufWriter<OwnedWriteHalf>,
+    frame: &ResponseFrame,
+) -> std::io::Result<()> {
+    match frame {
+        ResponseFrame::One(bytes) => writer.write_all(bytes).await,
+        ResponseFrame::Parts(parts) => {
+            writer.flush().await?;
+            write_all_vectored(writer.get_mut(), parts).await
+        }
+    }
+}
+
+/// Writes every part, in order, with as few `writev` calls as the socket allows.
+async fn write_all_vectored(out: &mut OwnedWriteHalf, parts: &[Bytes]) -> std::io::Result<()> {
+    let mut part = 0;
+    let mut offset = 0;
+    while part < parts.len() {
+        let slices: Vec<IoSlice<'_>> = std::iter::once(&parts[part][offset..])
+            .chain(parts[part + 1..].iter().map(|p| &p[..]))
+            .take(MAX_IOVECS)
+            .map(IoSlice::new)
+            .collect();
+        let mut written = out.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                "the socket accepted no bytes",
+            ));
+        }
+        while written > 0 && part < parts.len() {
+            let left = parts[part].len() - offset;
+            if written >= left {
+                written -= left;
+                part += 1;
+                offset = 0;
+            } else {
+                offset += written;
+                written = 0;
+            }
+        }
+    }
+    Ok(())
 }

@@ -2,10 +2,11 @@
 //! API key to its handler, and encodes the response frame. Anything malformed closes the
 //! connection, as Kafka does; an unsupported ApiVersions version gets the KIP-511 v0 answer.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable, Encodable};
+use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable};
 
+use super::frame::{encode_fetch_frame, encode_frame, ResponseFrame};
 use crate::api::{self, produce::ProduceOutcome};
 use crate::broker::Broker;
 
@@ -82,7 +83,7 @@ pub enum DecodeOutcome {
 /// What the connection does after a request.
 pub enum Reply {
     /// A complete response frame (size prefix included).
-    Frame(Bytes),
+    Frame(ResponseFrame),
     /// Nothing to send (acks=0 produce).
     Nothing,
     /// Close the connection; the reason is logged once by the connection.
@@ -126,31 +127,6 @@ pub fn decode_request(mut frame: Bytes) -> DecodeOutcome {
     }
 }
 
-/// Encodes a response frame: size, response header, body.
-pub fn encode_frame<R: Encodable>(
-    api_key: ApiKey,
-    api_version: i16,
-    header_version: Option<i16>,
-    correlation_id: i32,
-    body: &R,
-) -> Result<Bytes, String> {
-    let header_version =
-        header_version.unwrap_or_else(|| api_key.response_header_version(api_version));
-    let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let size = header
-        .compute_size(header_version)
-        .and_then(|h| body.compute_size(api_version).map(|b| h + b))
-        .map_err(|e| format!("sizing {api_key:?} v{api_version} response: {e}"))?;
-    let mut buf = BytesMut::with_capacity(4 + size);
-    buf.put_i32(size as i32);
-    header
-        .encode(&mut buf, header_version)
-        .and_then(|()| body.encode(&mut buf, api_version))
-        .map_err(|e| format!("encoding {api_key:?} v{api_version} response: {e}"))?;
-    debug_assert_eq!(buf.len(), 4 + size);
-    Ok(buf.freeze())
-}
-
 /// Handles one request frame (without its size prefix).
 pub async fn dispatch(broker: &Broker, peer: &std::net::SocketAddr, frame: Bytes) -> Reply {
     let decoded = match decode_request(frame) {
@@ -192,7 +168,13 @@ pub async fn dispatch(broker: &Broker, peer: &std::net::SocketAddr, frame: Bytes
                 return Reply::Close("acks=0 produce failed; closing so the client notices".into())
             }
         },
-        ApiRequest::Fetch(r) => respond!(api::fetch::handle(b, version, r).await),
+        ApiRequest::Fetch(r) => {
+            let resp = api::fetch::handle(b, version, r).await;
+            return match encode_fetch_frame(version, correlation_id, &resp) {
+                Ok(frame) => Reply::Frame(frame),
+                Err(e) => reply(Err(e)),
+            };
+        }
         ApiRequest::ListOffsets(r) => respond!(api::list_offsets::handle(b, version, r)),
         ApiRequest::CreateTopics(r) => respond!(api::topics::create(b, version, r).await),
         ApiRequest::DeleteTopics(r) => respond!(api::topics::delete(b, version, r).await),
@@ -234,7 +216,7 @@ pub async fn dispatch(broker: &Broker, peer: &std::net::SocketAddr, frame: Bytes
 
 fn reply(encoded: Result<Bytes, String>) -> Reply {
     match encoded {
-        Ok(frame) => Reply::Frame(frame),
+        Ok(frame) => Reply::Frame(ResponseFrame::One(frame)),
         Err(e) => {
             tracing::error!(error = %e, "response encoding failed (a broker bug)");
             Reply::Close(e)
@@ -245,6 +227,7 @@ fn reply(encoded: Result<Bytes, String>) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::{BufMut, BytesMut};
     use proptest::prelude::*;
 
     proptest! {

@@ -319,6 +319,13 @@ impl Group {
             self.remove(&id);
         }
         self.pending_members.clear();
+        // Generations (the classic protocol's member epochs) only move forward, one per
+        // completed join phase.
+        assert!(
+            self.generation < i32::MAX,
+            "group {} ran out of generations",
+            self.id
+        );
         self.generation += 1;
         if self.is_empty() {
             self.protocol = None;

@@ -50,6 +50,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::log::batch::{check_batch, BatchIter, BatchView};
+use crate::log::config::LogConfig;
 use crate::log::partition_log::PartitionLog;
 use crate::log::segment::LogSegment;
 use offset_map::OffsetMap;
@@ -244,115 +245,25 @@ pub(crate) fn clean_with(
         return Ok(stats);
     }
     let truncations = log.truncation_count();
-    let segments = log.segments_snapshot();
-    let log_start = log.log_start_offset();
-    let log_end = log.log_end_offset();
-    let Some(active) = segments.last() else {
+    let Some(pass) = Pass::plan(log, &config, high_watermark, now_ms) else {
         return Ok(stats);
     };
-    // Where each segment ends: the next segment's base offset (or the log end offset).
-    let ends: Vec<i64> = (0..segments.len())
-        .map(|i| {
-            segments
-                .get(i + 1)
-                .map(|s| s.base_offset())
-                .unwrap_or(log_end)
-        })
-        .collect();
-    let inactive = segments.len() - 1;
-    let first_dirty = match log.cleaner_checkpoint() {
-        Some(c) if c >= log_start && c <= log_end => c,
-        _ => log_start,
-    };
-    let mut first_uncleanable = high_watermark.min(active.base_offset());
-    if config.min_compaction_lag_ms > 0 {
-        let newest_allowed = now_ms.saturating_sub(config.min_compaction_lag_ms);
-        if let Some(seg) = (0..inactive)
-            .filter(|&i| ends[i] > first_dirty)
-            .map(|i| &segments[i])
-            .find(|s| newest_ms(s) > newest_allowed)
-        {
-            first_uncleanable = first_uncleanable.min(seg.base_offset());
-        }
-    }
-    let first_uncleanable = first_uncleanable.max(first_dirty);
-    stats.first_dirty_offset = first_dirty;
-    stats.end_offset = first_dirty;
-
-    // Eligibility.
-    let (mut clean_bytes, mut dirty_bytes) = (0u64, 0u64);
-    let mut earliest_dirty_ms = i64::MAX;
-    for i in 0..inactive {
-        let seg = &segments[i];
-        if ends[i] <= first_dirty {
-            clean_bytes += seg.size() as u64;
-        } else if seg.base_offset() < first_uncleanable {
-            dirty_bytes += seg.size() as u64;
-        }
-        if ends[i] > first_dirty {
-            if let Some(first) = seg.batches_from(0).next() {
-                if first.max_timestamp > 0 {
-                    earliest_dirty_ms = earliest_dirty_ms.min(first.max_timestamp);
-                }
-            }
-        }
-    }
-    let total = clean_bytes + dirty_bytes;
-    stats.dirty_ratio = if total == 0 {
-        0.0
-    } else {
-        dirty_bytes as f64 / total as f64
-    };
-    let ratio_due = dirty_bytes > 0 && stats.dirty_ratio >= config.min_cleanable_dirty_ratio;
-    let lag_due =
-        dirty_bytes > 0 && earliest_dirty_ms < now_ms.saturating_sub(config.max_compaction_lag_ms);
-    let tombstones_due = state.next_tombstone_expiry.is_some_and(|h| h <= now_ms);
-    if !(ratio_due || lag_due || tombstones_due) {
+    stats.first_dirty_offset = pass.first_dirty;
+    stats.end_offset = pass.first_dirty;
+    if !pass.due(&config, &state, now_ms, &mut stats) {
         stats.skipped = Some("not dirty enough");
         return Ok(stats);
     }
-
-    // The offset map over the dirty section, sized for the records it can hold at most.
-    let dirty: Vec<&Arc<LogSegment>> = (0..inactive)
-        .filter(|&i| ends[i] > first_dirty && segments[i].base_offset() < first_uncleanable)
-        .map(|i| &segments[i])
-        .collect();
-    let mut estimate = 0u64;
-    for seg in &dirty {
-        for (_, b) in BatchIter::new(seg.bytes()) {
-            if b.last_offset() >= first_dirty && b.base_offset() < first_uncleanable {
-                estimate += b.records_count().max(0) as u64;
-            }
-        }
-    }
-    let max_slots = OffsetMap::slots_for_memory(cleaner.dedupe_buffer_size);
-    let wanted = (estimate as f64 / cleaner.load_factor).ceil() as usize + 1;
-    let mut map = OffsetMap::with_slots(wanted.min(max_slots), cleaner.load_factor);
-    let mapped = build_offset_map(&dirty, first_dirty, first_uncleanable, &mut map);
+    let (mut map, mapped) = pass.offset_map(cleaner);
     let map_end = match mapped {
         Ok(end) => end,
         Err(e) => return invalid_data(log, truncations, &mut state, stats, e),
     };
-    stats.map_full = map_end < first_uncleanable;
+    stats.map_full = map_end < pass.first_uncleanable;
     stats.map_entries = map.len();
     stats.map_memory_bytes = map.memory_bytes();
     stats.end_offset = map_end;
-
-    // The last batch of every producer id, which stays even when emptied.
-    let mut last_of_producer: HashMap<i64, i64> = HashMap::new();
-    for seg in &segments {
-        for (_, b) in BatchIter::new(seg.bytes()) {
-            if b.producer_id() >= 0 && !b.is_control() {
-                let last = last_of_producer.entry(b.producer_id()).or_insert(i64::MIN);
-                *last = (*last).max(b.last_offset());
-            }
-        }
-    }
-
-    // Segments to rewrite: from the log start to the end of the mapped range, in groups.
-    let count = (0..inactive)
-        .take_while(|&i| segments[i].base_offset() < map_end)
-        .count();
+    let last_of_producer = last_batch_of_each_producer(&pass.segments);
     let mut filter = Filter {
         map: &mut map,
         map_end,
@@ -362,29 +273,19 @@ pub(crate) fn clean_with(
         next_expiry: None,
         stats: &mut stats,
     };
-    let mut i = 0;
-    while i < count {
-        let start = i;
-        let mut size = segments[i].size();
-        i += 1;
-        while i < count
-            && size + segments[i].size() <= config.segment_bytes
-            && segments[start].can_hold_offset(ends[i] - 1)
-        {
-            size += segments[i].size();
-            i += 1;
-        }
-        let group = &segments[start..i];
+    // Segments to rewrite: from the log start to the end of the mapped range, in groups that
+    // fit one segment.
+    for (start, end) in pass.groups(map_end, &config) {
         let params = GroupParams {
             dir: log.dir(),
-            end: ends[i - 1],
+            end: pass.ends[end - 1],
             index_bytes: config.segment_index_bytes,
             index_interval: config.index_interval_bytes,
             now_ms,
             hooks,
             truncations,
         };
-        match clean_group(log, group, &params, &mut filter) {
+        match clean_group(log, &pass.segments[start..end], &params, &mut filter) {
             Ok(true) => {}
             Ok(false) => {
                 filter.stats.skipped = Some("segments changed during the pass");
@@ -402,6 +303,167 @@ pub(crate) fn clean_with(
     state.next_tombstone_expiry = next_expiry;
     stats.cleaned = true;
     Ok(stats)
+}
+
+/// One cleaning pass's view of the log: its segments as they were when the pass began, and
+/// where the dirty section starts and the uncleanable part begins.
+struct Pass {
+    segments: Vec<Arc<LogSegment>>,
+    /// Where each segment ends: the next segment's base offset (or the log end offset).
+    ends: Vec<i64>,
+    /// Segments that may be cleaned: all but the active one.
+    inactive: usize,
+    first_dirty: i64,
+    first_uncleanable: i64,
+}
+
+impl Pass {
+    /// The dirty section runs from the cleaner checkpoint to the first uncleanable offset:
+    /// the smallest of the high watermark, the active segment's base offset and the first
+    /// segment holding a record newer than `min.compaction.lag.ms`.
+    fn plan(
+        log: &PartitionLog,
+        config: &LogConfig,
+        high_watermark: i64,
+        now_ms: i64,
+    ) -> Option<Self> {
+        let segments = log.segments_snapshot();
+        let log_start = log.log_start_offset();
+        let log_end = log.log_end_offset();
+        let active = segments.last()?.base_offset();
+        let ends: Vec<i64> = (0..segments.len())
+            .map(|i| {
+                segments
+                    .get(i + 1)
+                    .map(|s| s.base_offset())
+                    .unwrap_or(log_end)
+            })
+            .collect();
+        let inactive = segments.len() - 1;
+        let first_dirty = match log.cleaner_checkpoint() {
+            Some(c) if c >= log_start && c <= log_end => c,
+            _ => log_start,
+        };
+        let mut first_uncleanable = high_watermark.min(active);
+        if config.min_compaction_lag_ms > 0 {
+            let newest_allowed = now_ms.saturating_sub(config.min_compaction_lag_ms);
+            if let Some(seg) = (0..inactive)
+                .filter(|&i| ends[i] > first_dirty)
+                .map(|i| &segments[i])
+                .find(|s| newest_ms(s) > newest_allowed)
+            {
+                first_uncleanable = first_uncleanable.min(seg.base_offset());
+            }
+        }
+        Some(Self {
+            first_uncleanable: first_uncleanable.max(first_dirty),
+            segments,
+            ends,
+            inactive,
+            first_dirty,
+        })
+    }
+
+    /// Whether the log is due: its dirty ratio reaches `min.cleanable.dirty.ratio`, a dirty
+    /// segment is older than `max.compaction.lag.ms`, or kept tombstones have expired.
+    fn due(
+        &self,
+        config: &LogConfig,
+        state: &CleanerState,
+        now_ms: i64,
+        stats: &mut CleanStats,
+    ) -> bool {
+        let (mut clean_bytes, mut dirty_bytes) = (0u64, 0u64);
+        let mut earliest_dirty_ms = i64::MAX;
+        for (seg, &end) in self.segments[..self.inactive].iter().zip(&self.ends) {
+            if end <= self.first_dirty {
+                clean_bytes += seg.size() as u64;
+            } else if seg.base_offset() < self.first_uncleanable {
+                dirty_bytes += seg.size() as u64;
+            }
+            if end > self.first_dirty {
+                if let Some(first) = seg.batches_from(0).next() {
+                    if first.max_timestamp > 0 {
+                        earliest_dirty_ms = earliest_dirty_ms.min(first.max_timestamp);
+                    }
+                }
+            }
+        }
+        let total = clean_bytes + dirty_bytes;
+        stats.dirty_ratio = if total == 0 {
+            0.0
+        } else {
+            dirty_bytes as f64 / total as f64
+        };
+        let ratio_due = dirty_bytes > 0 && stats.dirty_ratio >= config.min_cleanable_dirty_ratio;
+        let lag_due = dirty_bytes > 0
+            && earliest_dirty_ms < now_ms.saturating_sub(config.max_compaction_lag_ms);
+        let tombstones_due = state.next_tombstone_expiry.is_some_and(|h| h <= now_ms);
+        ratio_due || lag_due || tombstones_due
+    }
+
+    /// The offset map over the dirty section, sized for the records it can hold at most, and
+    /// the offset up to which it maps (less than the dirty section when it fills up).
+    fn offset_map(&self, cleaner: &CleanerConfig) -> (OffsetMap, io::Result<i64>) {
+        let dirty: Vec<&Arc<LogSegment>> = (0..self.inactive)
+            .filter(|&i| {
+                self.ends[i] > self.first_dirty
+                    && self.segments[i].base_offset() < self.first_uncleanable
+            })
+            .map(|i| &self.segments[i])
+            .collect();
+        let mut estimate = 0u64;
+        for seg in &dirty {
+            for (_, b) in BatchIter::new(seg.bytes()) {
+                if b.last_offset() >= self.first_dirty && b.base_offset() < self.first_uncleanable {
+                    estimate += b.records_count().max(0) as u64;
+                }
+            }
+        }
+        let max_slots = OffsetMap::slots_for_memory(cleaner.dedupe_buffer_size);
+        let wanted = (estimate as f64 / cleaner.load_factor).ceil() as usize + 1;
+        let mut map = OffsetMap::with_slots(wanted.min(max_slots), cleaner.load_factor);
+        let mapped = build_offset_map(&dirty, self.first_dirty, self.first_uncleanable, &mut map);
+        (map, mapped)
+    }
+
+    /// The segments below `map_end`, as (start, end) index ranges of consecutive segments that
+    /// fit one segment of `segment.bytes` (and offsets relative to the first).
+    fn groups(&self, map_end: i64, config: &LogConfig) -> Vec<(usize, usize)> {
+        let count = (0..self.inactive)
+            .take_while(|&i| self.segments[i].base_offset() < map_end)
+            .count();
+        let mut groups = Vec::new();
+        let mut i = 0;
+        while i < count {
+            let start = i;
+            let mut size = self.segments[i].size();
+            i += 1;
+            while i < count
+                && size + self.segments[i].size() <= config.segment_bytes
+                && self.segments[start].can_hold_offset(self.ends[i] - 1)
+            {
+                size += self.segments[i].size();
+                i += 1;
+            }
+            groups.push((start, i));
+        }
+        groups
+    }
+}
+
+/// The last batch of every producer id, which stays even when emptied (producer state).
+fn last_batch_of_each_producer(segments: &[Arc<LogSegment>]) -> HashMap<i64, i64> {
+    let mut last_of_producer: HashMap<i64, i64> = HashMap::new();
+    for seg in segments {
+        for (_, b) in BatchIter::new(seg.bytes()) {
+            if b.producer_id() >= 0 && !b.is_control() {
+                let last = last_of_producer.entry(b.producer_id()).or_insert(i64::MIN);
+                *last = (*last).max(b.last_offset());
+            }
+        }
+    }
+    last_of_producer
 }
 
 /// Marks the log uncleanable after an invalid batch, unless the log's tail was truncated
