@@ -303,3 +303,40 @@ fn truncated_tail_is_not_resurrected_by_recovery() {
     let log = PartitionLog::open(dir.path(), small_config(), 0, 0, false, 0).expect("recover");
     assert_eq!(log.log_end_offset(), 6);
 }
+
+#[test]
+fn max_timestamp_is_found_from_the_segments_tracked_maximum() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = PartitionLog::open(dir.path(), small_config(), 0, 0, true, 0).expect("open");
+    let append_records = |records: &[testing::TestRecord<'_>]| {
+        let raw = testing::keyed_batch(records, Compression::None, None);
+        let view = validate_produce_batch(&raw).expect("valid");
+        log.append_as_leader(&view, 0, 1)
+            .expect("append")
+            .base_offset
+    };
+    // Several segments; the largest timestamp sits inside a batch of the second one, on two
+    // records, and is not the batch's last record.
+    for i in 0..20 {
+        append_records(&[(Some("k"), Some(&"v".repeat(100)), 1_000 + i)]);
+    }
+    let base = append_records(&[
+        (Some("a"), Some("x"), 5_000),
+        (Some("b"), Some("x"), 9_000),
+        (Some("c"), Some("x"), 9_000),
+        (Some("d"), Some("x"), 7_000),
+    ]);
+    for i in 0..40 {
+        append_records(&[(Some("k"), Some(&"v".repeat(100)), 2_000 + i)]);
+    }
+    assert!(log.segment_bases().len() >= 3, "{:?}", log.segment_bases());
+    let end = log.log_end_offset();
+    assert_eq!(log.offset_of_max_timestamp(end), Some((base + 1, 9_000)));
+    // Not visible below the high watermark (Kafka filters by the last fetchable offset).
+    assert_eq!(log.offset_of_max_timestamp(base + 1), None);
+    // After a restart the segments' maxima come from their time indexes.
+    log.close().expect("close");
+    drop(log);
+    let log = PartitionLog::open(dir.path(), small_config(), end, 0, true, 0).expect("reopen");
+    assert_eq!(log.offset_of_max_timestamp(end), Some((base + 1, 9_000)));
+}
