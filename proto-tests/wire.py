@@ -515,14 +515,18 @@ def read_offset_commit_v2(r):
     return out
 
 
-def offset_fetch_v1(correlation_id, group, partitions):
-    """partitions: [(topic, partition)]"""
+def _partitions_by_topic(partitions):
+    """[(topic, partition)] as an array of (topic, [partition])."""
     by_topic = {}
     for t, p in partitions:
         by_topic.setdefault(t, []).append(p)
-    topics = b"".join(string(t) + i32(len(ps)) + b"".join(i32(p) for p in ps)
-                      for t, ps in by_topic.items())
-    return header_v1(9, 1, correlation_id) + string(group) + i32(len(by_topic)) + topics
+    return i32(len(by_topic)) + b"".join(string(t) + i32(len(ps)) + b"".join(i32(p) for p in ps)
+                                         for t, ps in by_topic.items())
+
+
+def offset_fetch_v1(correlation_id, group, partitions):
+    """partitions: [(topic, partition)]"""
+    return header_v1(9, 1, correlation_id) + string(group) + _partitions_by_topic(partitions)
 
 
 def read_offset_fetch_v1(r):
@@ -540,12 +544,7 @@ def read_offset_fetch_v1(r):
 
 
 def offset_delete_v0(correlation_id, group, partitions):
-    by_topic = {}
-    for t, p in partitions:
-        by_topic.setdefault(t, []).append(p)
-    topics = b"".join(string(t) + i32(len(ps)) + b"".join(i32(p) for p in ps)
-                      for t, ps in by_topic.items())
-    return header_v1(47, 0, correlation_id) + string(group) + i32(len(by_topic)) + topics
+    return header_v1(47, 0, correlation_id) + string(group) + _partitions_by_topic(partitions)
 
 
 def read_offset_delete_v0(r):

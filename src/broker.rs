@@ -12,6 +12,7 @@ use crate::admin::metrics::Metrics;
 use crate::admin::readiness::NotReady;
 use crate::config::Config;
 use crate::group::GroupCoordinator;
+use crate::meta::controller::{self, CreateDefaults, TopicSpec};
 use crate::meta::image::MetadataImage;
 use crate::meta::producer_ids::ProducerIdAllocator;
 use crate::meta::MetadataQuorum;
@@ -84,6 +85,32 @@ impl Broker {
             self.incarnation_id,
             self.meta.leader_id().is_some(),
         )
+    }
+
+    /// Creates topics with the broker's defaults (`num.partitions`,
+    /// `default.replication.factor`) and the log's config validation, in one proposal, and
+    /// waits until those created are hosted here.
+    pub async fn create_topics(
+        &self,
+        specs: &[TopicSpec],
+        validate_only: bool,
+    ) -> Vec<controller::Created> {
+        let defaults = CreateDefaults {
+            num_partitions: self.config.kafka.num_partitions,
+            replication_factor: self.config.kafka.default_replication_factor,
+        };
+        let created = controller::create_topics(
+            &self.meta,
+            specs,
+            defaults,
+            crate::log::config::validate_topic_overrides,
+            validate_only,
+        )
+        .await;
+        if !validate_only && created.iter().any(|c| c.is_ok()) {
+            self.wait_hosted().await;
+        }
+        created
     }
 
     /// Waits (bounded) until this broker hosts what the metadata says as of now: after a

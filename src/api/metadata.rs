@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::code;
 use crate::broker::Broker;
-use crate::meta::controller::{self, CreateDefaults, CreateTopicError, TopicSpec};
+use crate::meta::controller::{self, CreateTopicError, TopicSpec};
 use crate::meta::image::{MetadataImage, TopicImage};
 pub use crate::meta::topic_name::is_internal_topic;
 use crate::meta::topic_name::validate_topic_name;
@@ -181,23 +181,9 @@ async fn auto_create(broker: &Broker, names: &[&String]) -> Vec<controller::Crea
             configs: BTreeMap::new(),
         })
         .collect();
-    let defaults = CreateDefaults {
-        num_partitions: broker.config.kafka.num_partitions,
-        replication_factor: broker.config.kafka.default_replication_factor,
-    };
-    let created = controller::create_topics(
-        &broker.meta,
-        &specs,
-        defaults,
-        crate::log::config::validate_topic_overrides,
-        false,
-    )
-    .await;
-    if created.iter().any(|c| c.is_ok()) {
-        broker.wait_hosted().await;
-        for (name, _) in names.iter().zip(&created).filter(|(_, c)| c.is_ok()) {
-            tracing::info!(topic = %name, "auto-created topic");
-        }
+    let created = broker.create_topics(&specs, false).await;
+    for (name, _) in names.iter().zip(&created).filter(|(_, c)| c.is_ok()) {
+        tracing::info!(topic = %name, "auto-created topic");
     }
     created
 }

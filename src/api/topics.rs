@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::code;
 use crate::broker::Broker;
-use crate::meta::controller::{self, CreateDefaults, CreateTopicError, TopicSpec};
+use crate::meta::controller::{self, CreateTopicError, TopicSpec};
 use crate::meta::image::ApplyOutcome;
 
 fn create_error_code(e: &CreateTopicError) -> ResponseError {
@@ -62,21 +62,7 @@ pub async fn create(
             Ok(specs.len() - 1)
         })
         .collect();
-    let defaults = CreateDefaults {
-        num_partitions: broker.config.kafka.num_partitions,
-        replication_factor: broker.config.kafka.default_replication_factor,
-    };
-    let created = controller::create_topics(
-        &broker.meta,
-        &specs,
-        defaults,
-        crate::log::config::validate_topic_overrides,
-        req.validate_only,
-    )
-    .await;
-    if !req.validate_only && created.iter().any(|c| c.is_ok()) {
-        broker.wait_hosted().await;
-    }
+    let created = broker.create_topics(&specs, req.validate_only).await;
     let results = req
         .topics
         .iter()

@@ -93,7 +93,8 @@ pub struct ReplicaManager {
     /// Serializes applying metadata images (never taken on the produce or fetch path), and
     /// holds the version of the last image applied, so an older one is never applied after.
     apply_lock: Mutex<u64>,
-    /// The version of the last image applied, for [`Self::wait_for_image`].
+    /// The version of the last image applied, for [`Self::wait_for_image`]; `u64::MAX` once
+    /// images are no longer applied (shutdown), so that nobody waits for one in vain.
     applied: watch::Sender<u64>,
     /// Per-topic byte counters, by topic name.
     counters: Mutex<HashMap<String, Arc<TopicCounters>>>,
@@ -131,12 +132,16 @@ impl ReplicaManager {
 
     /// Waits (up to `timeout`) until an image of at least `version` has been applied here:
     /// the partitions it assigns to this broker are open and their leadership current.
-    /// Returns whether it was.
+    /// Returns whether it was; false at once after [`Self::stop_applying`].
     pub async fn wait_for_image(&self, version: u64, timeout: Duration) -> bool {
         let mut applied = self.applied.subscribe();
-        tokio::time::timeout(timeout, applied.wait_for(|v| *v >= version))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        let reached = tokio::time::timeout(timeout, applied.wait_for(|v| *v >= version)).await;
+        matches!(reached, Ok(Ok(v)) if *v != u64::MAX)
+    }
+
+    /// Images are no longer applied (the broker shuts down): waiters stop waiting.
+    pub fn stop_applying(&self) {
+        self.applied.send_replace(u64::MAX);
     }
 
     /// Every topic's byte counters, by name.
@@ -185,7 +190,13 @@ impl ReplicaManager {
         self.counters
             .lock()
             .retain(|topic, _| image.topics.contains_key(topic));
-        self.applied.send_replace(image.version);
+        self.applied.send_if_modified(|v| {
+            let changed = *v != u64::MAX;
+            if changed {
+                *v = image.version;
+            }
+            changed
+        });
     }
 
     fn apply_image_locked(&self, image: &MetadataImage) {

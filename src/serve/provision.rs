@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::broker::Broker;
 use crate::config::TopicToProvision;
-use crate::meta::controller::{self, CreateDefaults, CreateTopicError, TopicSpec};
+use crate::meta::controller::{CreateTopicError, TopicSpec};
 use crate::meta::image::TopicImage;
 
 /// How often provisioning tries again while the cluster cannot host a topic yet.
@@ -41,21 +41,7 @@ pub(super) async fn provision_topics(
             configs: configs.clone(),
         })
         .collect();
-    let defaults = CreateDefaults {
-        num_partitions: broker.config.kafka.num_partitions,
-        replication_factor: broker.config.kafka.default_replication_factor,
-    };
-    let created = controller::create_topics(
-        &broker.meta,
-        &specs,
-        defaults,
-        crate::log::config::validate_topic_overrides,
-        false,
-    )
-    .await;
-    if created.iter().any(|c| c.is_ok()) {
-        broker.wait_hosted().await;
-    }
+    let created = broker.create_topics(&specs, false).await;
     let mut retry = Vec::new();
     for (topic, created) in missing.into_iter().zip(created) {
         let name = &topic.0;

@@ -16,6 +16,7 @@ pub(super) async fn follow_metadata(broker: Arc<Broker>) {
         tokio::select! {
             changed = images.changed() => {
                 if changed.is_err() {
+                    broker.replicas.stop_applying();
                     return;
                 }
                 let image = images.borrow_and_update().clone();
@@ -31,7 +32,10 @@ pub(super) async fn follow_metadata(broker: Arc<Broker>) {
                     .fetchers
                     .sync(&broker.replicas, &broker.meta, &broker.shutdown);
             }
-            _ = broker.shutdown.cancelled() => return,
+            _ = broker.shutdown.cancelled() => {
+                broker.replicas.stop_applying();
+                return;
+            }
         }
     }
 }
