@@ -1,0 +1,708 @@
+"""Shared pieces of the security proto-tests (issue 12: TLS, SASL, ACLs), for Gregor and, with
+PROTO_TESTS_TARGET=kafka, for Apache Kafka itself (targets.py):
+
+- `Certs`: a CA, a server certificate for 127.0.0.1/localhost, client certificates for mTLS
+  (CN=alice and CN=admin), an expired client certificate and one from an untrusted CA, made
+  once per test session with the `openssl` CLI (fixture `certs`). Keys are EC P-256 in
+  unencrypted PKCS#8; a keystore file is the key followed by the certificate chain, as Kafka's
+  PEM keystores (`ssl.keystore.type=PEM`) and Gregor take it.
+- `security_config()`: a broker's security settings by Kafka's names (listeners, ssl.*,
+  sasl.*, JAAS users, the authorizer); `new_secure_target()` an unstarted broker of the selected
+  target with them, listening on PLAINTEXT (on .port, for the harness), SSL (mTLS required),
+  SASL_PLAINTEXT and SASL_SSL.
+- `Identity`: who a client is and how it connects (listener, SASL mechanism and credentials or
+  a client certificate), turned into each client's settings: `rdkafka_conf()` (confluent-kafka,
+  and kcat's -X), `java_properties()`, `franz_args()` (proto-tests/go/franzcheck).
+- Admin helpers over SASL_SSL as the super user: topics, SCRAM users, ACLs (confluent-kafka's
+  AdminClient); `eventually()`; kcat and franz-go runners.
+- Raw wire: a TLS socket, SaslHandshake v1 and SaslAuthenticate v1/v2 (KIP-152), for the
+  bad-input tests.
+- `SecureCluster`: three brokers (Gregor's cluster.py nodes, or Kafka nodes) with SASL_SSL on
+  the client, inter-broker and controller planes.
+"""
+import json
+import os
+import socket
+import ssl
+import subprocess
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from confluent_kafka import (Consumer, KafkaError, KafkaException, Producer, TopicPartition)
+from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation,
+                                   AclPermissionType, AdminClient, NewTopic,
+                                   ResourcePatternType, ResourceType, ScramCredentialInfo,
+                                   ScramMechanism, UserScramCredentialDeletion,
+                                   UserScramCredentialUpsertion)
+
+import wire
+from clients import LOG
+from conftest import REPO, Broker, free_ports
+from targets import TARGET, KafkaReferenceBroker
+
+LISTENERS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+PLAIN_LOGIN = "org.apache.kafka.common.security.plain.PlainLoginModule"
+SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
+
+# PLAIN users (JAAS user_<name> entries); "admin" is the broker's own identity and super user.
+PLAIN_USERS = {"admin": "admin-secret", "alice": "alice-secret", "bob": "bob-secret"}
+# SCRAM users, created through AlterUserScramCredentials (other passwords than PLAIN's, so a
+# test cannot pass by the wrong mechanism).
+SCRAM_USERS = {"admin": "admin-scram-pw", "alice": "alice-scram-pw", "bob": "bob-scram-pw"}
+SCRAM_ITERATIONS = 4096  # Kafka's minimum
+# Certificate subjects (RFC 2253, as Java's X500Principal.getName() prints them).
+ALICE_DN = "CN=alice,OU=test,O=gregor"
+ADMIN_DN = "CN=admin,OU=test,O=gregor"
+SUPER_USERS = f"User:admin;User:{ADMIN_DN}"
+
+# Kafka error codes
+TOPIC_AUTHORIZATION_FAILED = 29
+GROUP_AUTHORIZATION_FAILED = 30
+CLUSTER_AUTHORIZATION_FAILED = 31
+ILLEGAL_SASL_STATE = 34
+UNSUPPORTED_SASL_MECHANISM = 33
+SASL_AUTHENTICATION_FAILED = 58
+
+DEPS_BIN = REPO / ".deps" / "bin"
+FRANZ_CHECK = DEPS_BIN / "franz-check"
+
+
+# --- certificates --------------------------------------------------------------------------
+
+class Certs:
+    """Certificates under `root`, made with the openssl CLI. Paths (str):
+    ca (the trusted CA bundle), server (keystore: key + chain; SANs DNS:localhost and
+    IP:127.0.0.1), client keystores by name: alice, admin (CN=<name>,OU=test,O=gregor, signed
+    by the CA), expired (signed by the CA, valid 2020-2021) and untrusted (signed by another
+    CA); for each keystore also <name>_key and <name>_crt (chain only), for clients that want
+    them apart (librdkafka)."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._ca("ca", "/O=gregor/CN=Gregor Test CA")
+        self._ca("evil-ca", "/O=mallory/CN=Untrusted Test CA")
+        self.ca = str(self.root / "ca.pem")
+        self.server = self._leaf("server", "/O=gregor/OU=test/CN=localhost", "ca",
+                                 san="DNS:localhost,IP:127.0.0.1")
+        self.alice = self._leaf("alice", "/O=gregor/OU=test/CN=alice", "ca")
+        self.admin = self._leaf("admin", "/O=gregor/OU=test/CN=admin", "ca")
+        self.expired = self._leaf("expired", "/O=gregor/OU=test/CN=expired", "ca",
+                                  dates=("20200101000000Z", "20210101000000Z"))
+        self.untrusted = self._leaf("untrusted", "/O=gregor/OU=test/CN=alice", "evil-ca")
+
+    def keystore(self, name):
+        return getattr(self, name)
+
+    def key(self, name):
+        return str(self.root / f"{name}.key")
+
+    def chain(self, name):
+        return str(self.root / f"{name}-chain.pem")
+
+    def _run(self, *args):
+        res = subprocess.run(["openssl", *args], cwd=self.root, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise AssertionError(f"openssl {' '.join(args)}: {res.stderr}")
+
+    def _key(self, name):
+        self._run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                  "-out", f"{name}.key")  # PKCS#8, unencrypted
+
+    def _ca(self, name, subject):
+        self._key(name)
+        (self.root / f"{name}.ext").write_text(
+            "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
+            "subjectKeyIdentifier=hash\n")
+        self._run("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr",
+                  "-config", self._req_cnf())
+        self._run("x509", "-req", "-in", f"{name}.csr", "-signkey", f"{name}.key",
+                  "-days", "3650", "-sha256", "-extfile", f"{name}.ext",
+                  "-set_serial", str(uuid.uuid4().int >> 64), "-out", f"{name}.pem")
+        # for `openssl ca` (the expired certificate's fixed dates)
+        d = self.root / f"{name}-db"
+        d.mkdir(exist_ok=True)
+        (d / "index.txt").write_text("")
+        (d / "serial").write_text(f"{uuid.uuid4().int >> 72:016X}\n")
+        (self.root / f"{name}-ca.cnf").write_text(
+            f"[ca]\ndefault_ca=CA_default\n[CA_default]\ndir={d}\ndatabase={d}/index.txt\n"
+            f"new_certs_dir={d}\nserial={d}/serial\ndefault_md=sha256\npolicy=policy_any\n"
+            f"unique_subject=no\n[policy_any]\ncommonName=supplied\n")
+
+    def _req_cnf(self):
+        path = self.root / "req.cnf"
+        if not path.exists():
+            path.write_text("[req]\ndistinguished_name=dn\nprompt=no\n[dn]\n")
+        return str(path)
+
+    def _leaf(self, name, subject, ca, san=None, dates=None):
+        self._key(name)
+        ext = ["basicConstraints=critical,CA:FALSE", "keyUsage=critical,digitalSignature",
+               "extendedKeyUsage=serverAuth,clientAuth", "authorityKeyIdentifier=keyid"]
+        if san:
+            ext.append(f"subjectAltName={san}")
+        (self.root / f"{name}.ext").write_text("\n".join(ext) + "\n")
+        self._run("req", "-new", "-key", f"{name}.key", "-subj", subject,
+                  "-out", f"{name}.csr", "-config", self._req_cnf())
+        if dates:
+            self._run("ca", "-batch", "-config", f"{ca}-ca.cnf", "-cert", f"{ca}.pem",
+                      "-keyfile", f"{ca}.key", "-in", f"{name}.csr", "-out", f"{name}.crt",
+                      "-startdate", dates[0], "-enddate", dates[1], "-extfile", f"{name}.ext",
+                      "-preserveDN", "-notext")
+        else:
+            self._run("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem",
+                      "-CAkey", f"{ca}.key", "-set_serial", str(uuid.uuid4().int >> 64),
+                      "-days", "825", "-sha256", "-extfile", f"{name}.ext",
+                      "-out", f"{name}.crt")
+        crt = (self.root / f"{name}.crt").read_text()
+        ca_pem = (self.root / f"{ca}.pem").read_text()
+        (self.root / f"{name}-chain.pem").write_text(crt + ca_pem)
+        key = (self.root / f"{name}.key").read_text()
+        path = self.root / f"{name}-keystore.pem"
+        path.write_text(key + crt + ca_pem)
+        return str(path)
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    return Certs(tmp_path_factory.mktemp("certs"))
+
+
+# --- broker settings -----------------------------------------------------------------------
+
+def plain_jaas(users=PLAIN_USERS, me="admin"):
+    """A PlainLoginModule JAAS config: `me` is the broker's own identity, every user_<name> an
+    accepted user."""
+    entries = " ".join(f'user_{u}="{p}"' for u, p in users.items())
+    return (f'{PLAIN_LOGIN} required username="{me}" password="{users[me]}" {entries};')
+
+
+def security_config(certs, ports, *, mechanisms=",".join(MECHANISMS), authorizer=True,
+                    super_users=SUPER_USERS, ssl_client_auth="required", extra=None):
+    """Security settings by Kafka's names for listeners {name: port} on 127.0.0.1: a PEM
+    keystore and truststore, the SSL listener with ssl.client.auth=`ssl_client_auth` (its
+    listener.name.ssl. override), `mechanisms` on the SASL listeners with the PLAIN users of
+    PLAIN_USERS, and (authorizer=True) the StandardAuthorizer with `super_users`. The broker
+    talks to itself as User:admin over SASL_PLAINTEXT (PLAIN) when that listener exists."""
+    cfg = {
+        "listeners": ",".join(f"{n}://127.0.0.1:{p}" for n, p in ports.items()),
+        "ssl.keystore.type": "PEM", "ssl.keystore.location": certs.server,
+        "ssl.truststore.type": "PEM", "ssl.truststore.location": certs.ca,
+    }
+    if "SSL" in ports and ssl_client_auth:
+        cfg["listener.name.ssl.ssl.client.auth"] = ssl_client_auth
+    sasl = [n for n in ports if n.startswith("SASL_")]
+    if sasl:
+        cfg["sasl.enabled.mechanisms"] = mechanisms
+        for n in sasl:
+            cfg[f"listener.name.{n.lower()}.plain.sasl.jaas.config"] = plain_jaas()
+    if authorizer:
+        cfg["authorizer.class.name"] = STANDARD_AUTHORIZER
+        cfg["super.users"] = super_users
+        if "SASL_PLAINTEXT" in ports:
+            cfg["inter.broker.listener.name"] = "SASL_PLAINTEXT"
+            cfg["sasl.mechanism.inter.broker.protocol"] = "PLAIN"
+    cfg.update(extra or {})
+    return cfg
+
+
+def gregor_env_name(key):
+    """GREGOR_KAFKA_<NAME> for a Kafka key: dots become `_`, a literal `_` becomes `__`."""
+    return "GREGOR_KAFKA_" + key.upper().replace("_", "__").replace(".", "_")
+
+
+def _ports_avoiding(n, taken):
+    while True:
+        ports = free_ports(n)
+        if not set(ports) & set(taken):
+            return ports
+
+
+def new_secure_target(workdir, certs, listeners=LISTENERS, **opts):
+    """An unstarted broker of the selected target (Gregor by default; Kafka with
+    PROTO_TESTS_TARGET=kafka) in `workdir` with security_config(certs, ..., **opts) on
+    `listeners`. PLAINTEXT (when listed) is on .port, so the harness's plain helpers work.
+    Gregor gets the settings in its TOML file's [kafka] table; Kafka's broker logs at INFO
+    (its log then shows authentication failures, for the no-secret-in-the-log checks).
+    .listener_ports is {name: port}."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if TARGET == "gregor":
+        b = Broker(workdir)
+        taken = [b.port, b.controller_port, b.admin_port]
+    else:
+        b = KafkaReferenceBroker(workdir, log_level="info")
+        taken = [b.port, b.controller_port]
+    others = [n for n in listeners if n != "PLAINTEXT"]
+    ports = dict(zip(others, _ports_avoiding(len(others), taken)))
+    if "PLAINTEXT" in listeners:
+        ports = {"PLAINTEXT": b.port, **ports}
+    b.listener_ports = ports
+    b.kafka_config = security_config(certs, ports, **opts)
+    return b
+
+
+@contextmanager
+def serving(b, timeout=60):
+    """For a module fixture: starts `b`, yields it, stops it by pid; fails when it died during
+    the module's tests or did not stop cleanly."""
+    b.start(timeout) if isinstance(b, KafkaReferenceBroker) else b.start()
+    try:
+        yield b
+    except BaseException:
+        b.stop()
+        raise
+    was_alive = b.alive()
+    code = b.stop()
+    assert was_alive, "the broker died during the module's tests\n" + b.log_tail()
+    assert code == 0, f"broker exited with {code} on SIGTERM\n" + b.log_tail()
+
+
+def attach_logs(request, *brokers):
+    """Has conftest attach these brokers' log tails to the report of a failing test."""
+    request.node._gregor_brokers = list(brokers)
+
+
+def addr(target, listener):
+    return f"127.0.0.1:{target.listener_ports[listener]}"
+
+
+def log_text(target):
+    """The broker's whole log (Gregor: <workdir>/gregor.log; Kafka: its stdout at INFO)."""
+    try:
+        return Path(target.log_path).read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def secrets_in_log(target):
+    """Which of the test passwords appear in the broker's log."""
+    text = log_text(target)
+    return sorted({p for p in [*PLAIN_USERS.values(), *SCRAM_USERS.values(), "wrong-password"]
+                   if p in text})
+
+
+def bootstrap_of(target, listener):
+    """The bootstrap address(es) of `listener`: a SecureCluster lists every node's."""
+    if hasattr(target, "bootstrap_of"):
+        return target.bootstrap_of(listener)
+    return addr(target, listener)
+
+
+# --- who a client is -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Identity:
+    """How a client connects: the listener's security protocol (its name here), a SASL
+    mechanism with credentials, and/or a client certificate (a Certs keystore name)."""
+    listener: str
+    mechanism: str = None
+    user: str = None
+    password: str = None
+    cert: str = None
+
+    @property
+    def principal(self):
+        if self.user:
+            return f"User:{self.user}"
+        if self.cert in ("alice", "admin"):
+            return f"User:CN={self.cert},OU=test,O=gregor"
+        return "User:ANONYMOUS"
+
+    @property
+    def label(self):
+        what = self.mechanism or (f"mtls-{self.cert}" if self.cert else "anonymous")
+        return f"{self.listener}-{what}"
+
+    def with_password(self, password):
+        return replace(self, password=password)
+
+
+def sasl(listener, mechanism, user):
+    """A SASL identity with the user's password for that mechanism (PLAIN_USERS or
+    SCRAM_USERS)."""
+    users = PLAIN_USERS if mechanism == "PLAIN" else SCRAM_USERS
+    return Identity(listener, mechanism, user, users[user])
+
+
+def mtls(name, listener="SSL"):
+    return Identity(listener, cert=name)
+
+
+ADMIN = sasl("SASL_SSL", "PLAIN", "admin")
+
+# Every way in for alice: mTLS on SSL, and each mechanism on both SASL listeners.
+ALICE_WAYS = [mtls("alice")] + [sasl(listener, m, "alice")
+                                for listener in ("SASL_PLAINTEXT", "SASL_SSL")
+                                for m in MECHANISMS]
+
+
+def rdkafka_conf(bootstrap, certs, ident):
+    """librdkafka settings (confluent-kafka, and kcat's -X) for `ident`."""
+    c = {"bootstrap.servers": bootstrap, "security.protocol": ident.listener}
+    if ident.listener in ("SSL", "SASL_SSL"):
+        c["ssl.ca.location"] = certs.ca
+        if ident.cert:
+            c["ssl.certificate.location"] = certs.chain(ident.cert)
+            c["ssl.key.location"] = certs.key(ident.cert)
+    if ident.mechanism:
+        c.update({"sasl.mechanisms": ident.mechanism, "sasl.username": ident.user,
+                  "sasl.password": ident.password})
+    return c
+
+
+def java_properties(bootstrap, certs, ident):
+    """Java client settings (also a kafka-*.sh --command-config file) for `ident`, with PEM
+    trust and key stores (KIP-651)."""
+    p = {"bootstrap.servers": bootstrap, "security.protocol": ident.listener}
+    if ident.listener in ("SSL", "SASL_SSL"):
+        p.update({"ssl.truststore.type": "PEM", "ssl.truststore.location": certs.ca})
+        if ident.cert:
+            p.update({"ssl.keystore.type": "PEM",
+                      "ssl.keystore.location": certs.keystore(ident.cert)})
+    if ident.mechanism:
+        module = PLAIN_LOGIN if ident.mechanism == "PLAIN" else SCRAM_LOGIN
+        p["sasl.mechanism"] = ident.mechanism
+        p["sasl.jaas.config"] = (f'{module} required username="{ident.user}" '
+                                 f'password="{ident.password}";')
+    return p
+
+
+def write_properties(path, props):
+    Path(path).write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    return str(path)
+
+
+def franz_args(bootstrap, certs, ident):
+    """Command-line flags of proto-tests/go/franzcheck for `ident`."""
+    a = ["-brokers", bootstrap]
+    if ident.listener in ("SSL", "SASL_SSL"):
+        a += ["-ca", certs.ca]
+        if ident.cert:
+            a += ["-keystore", certs.keystore(ident.cert)]
+    if ident.mechanism:
+        a += ["-sasl", ident.mechanism, "-user", ident.user, "-password", ident.password]
+    return a
+
+
+# --- waiting -------------------------------------------------------------------------------
+
+def eventually(fn, timeout=20, what="condition", interval=0.2):
+    """Calls fn() until it returns without an AssertionError (returns its value); re-raises
+    the last AssertionError after `timeout` s. For ACLs and SCRAM credentials, which reach a
+    broker's authorizer and credential cache asynchronously after the request that made them
+    (in Kafka as in Gregor, through the metadata log)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return fn()
+        except AssertionError as e:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: still failing after {timeout}s: {e}") from None
+        time.sleep(interval)
+
+
+# --- admin (as the super user) -------------------------------------------------------------
+
+def admin_client(target, certs, ident=ADMIN):
+    return AdminClient({**rdkafka_conf(bootstrap_of(target, ident.listener), certs, ident),
+                        "logger": LOG})
+
+
+def create_topics(target, certs, names, partitions=1, rf=1, config=None, timeout=30):
+    a = admin_client(target, certs)
+    futs = a.create_topics([NewTopic(n, partitions, rf, config=config or {}) for n in names],
+                           operation_timeout=10, request_timeout=timeout)
+    for f in futs.values():
+        f.result(timeout)
+
+    def ready():
+        md = a.list_topics(timeout=10)
+        for n in names:
+            t = md.topics.get(n)
+            assert t is not None and t.error is None and len(t.partitions) == partitions \
+                and all(p.leader >= 0 for p in t.partitions.values()), f"topic {n}: {t}"
+    eventually(ready, timeout, "topics have leaders")
+
+
+def upsert_scram(target, certs, users=SCRAM_USERS, mechanisms=MECHANISMS[1:]):
+    """SCRAM credentials for `users` ({name: password}) with each mechanism, through
+    AlterUserScramCredentials (KIP-554)."""
+    a = admin_client(target, certs)
+    for m in mechanisms:  # Kafka refuses a user twice in one request (DUPLICATE_RESOURCE)
+        ups = [UserScramCredentialUpsertion(u, ScramCredentialInfo(
+            getattr(ScramMechanism, m.replace("-", "_")), SCRAM_ITERATIONS), p.encode())
+            for u, p in users.items()]
+        for f in a.alter_user_scram_credentials(ups).values():
+            f.result(30)
+
+
+def delete_scram(target, certs, user, mechanism):
+    a = admin_client(target, certs)
+    d = UserScramCredentialDeletion(user, getattr(ScramMechanism, mechanism.replace("-", "_")))
+    for f in a.alter_user_scram_credentials([d]).values():
+        f.result(30)
+
+
+RESOURCE = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
+            "cluster": ResourceType.BROKER, "transactional_id": ResourceType.TRANSACTIONAL_ID}
+
+
+def acl(principal, resource, name, operation, allow=True, prefixed=False, host="*"):
+    """An AclBinding: resource in RESOURCE, operation by Kafka's name (WRITE, READ, ...)."""
+    return AclBinding(RESOURCE[resource], name,
+                      ResourcePatternType.PREFIXED if prefixed else ResourcePatternType.LITERAL,
+                      principal, host, getattr(AclOperation, operation),
+                      AclPermissionType.ALLOW if allow else AclPermissionType.DENY)
+
+
+def create_acls(target, certs, bindings, ident=ADMIN):
+    a = admin_client(target, certs, ident)
+    for f in a.create_acls(list(bindings), request_timeout=30).values():
+        f.result(30)
+
+
+def delete_acls(target, certs, bindings):
+    """Deletes exactly the given bindings (as filters); returns the bindings deleted."""
+    a = admin_client(target, certs)
+    filters = [AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal,
+                                b.host, b.operation, b.permission_type) for b in bindings]
+    out = []
+    for f in a.delete_acls(filters, request_timeout=30).values():
+        out += f.result(30)
+    return out
+
+
+def describe_acls(target, certs, principal=None, ident=ADMIN):
+    a = admin_client(target, certs, ident)
+    flt = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, principal, None,
+                           AclOperation.ANY, AclPermissionType.ANY)
+    return a.describe_acls(flt, request_timeout=30).result(30)
+
+
+# --- produce and consume with confluent-kafka ----------------------------------------------
+
+class ClientErrors:
+    """error_cb sink: the client-level errors a client saw (authentication, transport)."""
+
+    def __init__(self):
+        self.errors = []
+
+    def __call__(self, err):
+        self.errors.append(err)
+
+    def codes(self):
+        return {e.code() for e in self.errors}
+
+
+def produce(conf, topic, values, partition=0, timeout=20, **extra):
+    """Produces `values` with confluent-kafka (acks=all, no retries past `timeout`); returns
+    (acked [(offset, value)], delivery errors [KafkaError], client errors [KafkaError])."""
+    errs = ClientErrors()
+    p = Producer({**conf, "acks": "all", "enable.idempotence": False, "linger.ms": 5,
+                  "message.timeout.ms": int(timeout * 1000), "error_cb": errs,
+                  "logger": LOG, **extra})
+    acked, failed = [], []
+
+    def dr(err, msg):
+        (failed.append(err) if err is not None else acked.append((msg.offset(), msg.value())))
+
+    for v in values:
+        p.produce(topic, v, partition=partition, on_delivery=dr)
+    p.flush(timeout + 10)
+    return acked, failed, errs.errors
+
+
+def consume(conf, topic, n, partition=0, group=None, timeout=20, subscribe=False, **extra):
+    """Reads up to `n` messages of one partition from offset 0 (assign(), or subscribe() in
+    `group`); returns (values, errors from poll and error_cb)."""
+    errs = ClientErrors()
+    c = Consumer({**conf, "group.id": group or f"noop-{uuid.uuid4().hex[:8]}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                  "enable.partition.eof": False, "error_cb": errs, "logger": LOG, **extra})
+    values, errors = [], []
+    try:
+        if subscribe:
+            c.subscribe([topic])
+        else:
+            c.assign([TopicPartition(topic, partition, 0)])
+        deadline = time.monotonic() + timeout
+        while len(values) < n and time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is None:
+                continue
+            if m.error():
+                errors.append(m.error())
+                if not m.error().retriable() and subscribe:
+                    break
+                continue
+            values.append(m.value())
+        if subscribe and values:
+            c.commit(asynchronous=False)
+    except KafkaException as e:
+        errors.append(e.args[0])
+    finally:
+        c.close()
+    return values, errors + errs.errors
+
+
+def high_watermark(target, certs, topic, partition=0):
+    """The partition's high watermark, asked as the super user."""
+    c = Consumer({**rdkafka_conf(bootstrap_of(target, "SASL_SSL"), certs, ADMIN),
+                  "group.id": "hwm-unused", "logger": LOG})
+    try:
+        return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=15,
+                                       cached=False)[1]
+    finally:
+        c.close()
+
+
+def list_topic_names(conf):
+    """The topics a client sees in an all-topics Metadata request."""
+    a = AdminClient({**conf, "logger": LOG})
+    return set(a.list_topics(timeout=15).topics)
+
+
+# --- kcat and franz-go ---------------------------------------------------------------------
+
+def kcat(bootstrap, certs, ident, *args, input=None, timeout=60, check=True):
+    """kcat (librdkafka 2.0.2) with `ident`'s settings as -X options."""
+    conf = rdkafka_conf(bootstrap, certs, ident)
+    cmd = ["kcat", "-b", conf.pop("bootstrap.servers")]
+    for k, v in conf.items():
+        cmd += ["-X", f"{k}={v}"]
+    cmd += list(args)
+    res = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout)
+    if check and res.returncode != 0:
+        raise AssertionError(f"kcat {ident.label} {args} exited {res.returncode}\n"
+                             f"stderr: {res.stderr.decode(errors='replace')[-3000:]}")
+    return res
+
+
+def franz(bootstrap, certs, ident, *args, timeout=60):
+    """Runs proto-tests/go/franzcheck (built by scripts/install-test-deps.sh into .deps/bin);
+    returns its JSON report."""
+    if not FRANZ_CHECK.exists():
+        pytest.fail(f"{FRANZ_CHECK} missing: run scripts/install-test-deps.sh")
+    cmd = [str(FRANZ_CHECK), *franz_args(bootstrap, certs, ident), *map(str, args)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    try:
+        return json.loads(res.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise AssertionError(f"franz-check {ident.label} exited {res.returncode}\n"
+                             f"stdout: {res.stdout[-2000:]}\nstderr: {res.stderr[-3000:]}")
+
+
+# --- raw wire: TLS and SASL ----------------------------------------------------------------
+
+def tls_context(certs, client=None, verify=True):
+    ctx = ssl.create_default_context(cafile=certs.ca)
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if client:
+        ctx.load_cert_chain(certs.chain(client), certs.key(client))
+    return ctx
+
+
+def connect(target, listener, certs=None, client=None, timeout=5.0):
+    """A socket to `listener`, TLS-wrapped (and handshaken) on SSL and SASL_SSL."""
+    s = socket.create_connection(("127.0.0.1", target.listener_ports[listener]), timeout=timeout)
+    s.settimeout(timeout)
+    if listener in ("SSL", "SASL_SSL"):
+        s = tls_context(certs, client).wrap_socket(s, server_hostname="127.0.0.1")
+    return s
+
+
+def sasl_handshake_v1(correlation_id, mechanism):
+    return wire.header_v1(17, 1, correlation_id) + wire.string(mechanism)
+
+
+def read_sasl_handshake(r):
+    return r.i16(), r.array(lambda r: r.string())
+
+
+def sasl_authenticate_v1(correlation_id, auth_bytes):
+    return wire.header_v1(36, 1, correlation_id) + wire.bytes_(auth_bytes)
+
+
+def read_sasl_authenticate_v1(r):
+    """(error_code, error_message, auth_bytes, session_lifetime_ms)."""
+    return r.i16(), r.string(), wire.read_bytes(r), r.i64()
+
+
+def plain_token(user, password):
+    return b"\0" + user.encode() + b"\0" + password.encode()
+
+
+def plain_login(sock, user, password, correlation_id=1):
+    """SaslHandshake v1 (PLAIN) then SaslAuthenticate v1; returns the latter's answer, or None
+    when the broker closed the connection instead of answering."""
+    err, mechs = read_sasl_handshake(wire.request(sock, sasl_handshake_v1(correlation_id,
+                                                                          "PLAIN"),
+                                                  correlation_id))
+    assert err == 0, f"SaslHandshake PLAIN: error {err}, mechanisms {mechs}"
+    sock.sendall(wire.frame(sasl_authenticate_v1(correlation_id + 1,
+                                                 plain_token(user, password))))
+    body = recv_frame(sock)
+    if body is None:
+        return None
+    r = wire.Reader(body)
+    assert r.i32() == correlation_id + 1
+    return read_sasl_authenticate_v1(r)
+
+
+def recv_frame(sock):
+    """wire.recv_frame that also takes a TLS alert or an abrupt TLS close as a closed
+    connection (None)."""
+    try:
+        return wire.recv_frame(sock)
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+        return None
+
+
+def closed_without_answer(sock, timeout=5.0):
+    """Whether the peer closes the connection within `timeout` s without sending a Kafka
+    response: EOF, a reset or a TLS alert. Returns the bytes read before the close."""
+    sock.settimeout(timeout)
+    got = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
+            return got
+        except socket.timeout:
+            break
+        if not chunk:
+            return got
+        got += chunk
+    raise AssertionError(f"connection still open after {timeout}s (read {got[:64]!r})")
+
+
+def describe_acls_v1(correlation_id):
+    """DescribeAcls v1 (key 29) matching every binding."""
+    return (wire.header_v1(29, 1, correlation_id) + wire.i8(1) + wire.string(None)
+            + wire.i8(1) + wire.string(None) + wire.string(None) + wire.i8(1) + wire.i8(1))
+
+
+def read_describe_acls_v1(r):
+    """(error_code, error_message, number of resources)."""
+    r.i32()  # throttle_time_ms
+    err, msg = r.i16(), r.string()
+    n = r.i32()
+    return err, msg, n
+
+
+def sasl_session(target, listener, certs, user, password, correlation_id=1):
+    """A raw socket on a SASL listener, logged in with PLAIN."""
+    s = connect(target, listener, certs)
+    res = plain_login(s, user, password, correlation_id)
+    assert res is not None and res[0] == 0, f"PLAIN login as {user}: {res}"
+    return s
