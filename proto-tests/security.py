@@ -189,7 +189,9 @@ def security_config(certs, ports, *, mechanisms=",".join(MECHANISMS), authorizer
     keystore and truststore, the SSL listener with ssl.client.auth=`ssl_client_auth` (its
     listener.name.ssl. override), `mechanisms` on the SASL listeners with the PLAIN users of
     PLAIN_USERS, and (authorizer=True) the StandardAuthorizer with `super_users`. The broker
-    talks to itself as User:admin over SASL_PLAINTEXT (PLAIN) when that listener exists."""
+    talks to itself as User:admin over SASL_PLAINTEXT, else SASL_SSL (PLAIN), when there is
+    one: Kafka's broker sends itself requests that need CLUSTER_ACTION (AddPartitionsToTxn to
+    verify a transaction, KIP-890)."""
     cfg = {
         "listeners": ",".join(f"{n}://127.0.0.1:{p}" for n, p in ports.items()),
         "ssl.keystore.type": "PEM", "ssl.keystore.location": certs.server,
@@ -205,8 +207,9 @@ def security_config(certs, ports, *, mechanisms=",".join(MECHANISMS), authorizer
     if authorizer:
         cfg["authorizer.class.name"] = STANDARD_AUTHORIZER
         cfg["super.users"] = super_users
-        if "SASL_PLAINTEXT" in ports:
-            cfg["inter.broker.listener.name"] = "SASL_PLAINTEXT"
+        inter = next((n for n in ("SASL_PLAINTEXT", "SASL_SSL") if n in ports), None)
+        if inter:  # the broker's own requests to itself (e.g. KIP-890 transaction checks)
+            cfg["inter.broker.listener.name"] = inter
             cfg["sasl.mechanism.inter.broker.protocol"] = "PLAIN"
     cfg.update(extra or {})
     return cfg
@@ -394,18 +397,27 @@ def franz_args(bootstrap, certs, ident):
 # --- waiting -------------------------------------------------------------------------------
 
 def eventually(fn, timeout=20, what="condition", interval=0.2):
-    """Calls fn() until it returns without an AssertionError (returns its value); re-raises
-    the last AssertionError after `timeout` s. For ACLs and SCRAM credentials, which reach a
-    broker's authorizer and credential cache asynchronously after the request that made them
-    (in Kafka as in Gregor, through the metadata log)."""
+    """Calls fn() until it returns without an AssertionError or KafkaException (returns its
+    value); fails with the last one after `timeout` s. For ACLs and SCRAM credentials, which
+    reach a broker's authorizer and credential cache asynchronously after the request that
+    made them (in Kafka as in Gregor, through the metadata log)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return fn()
-        except AssertionError as e:
+        except (AssertionError, KafkaException) as e:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{what}: still failing after {timeout}s: {e}") from None
         time.sleep(interval)
+
+
+def wait_for(pred, timeout=20, what="condition", interval=0.2):
+    """Calls pred() until it returns something truthy (returned), as eventually() does."""
+    def check():
+        v = pred()
+        assert v, f"{what}: {v!r}"
+        return v
+    return eventually(check, timeout, what, interval)
 
 
 # --- admin (as the super user) -------------------------------------------------------------
