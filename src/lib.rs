@@ -12,6 +12,7 @@ pub mod kafka_uuid;
 pub mod log;
 pub mod meta;
 pub mod replica;
+pub mod security;
 pub mod serve;
 pub mod server;
 
