@@ -4,6 +4,7 @@
 //! server, admin, serve ─▶ api ─▶ group ─▶ replica ─▶ log
 //!                                  └─────────┴──▶ meta
 //! durable, kafka_uuid: leaves that log and meta both use
+//! security: a leaf (TLS, principals, SASL mechanisms) that meta, replica and api use
 //! ```
 //!
 //! A lower layer never reaches up: `log` knows nothing above it, `meta` depends on neither
@@ -18,9 +19,13 @@ use std::path::{Path, PathBuf};
 const RULES: &[(&str, &[&str])] = &[
     ("durable", &[]),
     ("kafka_uuid", &[]),
+    ("security", &[]),
     ("log", &["durable", "kafka_uuid"]),
-    ("meta", &["durable", "kafka_uuid"]),
-    ("replica", &["log", "meta", "durable", "kafka_uuid"]),
+    ("meta", &["durable", "kafka_uuid", "security"]),
+    (
+        "replica",
+        &["log", "meta", "durable", "kafka_uuid", "security"],
+    ),
     (
         "group",
         &["replica", "log", "meta", "durable", "kafka_uuid"],
@@ -36,6 +41,7 @@ const RULES: &[(&str, &[&str])] = &[
             "meta",
             "durable",
             "kafka_uuid",
+            "security",
         ],
     ),
 ];

@@ -52,6 +52,9 @@ pub enum CreateTopicError {
     UnknownTopic(String),
     #[error("{0}")]
     NotController(String),
+    /// The requester may not create it (checked by the API layer before planning).
+    #[error("{0}")]
+    NotAuthorized(String),
 }
 
 /// Broker defaults that apply when a request leaves a setting at -1.
@@ -395,6 +398,7 @@ mod tests {
                 node_id: id,
                 host: "127.0.0.1".into(),
                 port: 9092,
+                endpoints: vec![],
                 rack: None,
                 incarnation_id: Uuid::new_v4(),
                 fenced: false,

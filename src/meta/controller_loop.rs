@@ -379,6 +379,7 @@ mod tests {
                 node_id: id,
                 host: "h".into(),
                 port: 9092,
+                endpoints: vec![],
                 rack: None,
                 incarnation_id: Uuid::new_v4(),
                 fenced: false,

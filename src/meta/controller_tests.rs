@@ -27,6 +27,7 @@ fn register(id: u64) -> MetadataRecord {
         node_id: id as i32,
         host: "127.0.0.1".into(),
         port: 9000 + id as i32,
+        endpoints: vec![],
         rack: None,
         incarnation_id: Uuid::new_v4(),
         fenced: false,

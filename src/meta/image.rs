@@ -10,13 +10,30 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::acl::{AclBinding, AclBindingFilter, AclStore};
+
+/// One advertised listener of a broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// The listener name (`PLAINTEXT`, `SASL_SSL`, ...).
+    pub listener: String,
+    pub host: String,
+    pub port: i32,
+    /// Kafka's security protocol id.
+    pub security_protocol: i16,
+}
+
 /// A broker as registered in the metadata log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRegistration {
     pub node_id: i32,
-    /// The advertised Kafka listener host.
+    /// The inter-broker listener's advertised host and port.
     pub host: String,
     pub port: i32,
+    /// Every advertised listener. Registrations from before listeners were recorded have none:
+    /// then `host`/`port` serve every listener.
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
     pub rack: Option<String>,
     /// Changes every time the broker process starts.
     pub incarnation_id: Uuid,
@@ -93,6 +110,35 @@ pub enum MetadataRecord {
     /// removed id coming back with an empty log could split the quorum), and its broker, if
     /// registered, is fenced.
     RetireNode { node_id: u64 },
+    /// Adds ACL bindings (validated by the proposer); each has its own outcome.
+    CreateAcls(Vec<AclBinding>),
+    /// Removes the ACL bindings each filter matches.
+    DeleteAcls(Vec<AclBindingFilter>),
+    /// Sets a user's SCRAM credential for one mechanism (salted and hashed, never a password).
+    UpsertScramCredential {
+        user: String,
+        mechanism: String,
+        credential: ScramCredential,
+    },
+    /// Removes a user's SCRAM credential for one mechanism.
+    DeleteScramCredential { user: String, mechanism: String },
+}
+
+/// A SCRAM credential as stored (RFC 5802): salt, StoredKey, ServerKey, iterations.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramCredential {
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub iterations: i32,
+}
+
+impl std::fmt::Debug for ScramCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramCredential")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What applying one record did. The proposer turns this into a Kafka error code.
@@ -110,6 +156,8 @@ pub enum ApplyOutcome {
     },
     /// The outcome of each part of a record that does several things (`CreateTopics`).
     Each(Vec<ApplyOutcome>),
+    /// What each DeleteAcls filter removed.
+    DeletedAcls(Vec<Vec<AclBinding>>),
 }
 
 /// Cluster state at one point of the metadata log.
@@ -128,6 +176,28 @@ pub struct MetadataImage {
     /// Node ids removed from the metadata quorum; never used again.
     #[serde(default)]
     pub retired_node_ids: BTreeSet<u64>,
+    /// Every ACL binding.
+    #[serde(default)]
+    pub acls: Arc<AclStore>,
+    /// Bumped by every change to `acls`: connections drop their cached decisions.
+    #[serde(default)]
+    pub acl_version: u64,
+    /// SCRAM credentials: user → mechanism name → credential.
+    #[serde(default)]
+    pub scram_credentials: BTreeMap<String, BTreeMap<String, ScramCredential>>,
+}
+
+impl BrokerRegistration {
+    /// Where clients of `listener` reach this broker, if it has that listener.
+    pub fn endpoint(&self, listener: &str) -> Option<(&str, i32)> {
+        if self.endpoints.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.endpoints
+            .iter()
+            .find(|e| e.listener == listener)
+            .map(|e| (e.host.as_str(), e.port))
+    }
 }
 
 impl PartitionImage {
@@ -292,6 +362,43 @@ impl MetadataImage {
                 self.next_producer_id = first + size;
                 ApplyOutcome::ProducerIdBlock { first, size }
             }
+            MetadataRecord::CreateAcls(bindings) => {
+                let acls = Arc::make_mut(&mut self.acls);
+                for b in bindings {
+                    acls.add(b.clone());
+                }
+                self.acl_version += 1;
+                ApplyOutcome::Each(bindings.iter().map(|_| ApplyOutcome::Ok).collect())
+            }
+            MetadataRecord::DeleteAcls(filters) => {
+                let acls = Arc::make_mut(&mut self.acls);
+                let removed = filters.iter().map(|f| acls.remove_matching(f)).collect();
+                self.acl_version += 1;
+                ApplyOutcome::DeletedAcls(removed)
+            }
+            MetadataRecord::UpsertScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => {
+                self.scram_credentials
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(mechanism.clone(), credential.clone());
+                ApplyOutcome::Ok
+            }
+            MetadataRecord::DeleteScramCredential { user, mechanism } => {
+                let removed = self
+                    .scram_credentials
+                    .get_mut(user)
+                    .and_then(|m| m.remove(mechanism));
+                self.scram_credentials.retain(|_, m| !m.is_empty());
+                if removed.is_some() {
+                    ApplyOutcome::Ok
+                } else {
+                    ApplyOutcome::Conflict
+                }
+            }
             MetadataRecord::DeleteTopic { topic_id } => {
                 match self.topic_names_by_id.remove(topic_id) {
                     Some(name) => {
@@ -432,6 +539,7 @@ mod tests {
                 node_id: id,
                 host: "h".into(),
                 port: 9092,
+                endpoints: vec![],
                 rack: None,
                 incarnation_id: Uuid::new_v4(),
                 fenced: false,
@@ -554,6 +662,7 @@ mod tests {
             node_id: 1,
             host: "h".into(),
             port: 9092,
+            endpoints: vec![],
             rack: None,
             incarnation_id: Uuid::new_v4(),
             fenced: false,

@@ -12,12 +12,14 @@
 //! controller: broker fencing, leader elections), `membership.rs` (adding and removing quorum
 //! members, status).
 
+pub mod acl;
 pub mod controller;
 mod controller_loop;
 pub mod image;
 mod log_store;
 mod membership;
 mod network;
+pub mod plane_security;
 pub mod producer_ids;
 mod rpc_server;
 mod state_machine;
@@ -74,6 +76,8 @@ pub struct MetaConfig {
     pub voters: BTreeMap<u64, String>,
     /// What the active controller does while this node is the leader (fencing, elections).
     pub controller: ControllerSettings,
+    /// TLS and authentication between controllers.
+    pub security: plane_security::PlaneSecurity,
 }
 
 /// Why a proposal did not take effect.
@@ -148,6 +152,8 @@ pub struct MetadataQuorum {
 struct Inner {
     node_id: u64,
     raft: Raft,
+    /// TLS and authentication between controllers.
+    security: Arc<plane_security::PlaneSecurity>,
     voters: BTreeMap<u64, String>,
     controller_addr: SocketAddr,
     tuning: Tuning,
@@ -226,6 +232,7 @@ impl MetadataQuorum {
             }
         };
         let controller_addr = listener.local_addr()?;
+        let security = Arc::new(cfg.security.clone());
 
         let image_rx = state_machine.subscribe_image();
         let applied_rx = state_machine.subscribe_applied();
@@ -233,7 +240,7 @@ impl MetadataQuorum {
         let raft = Raft::build(
             cfg.node_id,
             raft_config(&tuning)?,
-            NetworkFactory::new(cfg.node_id),
+            NetworkFactory::new(cfg.node_id, security.clone()),
             log_store.clone(),
             state_machine,
         )
@@ -252,6 +259,7 @@ impl MetadataQuorum {
                 raft: raft.clone(),
                 membership: membership.clone(),
                 leader_contact: leader_contact.clone(),
+                security: security.clone(),
             },
         );
         raft.run();
@@ -267,6 +275,7 @@ impl MetadataQuorum {
         let quorum = Self {
             inner: Arc::new(Inner {
                 node_id: cfg.node_id,
+                security: security.clone(),
                 raft,
                 voters: cfg.voters.clone(),
                 controller_addr,
@@ -357,7 +366,8 @@ impl MetadataQuorum {
             .iter()
             .filter(|(id, _)| **id != cfg.node_id)
             .map(|(id, addr)| {
-                let mut client = PeerClient::new(cfg.node_id, *id, addr.clone());
+                let mut client =
+                    PeerClient::new(cfg.node_id, *id, addr.clone(), self.inner.security.clone());
                 async move {
                     match client
                         .call(RequestBody::Probe, None, INIT_PROBE_TIMEOUT)
@@ -469,7 +479,12 @@ impl MetadataQuorum {
         let Some(addr) = addr.or_else(|| self.inner.voters.get(&leader).cloned()) else {
             return Forwarded::NotDelivered(format!("no address known for leader {leader}"));
         };
-        let mut client = PeerClient::new(self.inner.node_id, leader, addr);
+        let mut client = PeerClient::new(
+            self.inner.node_id,
+            leader,
+            addr,
+            self.inner.security.clone(),
+        );
         let ttl = deadline.saturating_duration_since(Instant::now());
         let body = RequestBody::ForwardProposal(record.clone());
         match client.call(body, None, ttl).await {
@@ -606,7 +621,12 @@ impl MetadataQuorum {
                             None
                         }
                         Some(addr) => {
-                            let mut client = PeerClient::new(self.inner.node_id, leader, addr);
+                            let mut client = PeerClient::new(
+                                self.inner.node_id,
+                                leader,
+                                addr,
+                                self.inner.security.clone(),
+                            );
                             let body = RequestBody::Membership(change.clone());
                             match client.call(body, None, ttl).await {
                                 Ok(Reply::Membership(reply)) => Some(reply),

@@ -18,9 +18,13 @@ use openraft::raft::{
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RPCTypes};
-use tokio::io::{AsyncWriteExt, BufStream};
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use super::plane_security::{Conn, PlaneSecurity};
 
 use super::types::{ControllerNode, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
 use super::wire::{self, Reply, Request, RequestBody, MAX_MESSAGE_LEN};
@@ -28,11 +32,12 @@ use super::wire::{self, Reply, Request, RequestBody, MAX_MESSAGE_LEN};
 /// Creates one [`PeerClient`] per replication target.
 pub struct NetworkFactory {
     node_id: NodeId,
+    security: Arc<PlaneSecurity>,
 }
 
 impl NetworkFactory {
-    pub fn new(node_id: NodeId) -> Self {
-        Self { node_id }
+    pub fn new(node_id: NodeId, security: Arc<PlaneSecurity>) -> Self {
+        Self { node_id, security }
     }
 }
 
@@ -40,7 +45,12 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &ControllerNode) -> PeerClient {
-        PeerClient::new(self.node_id, target, node.addr.clone())
+        PeerClient::new(
+            self.node_id,
+            target,
+            node.addr.clone(),
+            self.security.clone(),
+        )
     }
 }
 
@@ -73,15 +83,22 @@ pub struct PeerClient {
     from: NodeId,
     target: NodeId,
     addr: String,
-    conn: Option<BufStream<TcpStream>>,
+    security: Arc<PlaneSecurity>,
+    conn: Option<Conn>,
 }
 
 impl PeerClient {
-    pub(super) fn new(from: NodeId, target: NodeId, addr: String) -> Self {
+    pub(super) fn new(
+        from: NodeId,
+        target: NodeId,
+        addr: String,
+        security: Arc<PlaneSecurity>,
+    ) -> Self {
         Self {
             from,
             target,
             addr,
+            security,
             conn: None,
         }
     }
@@ -114,7 +131,20 @@ impl PeerClient {
                     })?
                     .map_err(CallError::Connect)?;
                 stream.set_nodelay(true).map_err(CallError::Connect)?;
-                BufStream::new(stream)
+                let host = self
+                    .addr
+                    .rsplit_once(':')
+                    .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+                    .unwrap_or(&self.addr);
+                tokio::time::timeout_at(deadline, self.security.connect(stream, host))
+                    .await
+                    .map_err(|_| {
+                        CallError::Connect(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "TLS or authentication timed out",
+                        ))
+                    })?
+                    .map_err(CallError::Connect)?
             }
         };
 

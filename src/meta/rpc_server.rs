@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::vote::RaftLeaderId;
-use tokio::io::{AsyncWriteExt, BufStream};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -33,6 +33,9 @@ const FORWARDED_PROPOSAL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the leader works on a forwarded membership change before answering `Failed`.
 const FORWARDED_MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a peer has for the TLS handshake and authentication.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What a connection serves requests with.
 #[derive(Clone)]
 pub(super) struct Context {
@@ -40,6 +43,8 @@ pub(super) struct Context {
     pub raft: Raft,
     pub membership: Arc<MembershipManager>,
     pub leader_contact: Arc<super::LeaderContact>,
+    /// TLS and authentication of the plane.
+    pub security: Arc<super::plane_security::PlaneSecurity>,
 }
 
 /// The running listener. Dropping it does not stop it; call [`RpcServer::stop`].
@@ -110,7 +115,21 @@ async fn serve_connection(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "controller connection: set_nodelay failed");
     }
-    let mut conn = BufStream::new(stream);
+    let secured = tokio::select! {
+        _ = stop_rx.wait_for(|stop| *stop) => return,
+        secured = tokio::time::timeout(HANDSHAKE_TIMEOUT, ctx.security.accept(stream)) => secured,
+    };
+    let mut conn = match secured {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "controller connection refused");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "controller connection: TLS or authentication timed out");
+            return;
+        }
+    };
     loop {
         let frame = tokio::select! {
             _ = stop_rx.wait_for(|stop| *stop) => return,

@@ -59,6 +59,7 @@ pub(super) fn config(
         controller_listen: listen,
         voters: voters.clone(),
         controller: ControllerSettings::default(),
+        security: Default::default(),
     }
 }
 
