@@ -177,6 +177,11 @@ pub struct Config {
     pub log_level: String,
     pub kafka: KafkaSettings,
     pub topic_defaults: TopicDefaults,
+    /// Client listeners, inter-broker and controller-plane security (Kafka's `listeners`,
+    /// `listener.security.protocol.map`, `ssl.*`, `sasl.*` keys).
+    pub listeners: crate::security::listeners::ListenerSettings,
+    /// The built-in authorizer (`authorizer.class.name`), when on.
+    pub authorizer: Option<std::sync::Arc<crate::api::session::AuthorizerSettings>>,
     /// Topics to create at startup: (name, partitions, replication factor, configs).
     pub provisioned_topics: Vec<TopicToProvision>,
 }
@@ -289,6 +294,21 @@ impl Config {
             provisioned_topics.push((t.name.clone(), t.partitions, t.replication_factor, configs));
         }
         let kafka = KafkaSettings::from_raw(kafka_raw)?;
+        let authorizer = authorizer_settings(&kafka.raw)?.map(std::sync::Arc::new);
+        let listeners = crate::security::listeners::from_raw(
+            &kafka.raw,
+            &listen,
+            (&advertised_host, advertised_port),
+        )
+        .map_err(|e| anyhow!("[kafka] {e}"))?;
+        let mut kafka = kafka;
+        kafka.replica.inter_broker_listener = listeners.inter_broker_listener.clone();
+        kafka.replica.inter_broker_security =
+            crate::security::client::ClientSecurity::for_listener(
+                listeners.inter_broker(),
+                &listeners.inter_broker_mechanism,
+            )
+            .map_err(|e| anyhow!("[kafka] {e}"))?;
         let topic_defaults = TopicDefaults::from_broker_settings(&kafka.raw)
             .map_err(|e| anyhow!("[kafka] settings: {e}"))?;
         Ok(Self {
@@ -304,6 +324,8 @@ impl Config {
             log_level,
             kafka,
             topic_defaults,
+            listeners,
+            authorizer,
             provisioned_topics,
         })
     }
@@ -315,6 +337,8 @@ impl Config {
 #[rustfmt::skip]
 pub const BROKER_SETTINGS: &[(&str, &str, i8, &str)] = &[
     ("auto.create.topics.enable", "true", 1, "Enable auto creation of topics when a producer asks for an unknown one."),
+    ("allow.everyone.if.no.acl.found", "false", 1, "With the authorizer on: whether an operation on a resource no ACL binding matches is allowed."),
+    ("authorizer.class.name", "", 2, "org.apache.kafka.metadata.authorizer.StandardAuthorizer turns on the built-in authorizer (ACL bindings held in the metadata log); empty: everything is allowed."),
     ("auto.leader.rebalance.enable", "true", 1, "Enables auto leader balancing: the controller moves leadership back to a partition's preferred replica once it is live and in the ISR, checked every leader.imbalance.check.interval.seconds."),
     ("broker.session.timeout.ms", "9000", 3, "The controller fences a broker it has not heard from (Raft heartbeat acknowledgements) for this long: it leaves every ISR and loses its leaderships."),
     ("default.replication.factor", "1", 3, "The replication factor of automatically created topics."),
@@ -347,6 +371,7 @@ pub const BROKER_SETTINGS: &[(&str, &str, i8, &str)] = &[
     ("producer.id.expiration.ms", "86400000", 3, "How long a producer id is kept after its last write."),
     ("queued.max.request.bytes", "-1", 5, "The bytes of requests read and not yet handled, over all connections, before no more requests are read (backpressure). Gregor is bounded by default: -1 (Kafka's default, which there means unlimited) gives 256 MiB or twice socket.request.max.bytes, whichever is larger. At most one frame may overdraw it."),
     ("socket.request.max.bytes", "104857600", 3, "The maximum number of bytes in a socket request."),
+    ("super.users", "", 2, "Principals allowed every operation whatever the ACLs say, separated by semicolons (User:admin;User:broker)."),
     ("transaction.max.timeout.ms", "900000", 3, "The maximum allowed timeout for transactions."),
 ];
 
@@ -370,7 +395,9 @@ impl KafkaSettings {
                 || matches!(
                     key.as_str(),
                     "log.retention.hours" | "log.retention.minutes" | "log.roll.hours"
-                );
+                )
+                || SECURITY_KEYS.contains(&key.as_str())
+                || key.starts_with("listener.name.");
             if !known {
                 eprintln!("gregor: warning: ignoring unknown Kafka setting {key:?}");
             }
@@ -406,6 +433,9 @@ impl KafkaSettings {
                 fetch_wait_max: Duration::from_millis(get(&raw, "replica.fetch.wait.max.ms")?),
                 fetch_max_bytes: get(&raw, "replica.fetch.max.bytes")?,
                 fetch_response_max_bytes: get(&raw, "replica.fetch.response.max.bytes")?,
+                // Set from the listener settings once they are parsed.
+                inter_broker_listener: String::new(),
+                inter_broker_security: Default::default(),
             },
             group: group_config(&raw)?,
             controller: crate::meta::ControllerSettings {
@@ -456,6 +486,68 @@ impl KafkaSettings {
         }
         Ok(settings)
     }
+}
+
+/// Security keys read by `security::listeners` (some hold secrets: they are never described).
+const SECURITY_KEYS: &[&str] = &[
+    "listeners",
+    "advertised.listeners",
+    "listener.security.protocol.map",
+    "inter.broker.listener.name",
+    "sasl.mechanism.inter.broker.protocol",
+    "sasl.enabled.mechanisms",
+    "sasl.jaas.config",
+    "ssl.keystore.type",
+    "ssl.keystore.location",
+    "ssl.key.password",
+    "ssl.truststore.type",
+    "ssl.truststore.location",
+    "ssl.client.auth",
+    "connections.max.reauth.ms",
+    "connection.failed.authentication.delay.ms",
+];
+
+/// Kafka's authorizer class names that turn on Gregor's built-in authorizer (the KRaft one, and
+/// the ZooKeeper-era one a migrated config may still name).
+const STANDARD_AUTHORIZERS: &[&str] = &[
+    "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "kafka.security.authorizer.AclAuthorizer",
+];
+
+/// `authorizer.class.name`, `super.users` and `allow.everyone.if.no.acl.found`.
+fn authorizer_settings(
+    raw: &BTreeMap<String, String>,
+) -> Result<Option<crate::api::session::AuthorizerSettings>> {
+    let class = raw
+        .get("authorizer.class.name")
+        .map(|c| c.trim())
+        .unwrap_or("");
+    if class.is_empty() {
+        return Ok(None);
+    }
+    if !STANDARD_AUTHORIZERS.contains(&class) {
+        bail!(
+            "[kafka] authorizer.class.name: {class:?} is not supported; use {:?}",
+            STANDARD_AUTHORIZERS[0]
+        );
+    }
+    let mut super_users = std::collections::HashSet::new();
+    for p in raw
+        .get("super.users")
+        .map(String::as_str)
+        .unwrap_or("")
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let principal = crate::security::principal::KafkaPrincipal::parse(p)
+            .map_err(|e| anyhow!("[kafka] super.users: {e}"))?;
+        super_users.insert(principal.to_string());
+    }
+    Ok(Some(crate::api::session::AuthorizerSettings {
+        super_users,
+        allow_if_no_acl: get(raw, "allow.everyone.if.no.acl.found")?,
+    }))
 }
 
 /// A broker setting parsed from `raw`, else from Kafka's default.

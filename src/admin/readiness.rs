@@ -94,6 +94,7 @@ mod tests {
             node_id,
             host: "127.0.0.1".into(),
             port: 9092 + node_id,
+            endpoints: vec![],
             rack: None,
             incarnation_id,
             fenced,

@@ -16,12 +16,14 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::code;
+use super::session::Session;
 use crate::broker::Broker;
 use crate::config::BROKER_SETTINGS;
 use crate::log::config::{
     broker_synonyms, topic_config_def, validate_topic_overrides, SOURCE_DEFAULT_CONFIG,
     SOURCE_STATIC_BROKER_CONFIG, SOURCE_TOPIC_CONFIG, TOPIC_CONFIGS,
 };
+use crate::meta::acl::{AclOperation, ResourceType};
 use crate::meta::image::{ApplyOutcome, MetadataRecord};
 
 pub const RESOURCE_TOPIC: i8 = 2;
@@ -38,8 +40,37 @@ fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 
+/// Whether the session may do `operation` on a config resource: the topic for a topic, the
+/// cluster for a broker (Kafka's errors otherwise).
+fn config_access(
+    broker: &Broker,
+    session: &Session,
+    resource_type: i8,
+    name: &str,
+    operation: AclOperation,
+) -> Result<(), Failure> {
+    let image = broker.image();
+    let (allowed, error) = match resource_type {
+        RESOURCE_TOPIC => (
+            session.allowed(&image, operation, ResourceType::Topic, name),
+            ResponseError::TopicAuthorizationFailed,
+        ),
+        _ => (
+            session.allowed_on_cluster(&image, operation),
+            ResponseError::ClusterAuthorizationFailed,
+        ),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err((error, error.to_string()))
+    }
+}
+
+/// Needs DESCRIBE_CONFIGS on each topic, or on the cluster for brokers.
 pub fn describe(
     broker: &Broker,
+    session: &Session,
     version: i16,
     req: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
@@ -56,7 +87,19 @@ pub fn describe(
                     synonyms: req.include_synonyms,
                     docs: req.include_documentation,
                 };
+                let access = config_access(
+                    broker,
+                    session,
+                    r.resource_type,
+                    &r.resource_name,
+                    AclOperation::DescribeConfigs,
+                );
                 let configs = match r.resource_type {
+                    _ if matches!(r.resource_type, RESOURCE_TOPIC | RESOURCE_BROKER)
+                        && access.is_err() =>
+                    {
+                        access.map(|()| Vec::new())
+                    }
                     RESOURCE_TOPIC => describe_topic(broker, &r.resource_name, detail),
                     RESOURCE_BROKER => describe_broker(broker, &r.resource_name, detail),
                     other => Err((
@@ -192,11 +235,17 @@ fn describe_broker(
     }
     let node = broker.node_id().to_string();
     let dirs = broker.config.data_dir.join("logs").display().to_string();
-    let listener = format!("PLAINTEXT://{}", broker.config.listen);
-    let advertised = format!(
-        "PLAINTEXT://{}:{}",
-        broker.config.advertised_host, broker.config.advertised_port
-    );
+    let listeners = &broker.config.listeners.listeners;
+    let listener = listeners
+        .iter()
+        .map(|l| format!("{}://{}", l.name, l.bind))
+        .collect::<Vec<_>>()
+        .join(",");
+    let advertised = listeners
+        .iter()
+        .map(|l| format!("{}://{}:{}", l.name, l.advertised_host, l.advertised_port))
+        .collect::<Vec<_>>()
+        .join(",");
     let fixed: [(&str, String); 5] = [
         ("broker.id", node.clone()),
         ("node.id", node),
@@ -306,15 +355,28 @@ async fn apply_topic_configs(
     }
 }
 
-pub async fn alter(broker: &Broker, req: AlterConfigsRequest) -> AlterConfigsResponse {
+/// Needs ALTER_CONFIGS on each topic, or on the cluster for brokers.
+pub async fn alter(
+    broker: &Broker,
+    session: &Session,
+    req: AlterConfigsRequest,
+) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
+        let access = config_access(
+            broker,
+            session,
+            r.resource_type,
+            &r.resource_name,
+            AclOperation::AlterConfigs,
+        );
         let pairs: Vec<(String, Option<String>)> = r
             .configs
             .iter()
             .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
             .collect();
         let result = match r.resource_type {
+            RESOURCE_TOPIC | RESOURCE_BROKER if access.is_err() => access,
             RESOURCE_TOPIC => {
                 let build = |_: &BTreeMap<String, String>| {
                     // AlterConfigs replaces the whole override set.
@@ -432,12 +494,21 @@ fn incremental(
     Ok(out)
 }
 
+/// Needs ALTER_CONFIGS on each topic, or on the cluster for brokers.
 pub async fn incremental_alter(
     broker: &Broker,
+    session: &Session,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
+        let access = config_access(
+            broker,
+            session,
+            r.resource_type,
+            &r.resource_name,
+            AclOperation::AlterConfigs,
+        );
         let ops: Vec<(String, i8, Option<String>)> = r
             .configs
             .iter()
@@ -456,6 +527,7 @@ pub async fn incremental_alter(
                 ResponseError::InvalidRequest,
                 format!("Error due to duplicate config keys : {k}"),
             )),
+            (None, RESOURCE_TOPIC | RESOURCE_BROKER) if access.is_err() => access,
             (None, RESOURCE_TOPIC) => {
                 let build = |current: &BTreeMap<String, String>| incremental(current, &ops);
                 apply_topic_configs(broker, &r.resource_name, build, req.validate_only).await

@@ -7,19 +7,28 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use kafka_protocol::ResponseError;
 
+use super::session::Session;
 use super::{code, hosted_partition};
 use crate::broker::Broker;
+use crate::meta::acl::{AclOperation, ResourceType};
 
 /// `offset = -1` means "up to the high watermark".
 const HIGH_WATERMARK: i64 = -1;
 
-pub fn handle(broker: &Broker, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+/// Needs DELETE on each topic.
+pub fn handle(
+    broker: &Broker,
+    session: &Session,
+    req: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let image = broker.image();
     let mut changed = false;
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
+            let authorized =
+                session.allowed(&image, AclOperation::Delete, ResourceType::Topic, &t.name);
             let partitions = t
                 .partitions
                 .iter()
@@ -27,6 +36,9 @@ pub fn handle(broker: &Broker, req: DeleteRecordsRequest) -> DeleteRecordsRespon
                     let r = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
+                    if !authorized {
+                        return r.with_error_code(code(ResponseError::TopicAuthorizationFailed));
+                    }
                     let partition = match hosted_partition(broker, &image, &t.name, p.partition_index) {
                         Ok(p) => p,
                         Err(e) => return r.with_error_code(code(e)),

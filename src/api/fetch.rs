@@ -16,8 +16,10 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
+use super::session::Session;
 use super::{code, partition_error_code};
 use crate::broker::Broker;
+use crate::meta::acl::{AclOperation, ResourceType};
 use crate::replica::replication::FollowerRead;
 use crate::replica::Partition;
 
@@ -37,7 +39,12 @@ struct Wanted {
 const FINAL_EPOCH: i32 = -1;
 const INITIAL_EPOCH: i32 = 0;
 
-pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchResponse {
+pub async fn handle(
+    broker: &Broker,
+    session: &Session,
+    version: i16,
+    req: FetchRequest,
+) -> FetchResponse {
     // Gregor does not keep fetch sessions: a full fetch is answered with session id 0 (no
     // session created), and an incremental fetch names a session that cannot exist.
     if req.session_epoch != FINAL_EPOCH && req.session_epoch != INITIAL_EPOCH {
@@ -47,14 +54,24 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
     }
     // A broker replica fetches with its id; consumers send -1.
     let replica_id = (req.replica_id.0 >= 0).then_some(req.replica_id.0);
-    let wanted = resolve(broker, version, &req);
+    let wanted = resolve(broker, session, version, &req, replica_id.is_some());
     let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
     answer(broker, version, &req, &wanted, replica_id, max_wait).await
 }
 
-/// The requested partitions, resolved against what this broker hosts.
-fn resolve(broker: &Broker, version: i16, req: &FetchRequest) -> Vec<Wanted> {
+/// The requested partitions, resolved against what this broker hosts and what the session may
+/// read: a consumer needs READ on each topic, a follower CLUSTER_ACTION on the cluster (as in
+/// Kafka, a refused follower gets TOPIC_AUTHORIZATION_FAILED on every partition).
+fn resolve(
+    broker: &Broker,
+    session: &Session,
+    version: i16,
+    req: &FetchRequest,
+    follower: bool,
+) -> Vec<Wanted> {
     let image = broker.image();
+    let follower_allowed =
+        follower && session.allowed_on_cluster(&image, AclOperation::ClusterAction);
     let mut wanted = Vec::new();
     for topic in &req.topics {
         let (name, known): (Option<String>, bool) = if version >= 13 {
@@ -67,8 +84,14 @@ fn resolve(broker: &Broker, version: i16, req: &FetchRequest) -> Vec<Wanted> {
             let known = image.topic(&name).is_some();
             (Some(name), known)
         };
+        let authorized = match (&name, follower) {
+            (_, true) => follower_allowed,
+            (Some(n), false) => session.allowed(&image, AclOperation::Read, ResourceType::Topic, n),
+            (None, false) => true,
+        };
         for p in &topic.partitions {
             let target = match &name {
+                _ if !authorized => Err(ResponseError::TopicAuthorizationFailed),
                 Some(n) if known => broker.replicas.partition(n, p.partition).ok_or_else(|| {
                     let exists = image
                         .topic(n)

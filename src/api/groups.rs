@@ -15,8 +15,10 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::code;
+use super::session::{Session, GROUP_OPERATIONS};
 use crate::broker::Broker;
 use crate::group::state::{JoinRequest, JoinResult, SyncRequest, SyncResult};
+use crate::meta::acl::{AclOperation, ResourceType};
 
 const KEY_TYPE_GROUP: i8 = 0;
 
@@ -28,6 +30,7 @@ pub use crate::group::ClientInfo;
 
 pub async fn find_coordinator(
     broker: &Broker,
+    session: &Session,
     version: i16,
     req: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
@@ -40,7 +43,16 @@ pub async fn find_coordinator(
                     "Transactions are not supported by this broker".to_string(),
                 ));
             }
-            broker.groups.find_coordinator(&key).await
+            if !group_allowed(broker, session, AclOperation::Describe, &key) {
+                return Err((
+                    ResponseError::GroupAuthorizationFailed,
+                    ResponseError::GroupAuthorizationFailed.to_string(),
+                ));
+            }
+            broker
+                .groups
+                .find_coordinator(&key, &session.listener)
+                .await
         }
     };
     if version < 4 {
@@ -80,6 +92,11 @@ pub async fn find_coordinator(
     FindCoordinatorResponse::default().with_coordinators(coordinators)
 }
 
+/// Whether the session may do `operation` on the group.
+fn group_allowed(broker: &Broker, session: &Session, operation: AclOperation, group: &str) -> bool {
+    session.allowed(&broker.image(), operation, ResourceType::Group, group)
+}
+
 fn join_response(version: i16, r: JoinResult) -> JoinGroupResponse {
     let mut resp = JoinGroupResponse::default()
         .with_error_code(r.error)
@@ -117,10 +134,15 @@ fn join_response(version: i16, r: JoinResult) -> JoinGroupResponse {
 
 pub async fn join(
     broker: &Broker,
+    session: &Session,
     version: i16,
     client: &ClientInfo,
     req: JoinGroupRequest,
 ) -> JoinGroupResponse {
+    if !group_allowed(broker, session, AclOperation::Read, &req.group_id) {
+        let refused = JoinResult::error(ResponseError::GroupAuthorizationFailed, &req.member_id);
+        return join_response(version, refused);
+    }
     let rebalance_ms = if version >= 1 {
         req.rebalance_timeout_ms
     } else {
@@ -159,7 +181,18 @@ fn sync_response(version: i16, r: SyncResult) -> SyncGroupResponse {
     resp
 }
 
-pub async fn sync(broker: &Broker, version: i16, req: SyncGroupRequest) -> SyncGroupResponse {
+pub async fn sync(
+    broker: &Broker,
+    session: &Session,
+    version: i16,
+    req: SyncGroupRequest,
+) -> SyncGroupResponse {
+    if !group_allowed(broker, session, AclOperation::Read, &req.group_id) {
+        return sync_response(
+            version,
+            SyncResult::error(ResponseError::GroupAuthorizationFailed),
+        );
+    }
     let instance = req.group_instance_id.as_ref().map(|i| i.to_string());
     let sync = SyncRequest {
         member_id: &req.member_id,
@@ -177,7 +210,11 @@ pub async fn sync(broker: &Broker, version: i16, req: SyncGroupRequest) -> SyncG
     sync_response(version, result)
 }
 
-pub fn heartbeat(broker: &Broker, req: HeartbeatRequest) -> HeartbeatResponse {
+pub fn heartbeat(broker: &Broker, session: &Session, req: HeartbeatRequest) -> HeartbeatResponse {
+    if !group_allowed(broker, session, AclOperation::Read, &req.group_id) {
+        return HeartbeatResponse::default()
+            .with_error_code(code(ResponseError::GroupAuthorizationFailed));
+    }
     let error = broker.groups.heartbeat(
         &req.group_id.0,
         &req.member_id,
@@ -187,7 +224,16 @@ pub fn heartbeat(broker: &Broker, req: HeartbeatRequest) -> HeartbeatResponse {
     HeartbeatResponse::default().with_error_code(error)
 }
 
-pub async fn leave(broker: &Broker, version: i16, req: LeaveGroupRequest) -> LeaveGroupResponse {
+pub async fn leave(
+    broker: &Broker,
+    session: &Session,
+    version: i16,
+    req: LeaveGroupRequest,
+) -> LeaveGroupResponse {
+    if !group_allowed(broker, session, AclOperation::Read, &req.group_id) {
+        return LeaveGroupResponse::default()
+            .with_error_code(code(ResponseError::GroupAuthorizationFailed));
+    }
     let identities: Vec<(String, Option<String>)> = if version >= 3 {
         req.members
             .iter()
@@ -222,7 +268,15 @@ pub async fn leave(broker: &Broker, version: i16, req: LeaveGroupRequest) -> Lea
     )
 }
 
-pub fn list(broker: &Broker, version: i16, req: ListGroupsRequest) -> ListGroupsResponse {
+/// Every group with DESCRIBE on the cluster; otherwise the groups the session may DESCRIBE.
+pub fn list(
+    broker: &Broker,
+    session: &Session,
+    version: i16,
+    req: ListGroupsRequest,
+) -> ListGroupsResponse {
+    let image = broker.image();
+    let all = session.allowed_on_cluster(&image, AclOperation::Describe);
     let states: Vec<String> = if version >= 4 {
         req.states_filter.iter().map(|s| s.to_lowercase()).collect()
     } else {
@@ -236,6 +290,14 @@ pub fn list(broker: &Broker, version: i16, req: ListGroupsRequest) -> ListGroups
         .groups
         .list(&states)
         .into_iter()
+        .filter(|g| {
+            all || session.allowed(
+                &image,
+                AclOperation::Describe,
+                ResourceType::Group,
+                &g.group_id,
+            )
+        })
         .map(|g| {
             let mut l = ListedGroup::default()
                 .with_group_id(GroupId(s(g.group_id)))
@@ -254,14 +316,19 @@ pub fn list(broker: &Broker, version: i16, req: ListGroupsRequest) -> ListGroups
 
 pub fn describe(
     broker: &Broker,
+    session: &Session,
     version: i16,
     req: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
+    let image = broker.image();
     let described = req
         .groups
         .iter()
         .map(|id| {
             let d = DescribedGroup::default().with_group_id(id.clone());
+            if !session.allowed(&image, AclOperation::Describe, ResourceType::Group, id) {
+                return d.with_error_code(code(ResponseError::GroupAuthorizationFailed));
+            }
             let mut d = match broker.groups.describe(id) {
                 Err(e) => return d.with_error_code(code(e)),
                 // v6 reports a missing group as an error; earlier versions as Dead.
@@ -294,8 +361,7 @@ pub fn describe(
             };
             if version >= 3 {
                 d.authorized_operations = if req.include_authorized_operations {
-                    // READ, DELETE, DESCRIBE: everything a group supports, no authorizer here.
-                    (1 << 3) | (1 << 6) | (1 << 8)
+                    session.authorized_operations(&image, ResourceType::Group, id, GROUP_OPERATIONS)
                 } else {
                     i32::MIN
                 };
@@ -306,10 +372,18 @@ pub fn describe(
     DescribeGroupsResponse::default().with_groups(described)
 }
 
-pub async fn delete(broker: &Broker, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub async fn delete(
+    broker: &Broker,
+    session: &Session,
+    req: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for id in &req.groups_names {
-        let error = broker.groups.delete_group(id).await;
+        let error = if group_allowed(broker, session, AclOperation::Delete, id) {
+            broker.groups.delete_group(id).await
+        } else {
+            code(ResponseError::GroupAuthorizationFailed)
+        };
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(id.clone())

@@ -6,15 +6,37 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
+use kafka_protocol::ResponseError;
+
+use super::session::Session;
 use super::{code, hosted_partition, partition_error_code};
 use crate::broker::Broker;
+use crate::meta::acl::{AclOperation, ResourceType};
 
-pub fn handle(broker: &Broker, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+/// A follower (replica id set) needs CLUSTER_ACTION on the cluster, a client DESCRIBE on the
+/// topic.
+pub fn handle(
+    broker: &Broker,
+    session: &Session,
+    req: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
     let image = broker.image();
+    let follower_allowed =
+        req.replica_id.0 >= 0 && session.allowed_on_cluster(&image, AclOperation::ClusterAction);
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
+            let authorized = if req.replica_id.0 >= 0 {
+                follower_allowed
+            } else {
+                session.allowed(
+                    &image,
+                    AclOperation::Describe,
+                    ResourceType::Topic,
+                    &t.topic,
+                )
+            };
             let partitions = t
                 .partitions
                 .iter()
@@ -23,6 +45,9 @@ pub fn handle(broker: &Broker, req: OffsetForLeaderEpochRequest) -> OffsetForLea
                         .with_partition(p.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
+                    if !authorized {
+                        return r.with_error_code(code(ResponseError::TopicAuthorizationFailed));
+                    }
                     let partition = match hosted_partition(broker, &image, &t.topic, p.partition) {
                         Ok(x) => x,
                         Err(e) => return r.with_error_code(code(e)),

@@ -9,15 +9,22 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
+use super::session::Session;
 use super::{code, partition_error_code};
 use crate::broker::Broker;
+use crate::meta::acl::{AclOperation, ResourceType};
 
 pub const LATEST: i64 = -1;
 pub const EARLIEST: i64 = -2;
 pub const MAX_TIMESTAMP: i64 = -3;
 const READ_COMMITTED: i8 = 1;
 
-pub fn handle(broker: &Broker, version: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub fn handle(
+    broker: &Broker,
+    session: &Session,
+    version: i16,
+    req: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let image = broker.image();
     let mut seen = HashSet::new();
     let topics = req
@@ -25,6 +32,8 @@ pub fn handle(broker: &Broker, version: i16, req: ListOffsetsRequest) -> ListOff
         .into_iter()
         .map(|topic| {
             let name = topic.name.0.to_string();
+            let authorized =
+                session.allowed(&image, AclOperation::Describe, ResourceType::Topic, &name);
             let partitions = topic
                 .partitions
                 .into_iter()
@@ -35,6 +44,9 @@ pub fn handle(broker: &Broker, version: i16, req: ListOffsetsRequest) -> ListOff
                         .with_offset(-1);
                     if !seen.insert((name.clone(), p.partition_index)) {
                         return r.with_error_code(code(ResponseError::InvalidRequest));
+                    }
+                    if !authorized {
+                        return r.with_error_code(code(ResponseError::TopicAuthorizationFailed));
                     }
                     let Some(partition) = broker.replicas.partition(&name, p.partition_index)
                     else {

@@ -8,7 +8,12 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use kafka_protocol::ResponseError;
+
+use super::code;
+use super::session::Session;
 use crate::broker::Broker;
+use crate::meta::acl::AclOperation;
 
 /// (total, usable) bytes of the filesystem holding `path`, or (-1, -1).
 fn disk_space(path: &std::path::Path) -> (i64, i64) {
@@ -27,11 +32,21 @@ fn disk_space(path: &std::path::Path) -> (i64, i64) {
     }
 }
 
+/// Needs DESCRIBE on the cluster (Kafka answers CLUSTER_AUTHORIZATION_FAILED from v3, and no
+/// directories before).
 pub fn handle(
     broker: &Broker,
+    session: &Session,
     version: i16,
     req: DescribeLogDirsRequest,
 ) -> DescribeLogDirsResponse {
+    if !session.allowed_on_cluster(&broker.image(), AclOperation::Describe) {
+        let mut resp = DescribeLogDirsResponse::default();
+        if version >= 3 {
+            resp.error_code = code(ResponseError::ClusterAuthorizationFailed);
+        }
+        return resp;
+    }
     let wanted: Option<BTreeMap<String, Vec<i32>>> = req.topics.map(|topics| {
         topics
             .into_iter()

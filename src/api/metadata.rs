@@ -13,33 +13,29 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::code;
+use super::session::{Session, CLUSTER_OPERATIONS, TOPIC_OPERATIONS};
 use crate::broker::Broker;
+use crate::meta::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 use crate::meta::controller::{self, CreateTopicError, TopicSpec};
 use crate::meta::image::{MetadataImage, TopicImage};
 pub use crate::meta::topic_name::is_internal_topic;
 use crate::meta::topic_name::validate_topic_name;
 
-/// Without an authorizer every operation is allowed. Bit n is Kafka's AclOperation code n:
-/// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
-const TOPIC_OPERATIONS: i32 =
-    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
-/// CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE,
-/// CREATE_TOKENS, DESCRIBE_TOKENS.
-const CLUSTER_OPERATIONS: i32 = (1 << 5)
-    | (1 << 7)
-    | (1 << 8)
-    | (1 << 9)
-    | (1 << 10)
-    | (1 << 11)
-    | (1 << 12)
-    | (1 << 13)
-    | (1 << 14);
-
-pub async fn handle(broker: &Broker, version: i16, req: MetadataRequest) -> MetadataResponse {
+/// Topics the session may not DESCRIBE are left out of an all-topics answer and answered with
+/// TOPIC_AUTHORIZATION_FAILED when named; auto-creation needs CREATE on the cluster or the topic.
+pub async fn handle(
+    broker: &Broker,
+    session: &Session,
+    version: i16,
+    req: MetadataRequest,
+) -> MetadataResponse {
     let (requested, unknown_ids) = requested_topics(broker, version, &req);
     let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
+    let describe = |image: &MetadataImage, name: &str| {
+        session.allowed(image, AclOperation::Describe, ResourceType::Topic, name)
+    };
     let errors = match &requested {
-        Some(names) => missing_topics(broker, names, allow_auto_create).await,
+        Some(names) => missing_topics(broker, session, names, allow_auto_create).await,
         None => BTreeMap::new(),
     };
     let image = broker.image();
@@ -47,6 +43,7 @@ pub async fn handle(broker: &Broker, version: i16, req: MetadataRequest) -> Meta
         None => image
             .topics
             .values()
+            .filter(|t| describe(&image, &t.name))
             .map(|t| topic_metadata(&image, t, version))
             .collect(),
         Some(names) => {
@@ -55,6 +52,9 @@ pub async fn handle(broker: &Broker, version: i16, req: MetadataRequest) -> Meta
                 .iter()
                 .filter(|n| seen.insert((*n).clone()))
                 .map(|name| match image.topic(name) {
+                    Some(_) if !describe(&image, name) => MetadataResponseTopic::default()
+                        .with_error_code(code(ResponseError::TopicAuthorizationFailed))
+                        .with_name(Some(TopicName(StrBytes::from_string(name.clone())))),
                     Some(t) => topic_metadata(&image, t, version),
                     None => MetadataResponseTopic::default()
                         .with_error_code(
@@ -75,7 +75,7 @@ pub async fn handle(broker: &Broker, version: i16, req: MetadataRequest) -> Meta
             .with_topic_id(id)
     }));
     let mut resp = MetadataResponse::default()
-        .with_brokers(brokers(&image))
+        .with_brokers(brokers(&image, &session.listener))
         .with_topics(topics);
     if version >= 1 {
         resp.controller_id = BrokerId(broker.controller_id());
@@ -84,11 +84,18 @@ pub async fn handle(broker: &Broker, version: i16, req: MetadataRequest) -> Meta
         resp.cluster_id = image.cluster_id.clone().map(StrBytes::from_string);
     }
     if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
-        resp.cluster_authorized_operations = CLUSTER_OPERATIONS;
+        resp.cluster_authorized_operations = session.authorized_operations(
+            &image,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+            CLUSTER_OPERATIONS,
+        );
     }
     if version >= 8 && req.include_topic_authorized_operations {
         for t in resp.topics.iter_mut().filter(|t| t.error_code == 0) {
-            t.topic_authorized_operations = TOPIC_OPERATIONS;
+            let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+            t.topic_authorized_operations =
+                session.authorized_operations(&image, ResourceType::Topic, &name, TOPIC_OPERATIONS);
         }
     }
     resp
@@ -132,21 +139,30 @@ fn requested_topics(
 /// code for each that still does not.
 async fn missing_topics(
     broker: &Broker,
+    session: &Session,
     names: &[String],
     allow_auto_create: bool,
 ) -> BTreeMap<String, i16> {
     let image = broker.image();
+    let may_create = |name: &str| {
+        session.allowed_on_cluster(&image, AclOperation::Create)
+            || session.allowed(&image, AclOperation::Create, ResourceType::Topic, name)
+    };
     let mut errors: BTreeMap<String, i16> = BTreeMap::new();
     let mut to_create: Vec<&String> = Vec::new();
     for name in names {
         if image.topic(name).is_some() || errors.contains_key(name) || to_create.contains(&name) {
             continue;
         }
-        if let Err(e) = validate_topic_name(name) {
+        if !session.allowed(&image, AclOperation::Describe, ResourceType::Topic, name) {
+            errors.insert(name.clone(), code(ResponseError::TopicAuthorizationFailed));
+        } else if let Err(e) = validate_topic_name(name) {
             tracing::debug!(topic = %name, error = %e, "metadata for an invalid topic name");
             errors.insert(name.clone(), code(ResponseError::InvalidTopicException));
         } else if !(allow_auto_create && broker.config.kafka.auto_create_topics_enable) {
             errors.insert(name.clone(), code(ResponseError::UnknownTopicOrPartition));
+        } else if !may_create(name) {
+            errors.insert(name.clone(), code(ResponseError::TopicAuthorizationFailed));
         } else {
             to_create.push(name);
         }
@@ -188,16 +204,21 @@ async fn auto_create(broker: &Broker, names: &[&String]) -> Vec<controller::Crea
     created
 }
 
-fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
+/// The brokers that have `listener`, with their endpoint on it (Kafka leaves out brokers
+/// without the listener a client connected through).
+fn brokers(image: &MetadataImage, listener: &str) -> Vec<MetadataResponseBroker> {
     image
         .brokers
         .values()
-        .map(|b| {
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(b.node_id))
-                .with_host(StrBytes::from_string(b.host.clone()))
-                .with_port(b.port)
-                .with_rack(b.rack.clone().map(StrBytes::from_string))
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(listener)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.node_id))
+                    .with_host(StrBytes::from_string(host.to_string()))
+                    .with_port(port)
+                    .with_rack(b.rack.clone().map(StrBytes::from_string)),
+            )
         })
         .collect()
 }
@@ -247,12 +268,19 @@ fn topic_metadata(
 /// DescribeCluster: the cluster id, the active controller and the registered brokers.
 pub fn describe_cluster(
     broker: &Broker,
+    session: &Session,
     version: i16,
     req: kafka_protocol::messages::DescribeClusterRequest,
 ) -> kafka_protocol::messages::DescribeClusterResponse {
     use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
     use kafka_protocol::messages::DescribeClusterResponse;
     const BROKERS_ENDPOINT: i8 = 1;
+    let image = broker.image();
+    if !session.allowed_on_cluster(&image, AclOperation::Describe) {
+        return DescribeClusterResponse::default()
+            .with_error_code(code(ResponseError::ClusterAuthorizationFailed))
+            .with_endpoint_type(req.endpoint_type);
+    }
     if version >= 1 && req.endpoint_type != BROKERS_ENDPOINT {
         return DescribeClusterResponse::default()
             .with_error_code(code(ResponseError::UnsupportedEndpointType))
@@ -261,22 +289,20 @@ pub fn describe_cluster(
             )))
             .with_endpoint_type(req.endpoint_type);
     }
-    let image = broker.image();
     let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(
             image.cluster_id.clone().unwrap_or_default(),
         ))
         .with_controller_id(BrokerId(broker.controller_id()))
         .with_brokers(
-            image
-                .brokers
-                .values()
+            brokers(&image, &session.listener)
+                .into_iter()
                 .map(|b| {
                     DescribeClusterBroker::default()
-                        .with_broker_id(BrokerId(b.node_id))
-                        .with_host(StrBytes::from_string(b.host.clone()))
+                        .with_broker_id(b.node_id)
+                        .with_host(b.host)
                         .with_port(b.port)
-                        .with_rack(b.rack.clone().map(StrBytes::from_string))
+                        .with_rack(b.rack)
                 })
                 .collect(),
         );
@@ -284,7 +310,12 @@ pub fn describe_cluster(
         resp.endpoint_type = BROKERS_ENDPOINT;
     }
     resp.cluster_authorized_operations = if req.include_cluster_authorized_operations {
-        CLUSTER_OPERATIONS
+        session.authorized_operations(
+            &image,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+            CLUSTER_OPERATIONS,
+        )
     } else {
         i32::MIN
     };

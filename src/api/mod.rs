@@ -3,6 +3,7 @@
 //! `ApiVersions` tells the truth: a key appears here only when its handler is implemented and
 //! tested end to end with real clients, and only for the versions listed.
 
+pub mod acls;
 pub mod api_versions;
 pub mod configs;
 pub mod delete_records;
@@ -15,6 +16,9 @@ pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod producer_id;
+pub mod sasl;
+pub mod scram;
+pub mod session;
 pub mod topics;
 
 use kafka_protocol::messages::ApiKey;
@@ -59,6 +63,14 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeAcls, 0, 3),
+    (ApiKey::CreateAcls, 0, 3),
+    (ApiKey::DeleteAcls, 0, 3),
+    // v0 would be followed by raw SASL tokens instead of SaslAuthenticate: not served.
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// The lowest Produce version actually served.

@@ -1,6 +1,8 @@
 //! Committed offsets: OffsetCommit, OffsetFetch (batched groups from v8), OffsetDelete. These
 //! handlers translate; the group coordinator (`group/offsets.rs`) commits, reads and deletes.
 
+use std::collections::HashSet;
+
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
@@ -17,23 +19,49 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::code;
+use super::session::Session;
 use crate::broker::Broker;
 use crate::group::records::OffsetValue;
 use crate::group::state::NONE;
+use crate::group::Committed;
 use crate::group::OffsetCommit;
+use crate::meta::acl::{AclOperation, ResourceType};
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 
+/// READ on the group, and READ on each topic (TOPIC_AUTHORIZATION_FAILED for the partitions of
+/// a topic without it; the others are committed).
 pub async fn commit(
     broker: &Broker,
+    session: &Session,
     version: i16,
     req: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
+    let image = broker.image();
+    let partitions: usize = req.topics.iter().map(|t| t.partitions.len()).sum();
+    if !session.allowed(
+        &image,
+        AclOperation::Read,
+        ResourceType::Group,
+        &req.group_id,
+    ) {
+        return commit_response(
+            &req,
+            vec![code(ResponseError::GroupAuthorizationFailed); partitions],
+        );
+    }
+    let denied: HashSet<&str> = req
+        .topics
+        .iter()
+        .map(|t| t.name.0.as_str())
+        .filter(|t| !session.allowed(&image, AclOperation::Read, ResourceType::Topic, t))
+        .collect();
     let commits: Vec<OffsetCommit> = req
         .topics
         .iter()
+        .filter(|t| !denied.contains(t.name.0.as_str()))
         .flat_map(|t| {
             t.partitions.iter().map(|p| OffsetCommit {
                 topic: t.name.0.to_string(),
@@ -54,7 +82,7 @@ pub async fn commit(
         -1
     };
     let instance = req.group_instance_id.as_ref().map(|i| i.to_string());
-    let errors = match broker
+    let committed = broker
         .groups
         .commit_offsets(
             &req.group_id.0,
@@ -63,11 +91,31 @@ pub async fn commit(
             generation,
             commits,
         )
-        .await
-    {
-        Ok(errors) => errors,
-        Err(e) => vec![code(e); req.topics.iter().map(|t| t.partitions.len()).sum()],
+        .await;
+    let errors = match committed {
+        Ok(errors) => {
+            // Put the refused topics' errors back in request order.
+            let mut errors = errors.into_iter();
+            let mut all = Vec::with_capacity(partitions);
+            for t in &req.topics {
+                let refused = denied.contains(t.name.0.as_str());
+                for _ in &t.partitions {
+                    all.push(if refused {
+                        code(ResponseError::TopicAuthorizationFailed)
+                    } else {
+                        errors.next().unwrap_or(NONE)
+                    });
+                }
+            }
+            all
+        }
+        Err(e) => vec![code(e); partitions],
     };
+    commit_response(&req, errors)
+}
+
+/// An OffsetCommit response with `errors` for the request's partitions, in order.
+fn commit_response(req: &OffsetCommitRequest, errors: Vec<i16>) -> OffsetCommitResponse {
     let mut errors = errors.into_iter();
     let topics = req
         .topics
@@ -106,28 +154,86 @@ fn wanted_topics<'a>(
         .collect()
 }
 
-pub fn fetch(broker: &Broker, version: i16, req: OffsetFetchRequest) -> OffsetFetchResponse {
+/// The committed offsets a session may see: DESCRIBE on the group (else
+/// GROUP_AUTHORIZATION_FAILED), and on each topic: a requested topic without it is answered
+/// with TOPIC_AUTHORIZATION_FAILED (the second value), one without it is left out of an
+/// all-offsets answer.
+fn visible_offsets(
+    broker: &Broker,
+    session: &Session,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<(Committed, HashSet<String>), ResponseError> {
+    let image = broker.image();
+    if !session.allowed(&image, AclOperation::Describe, ResourceType::Group, group) {
+        return Err(ResponseError::GroupAuthorizationFailed);
+    }
+    let describe =
+        |t: &str| session.allowed(&image, AclOperation::Describe, ResourceType::Topic, t);
+    let denied: HashSet<String> = wanted
+        .iter()
+        .flatten()
+        .map(|(t, _)| t.clone())
+        .filter(|t| !describe(t))
+        .collect();
+    let all = wanted.is_none();
+    let mut map = broker.groups.fetch_offsets(group, wanted)?;
+    if all {
+        map.retain(|t, _| describe(t));
+    }
+    Ok((map, denied))
+}
+
+/// A partition's answer: (offset, leader epoch, metadata, error).
+fn reported_in(
+    topic: &str,
+    v: Option<OffsetValue>,
+    denied: &HashSet<String>,
+) -> (i64, i32, StrBytes, i16) {
+    if denied.contains(topic) {
+        return (
+            -1,
+            -1,
+            StrBytes::default(),
+            code(ResponseError::TopicAuthorizationFailed),
+        );
+    }
+    let (offset, epoch, metadata) = reported(v);
+    (offset, epoch, metadata, NONE)
+}
+
+pub fn fetch(
+    broker: &Broker,
+    session: &Session,
+    version: i16,
+    req: OffsetFetchRequest,
+) -> OffsetFetchResponse {
     if version >= 8 {
-        let groups = req.groups.iter().map(|g| fetch_group(broker, g)).collect();
+        let groups = req
+            .groups
+            .iter()
+            .map(|g| fetch_group(broker, session, g))
+            .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
     let wanted = req
         .topics
         .as_ref()
         .map(|ts| wanted_topics(ts.iter().map(|t| (&t.name, &t.partition_indexes))));
-    match broker.groups.fetch_offsets(&req.group_id, wanted) {
+    match visible_offsets(broker, session, &req.group_id, wanted) {
         Err(e) => fetch_error(version, &req, e),
-        Ok(map) => OffsetFetchResponse::default().with_topics(
+        Ok((map, denied)) => OffsetFetchResponse::default().with_topics(
             map.into_iter()
                 .map(|(t, parts)| {
                     let partitions = parts
                         .into_iter()
                         .map(|(p, v)| {
-                            let (offset, epoch, metadata) = reported(v);
+                            let (offset, epoch, metadata, error) = reported_in(&t, v, &denied);
                             let mut r = OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(offset)
-                                .with_metadata(Some(metadata));
+                                .with_metadata(Some(metadata))
+                                .with_error_code(error);
                             if version >= 5 {
                                 r.committed_leader_epoch = epoch;
                             }
@@ -144,26 +250,31 @@ pub fn fetch(broker: &Broker, version: i16, req: OffsetFetchRequest) -> OffsetFe
 }
 
 /// One group of a v8+ OffsetFetch.
-fn fetch_group(broker: &Broker, g: &OffsetFetchRequestGroup) -> OffsetFetchResponseGroup {
+fn fetch_group(
+    broker: &Broker,
+    session: &Session,
+    g: &OffsetFetchRequestGroup,
+) -> OffsetFetchResponseGroup {
     let wanted = g
         .topics
         .as_ref()
         .map(|ts| wanted_topics(ts.iter().map(|t| (&t.name, &t.partition_indexes))));
     let r = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-    match broker.groups.fetch_offsets(&g.group_id, wanted) {
+    match visible_offsets(broker, session, &g.group_id, wanted) {
         Err(e) => r.with_error_code(code(e)),
-        Ok(map) => r.with_topics(
+        Ok((map, denied)) => r.with_topics(
             map.into_iter()
                 .map(|(t, parts)| {
                     let partitions = parts
                         .into_iter()
                         .map(|(p, v)| {
-                            let (offset, epoch, metadata) = reported(v);
+                            let (offset, epoch, metadata, error) = reported_in(&t, v, &denied);
                             OffsetFetchResponsePartitions::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(offset)
                                 .with_committed_leader_epoch(epoch)
                                 .with_metadata(Some(metadata))
+                                .with_error_code(error)
                         })
                         .collect();
                     OffsetFetchResponseTopics::default()
@@ -207,10 +318,27 @@ fn fetch_error(version: i16, req: &OffsetFetchRequest, e: ResponseError) -> Offs
     resp
 }
 
-pub async fn delete(broker: &Broker, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
-    let topics: Vec<(String, Vec<i32>)> = req
+/// DELETE on the group, and READ on each topic (TOPIC_AUTHORIZATION_FAILED for its partitions).
+pub async fn delete(
+    broker: &Broker,
+    session: &Session,
+    req: OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
+    let image = broker.image();
+    if !session.allowed(
+        &image,
+        AclOperation::Delete,
+        ResourceType::Group,
+        &req.group_id,
+    ) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(code(ResponseError::GroupAuthorizationFailed));
+    }
+    let read = |t: &str| session.allowed(&image, AclOperation::Read, ResourceType::Topic, t);
+    let refused: Vec<(String, Vec<i32>)> = req
         .topics
         .iter()
+        .filter(|t| !read(&t.name))
         .map(|t| {
             (
                 t.name.0.to_string(),
@@ -218,29 +346,50 @@ pub async fn delete(broker: &Broker, req: OffsetDeleteRequest) -> OffsetDeleteRe
             )
         })
         .collect();
+    let topics: Vec<(String, Vec<i32>)> = req
+        .topics
+        .iter()
+        .filter(|t| read(&t.name))
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    let refused = refused.into_iter().map(|(t, ps)| {
+        let errors = ps
+            .into_iter()
+            .map(|p| (p, code(ResponseError::TopicAuthorizationFailed)))
+            .collect();
+        (t, errors)
+    });
     match broker.groups.delete_offsets(&req.group_id.0, topics).await {
         Err(e) => OffsetDeleteResponse::default().with_error_code(code(e)),
-        Ok(result) => OffsetDeleteResponse::default()
-            .with_error_code(result.error)
-            .with_topics(
-                result
-                    .topics
-                    .into_iter()
-                    .map(|(name, partitions)| {
-                        OffsetDeleteResponseTopic::default()
-                            .with_name(TopicName(s(name)))
-                            .with_partitions(
-                                partitions
-                                    .into_iter()
-                                    .map(|(p, error)| {
-                                        OffsetDeleteResponsePartition::default()
-                                            .with_partition_index(p)
-                                            .with_error_code(error)
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            ),
+        Ok(mut result) => {
+            result.topics.extend(refused);
+            OffsetDeleteResponse::default()
+                .with_error_code(result.error)
+                .with_topics(
+                    result
+                        .topics
+                        .into_iter()
+                        .map(|(name, partitions)| {
+                            OffsetDeleteResponseTopic::default()
+                                .with_name(TopicName(s(name)))
+                                .with_partitions(
+                                    partitions
+                                        .into_iter()
+                                        .map(|(p, error)| {
+                                            OffsetDeleteResponsePartition::default()
+                                                .with_partition_index(p)
+                                                .with_error_code(error)
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                )
+        }
     }
 }

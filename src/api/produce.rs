@@ -14,9 +14,11 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::code;
+use super::session::Session;
 use crate::broker::Broker;
 use crate::log::batch::{self, BatchError};
 use crate::log::LogError;
+use crate::meta::acl::{AclOperation, ResourceType};
 use crate::replica::{now_ms, PartitionError};
 
 /// What the connection should do with the outcome.
@@ -41,18 +43,29 @@ struct Appended {
     durable_after: Option<i64>,
 }
 
-pub async fn handle(broker: &Broker, version: i16, req: ProduceRequest) -> ProduceOutcome {
+pub async fn handle(
+    broker: &Broker,
+    session: &Session,
+    version: i16,
+    req: ProduceRequest,
+) -> ProduceOutcome {
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
+    let image = broker.image();
     // Append everything first, in request order; only then wait for replication.
     let mut appended: Vec<(String, Vec<(i32, PartitionResult)>)> = Vec::new();
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
+        // Kafka checks WRITE before anything else: an unauthorized topic writes nothing and
+        // says nothing about whether it exists.
+        let authorized = session.allowed(&image, AclOperation::Write, ResourceType::Topic, &name);
         let results = topic
             .partition_data
             .into_iter()
             .map(|pd| {
-                let result = if valid_acks {
+                let result = if !authorized {
+                    Err((ResponseError::TopicAuthorizationFailed, None))
+                } else if valid_acks {
                     produce_partition(
                         broker,
                         version,

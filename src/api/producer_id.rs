@@ -6,9 +6,16 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use kafka_protocol::ResponseError;
 
 use super::code;
+use super::session::Session;
 use crate::broker::Broker;
+use crate::meta::acl::{AclOperation, ResourceType};
 
-pub async fn handle(broker: &Broker, req: InitProducerIdRequest) -> InitProducerIdResponse {
+/// An idempotent producer needs IDEMPOTENT_WRITE on the cluster or WRITE on some topic.
+pub async fn handle(
+    broker: &Broker,
+    session: &Session,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let failed = |e: ResponseError| {
         InitProducerIdResponse::default()
             .with_error_code(code(e))
@@ -24,6 +31,12 @@ pub async fn handle(broker: &Broker, req: InitProducerIdRequest) -> InitProducer
             return failed(ResponseError::InvalidTransactionTimeout);
         }
         return failed(ResponseError::CoordinatorNotAvailable);
+    }
+    let image = broker.image();
+    if !session.allowed_on_cluster(&image, AclOperation::IdempotentWrite)
+        && !session.allowed_on_any(&image, AclOperation::Write, ResourceType::Topic)
+    {
+        return failed(ResponseError::ClusterAuthorizationFailed);
     }
     // Without a transactional id Kafka always hands out a fresh producer id with epoch 0,
     // whatever id and epoch the request carries (KIP-360 bumps apply to transactions).

@@ -18,7 +18,9 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::code;
+use super::session::Session;
 use crate::broker::Broker;
+use crate::meta::acl::{AclOperation, ResourceType};
 use crate::meta::controller::{self, CreateTopicError, TopicSpec};
 use crate::meta::image::ApplyOutcome;
 
@@ -33,14 +35,19 @@ fn create_error_code(e: &CreateTopicError) -> ResponseError {
         CreateTopicError::InvalidRequest(_) => ResponseError::InvalidRequest,
         CreateTopicError::NotController(_) => ResponseError::NotController,
         CreateTopicError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        CreateTopicError::NotAuthorized(_) => ResponseError::TopicAuthorizationFailed,
     }
 }
 
+/// Needs CREATE on the cluster, or on each topic.
 pub async fn create(
     broker: &Broker,
+    session: &Session,
     version: i16,
     req: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
+    let image = broker.image();
+    let on_cluster = session.allowed_on_cluster(&image, AclOperation::Create);
     let mut counts: HashMap<String, usize> = HashMap::new();
     for t in &req.topics {
         *counts.entry(t.name.0.to_string()).or_default() += 1;
@@ -52,6 +59,13 @@ pub async fn create(
         .iter()
         .map(|topic| {
             let name = topic.name.0.to_string();
+            if !on_cluster
+                && !session.allowed(&image, AclOperation::Create, ResourceType::Topic, &name)
+            {
+                return Err(CreateTopicError::NotAuthorized(
+                    ResponseError::TopicAuthorizationFailed.to_string(),
+                ));
+            }
             if counts.get(&name).copied().unwrap_or(0) > 1 {
                 return Err(CreateTopicError::InvalidRequest(format!(
                     "Create topics request from client contains multiple entries for the topic {name}"
@@ -172,8 +186,10 @@ fn check_assignment_indexes(
     Ok(())
 }
 
+/// Needs DELETE on each topic.
 pub async fn delete(
     broker: &Broker,
+    session: &Session,
     version: i16,
     req: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
@@ -210,6 +226,14 @@ pub async fn delete(
                 ResponseError::UnknownTopicId,
                 "This server does not host this topic ID.".into(),
             )),
+            Some(t)
+                if !session.allowed(&image, AclOperation::Delete, ResourceType::Topic, &t.name) =>
+            {
+                Err((
+                    ResponseError::TopicAuthorizationFailed,
+                    ResponseError::TopicAuthorizationFailed.to_string(),
+                ))
+            }
             Some(_) if !broker.config.kafka.delete_topic_enable => Err((
                 ResponseError::TopicDeletionDisabled,
                 "Topic deletion is disabled.".into(),
@@ -244,10 +268,13 @@ pub async fn delete(
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
+/// Needs ALTER on each topic.
 pub async fn create_partitions(
     broker: &Broker,
+    session: &Session,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
+    let image = broker.image();
     let mut counts: HashMap<String, usize> = HashMap::new();
     for t in &req.topics {
         *counts.entry(t.name.0.to_string()).or_default() += 1;
@@ -255,32 +282,38 @@ pub async fn create_partitions(
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
-        let outcome: Result<(), (ResponseError, String)> = if counts[&name] > 1 {
-            Err((
-                ResponseError::InvalidRequest,
-                format!("Duplicate topic {name} in the request"),
-            ))
-        } else {
-            let assignments = t.assignments.as_ref().map(|a| {
-                a.iter()
-                    .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
-                    .collect()
-            });
-            match controller::plan_partitions(&broker.image(), &name, t.count, assignments) {
-                Err(e) => Err((create_error_code(&e), e.to_string())),
-                Ok(_) if req.validate_only => Ok(()),
-                Ok((topic_id, partitions)) => {
-                    match controller::add_partitions(&broker.meta, topic_id, partitions).await {
-                        Ok(()) => {
-                            broker.wait_hosted().await;
-                            tracing::info!(topic = %name, count = t.count, "added partitions");
-                            Ok(())
+        let outcome: Result<(), (ResponseError, String)> =
+            if !session.allowed(&image, AclOperation::Alter, ResourceType::Topic, &name) {
+                Err((
+                    ResponseError::TopicAuthorizationFailed,
+                    ResponseError::TopicAuthorizationFailed.to_string(),
+                ))
+            } else if counts[&name] > 1 {
+                Err((
+                    ResponseError::InvalidRequest,
+                    format!("Duplicate topic {name} in the request"),
+                ))
+            } else {
+                let assignments = t.assignments.as_ref().map(|a| {
+                    a.iter()
+                        .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
+                        .collect()
+                });
+                match controller::plan_partitions(&broker.image(), &name, t.count, assignments) {
+                    Err(e) => Err((create_error_code(&e), e.to_string())),
+                    Ok(_) if req.validate_only => Ok(()),
+                    Ok((topic_id, partitions)) => {
+                        match controller::add_partitions(&broker.meta, topic_id, partitions).await {
+                            Ok(()) => {
+                                broker.wait_hosted().await;
+                                tracing::info!(topic = %name, count = t.count, "added partitions");
+                                Ok(())
+                            }
+                            Err(e) => Err((create_error_code(&e), e.to_string())),
                         }
-                        Err(e) => Err((create_error_code(&e), e.to_string())),
                     }
                 }
-            }
-        };
+            };
         let mut r = CreatePartitionsTopicResult::default().with_name(t.name);
         if let Err((e, m)) = outcome {
             r.error_code = code(e);

@@ -19,9 +19,12 @@ pub type CoordinatorAddress = (i32, String, i32);
 impl GroupCoordinator {
     /// The broker that coordinates `group` (creating `__consumer_offsets` if needed), or the
     /// error and message FindCoordinator answers with.
+    /// The coordinator's endpoint is the one on `listener`, the listener the client came in
+    /// on.
     pub async fn find_coordinator(
         &self,
         group: &str,
+        listener: &str,
     ) -> Result<CoordinatorAddress, (ResponseError, String)> {
         self.ensure_offsets_topic().await?;
         let image = self.meta.image();
@@ -31,8 +34,12 @@ impl GroupCoordinator {
             .and_then(|t| t.partitions.iter().find(|x| x.partition == p))
             .map(|x| x.leader)
             .unwrap_or(-1);
-        match image.brokers.get(&leader) {
-            Some(b) => Ok((b.node_id, b.host.clone(), b.port)),
+        match image
+            .brokers
+            .get(&leader)
+            .and_then(|b| b.endpoint(listener))
+        {
+            Some((host, port)) => Ok((leader, host.to_string(), port)),
             None => Err((
                 ResponseError::CoordinatorNotAvailable,
                 "The coordinator is not available.".into(),

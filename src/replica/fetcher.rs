@@ -102,19 +102,21 @@ async fn connect(
     meta: &MetadataQuorum,
     leader: i32,
 ) -> Result<KafkaClient, String> {
-    let addr = meta
+    let (host, port) = meta
         .image()
         .brokers
         .get(&leader)
-        .map(|b| format!("{}:{}", b.host, b.port))
+        .and_then(|b| b.endpoint(&replicas.settings.inter_broker_listener))
+        .map(|(host, port)| (host.to_string(), port))
         .ok_or_else(|| format!("no address known for broker {leader}"))?;
     KafkaClient::connect(
-        &addr,
+        (&host, port),
+        &replicas.settings.inter_broker_security,
         format!("broker-{}-fetcher", replicas.node_id()),
         CONNECT_TIMEOUT,
     )
     .await
-    .map_err(|e| format!("connecting to {addr}: {e}"))
+    .map_err(|e| format!("connecting to {host}:{port}: {e}"))
 }
 
 async fn run(

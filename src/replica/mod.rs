@@ -52,6 +52,10 @@ pub struct ReplicaSettings {
     /// `replica.fetch.max.bytes` and `replica.fetch.response.max.bytes`.
     pub fetch_max_bytes: i32,
     pub fetch_response_max_bytes: i32,
+    /// `inter.broker.listener.name`: followers reach leaders on it.
+    pub inter_broker_listener: String,
+    /// TLS and SASL towards the inter-broker listener of other brokers.
+    pub inter_broker_security: crate::security::client::ClientSecurity,
 }
 
 impl Default for ReplicaSettings {
@@ -61,6 +65,8 @@ impl Default for ReplicaSettings {
             fetch_wait_max: Duration::from_millis(500),
             fetch_max_bytes: 1 << 20,
             fetch_response_max_bytes: 10 << 20,
+            inter_broker_listener: "PLAINTEXT".to_string(),
+            inter_broker_security: Default::default(),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::broker::Broker;
 use crate::config::{Config, LogFormat};
 use crate::kafka_uuid::{kafka_uuid, random_kafka_uuid};
 use crate::log::manager::LogManager;
-use crate::meta::image::{BrokerRegistration, MetadataRecord};
+use crate::meta::image::{BrokerRegistration, Endpoint, MetadataRecord};
 use crate::meta::{MetaConfig, MetadataQuorum};
 use crate::replica::ReplicaManager;
 
@@ -45,6 +45,24 @@ fn lock_data_dir(config: &Config) -> Result<DataDirLock> {
     Ok(DataDirLock { _file: file })
 }
 
+/// Binds every client listener and loads its TLS files.
+async fn bind_listeners(
+    config: &Config,
+) -> Result<Vec<(TcpListener, Arc<crate::server::listener::ListenerRuntime>)>> {
+    let mut bound = Vec::new();
+    for l in &config.listeners.listeners {
+        let runtime = crate::server::listener::ListenerRuntime::new(l.clone(), &config.listeners)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let addr = match l.bind.strip_prefix(':') {
+            Some(port) => format!("0.0.0.0:{port}"),
+            None => l.bind.clone(),
+        };
+        let socket = bind(&format!("Kafka listener {}", l.name), &addr).await?;
+        bound.push((socket, Arc::new(runtime)));
+    }
+    Ok(bound)
+}
+
 async fn bind(what: &str, addr: &str) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
@@ -54,7 +72,7 @@ async fn bind(what: &str, addr: &str) -> Result<TcpListener> {
 pub async fn run(config: Config) -> Result<()> {
     let started = Instant::now();
     let _lock = lock_data_dir(&config)?;
-    let kafka_listener = bind("Kafka", &config.listen).await?;
+    let kafka_listeners = bind_listeners(&config).await?;
     let admin_listener = bind("admin", &config.admin_listen).await?;
     let Some(meta) = join_quorum(&config).await? else {
         return Ok(());
@@ -79,7 +97,7 @@ pub async fn run(config: Config) -> Result<()> {
     .await
     .context("opening the partition logs")?;
     let mut tasks = start_tasks(&broker, admin_listener).await;
-    let kafka = tokio::spawn(crate::server::run(broker.clone(), kafka_listener));
+    let kafka = tokio::spawn(crate::server::run(broker.clone(), kafka_listeners));
 
     broker.set_serving(true);
     let image = broker.image();
@@ -121,6 +139,11 @@ async fn join_quorum(config: &Config) -> Result<Option<MetadataQuorum>> {
         controller_listen: config.controller_listen,
         voters: config.voters.clone(),
         controller: config.kafka.controller.clone(),
+        security: crate::meta::plane_security::PlaneSecurity::from_settings(
+            &config.listeners.controller,
+        )
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("securing the controller plane")?,
     })
     .await
     .context("starting the metadata quorum")?;
@@ -152,10 +175,22 @@ async fn register(config: &Config, meta: &MetadataQuorum) -> Result<uuid::Uuid> 
             .context("initialising the cluster id")?;
     }
     let incarnation_id = uuid::Uuid::new_v4();
+    let inter_broker = config.listeners.inter_broker();
     let registration = BrokerRegistration {
         node_id: config.node_id,
-        host: config.advertised_host.clone(),
-        port: config.advertised_port,
+        host: inter_broker.advertised_host.clone(),
+        port: inter_broker.advertised_port,
+        endpoints: config
+            .listeners
+            .listeners
+            .iter()
+            .map(|l| Endpoint {
+                listener: l.name.clone(),
+                host: l.advertised_host.clone(),
+                port: l.advertised_port,
+                security_protocol: l.protocol.id(),
+            })
+            .collect(),
         rack: None,
         incarnation_id,
         fenced: false,

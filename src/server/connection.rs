@@ -15,8 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::dispatch::{dispatch, Reply};
 use super::frame::ResponseFrame;
 use super::memory_pool::{Lease, MemoryPool};
+use crate::api::session::Session;
 use crate::broker::Broker;
 
 /// Requests read ahead of the one being handled, per connection.
@@ -42,19 +42,50 @@ enum Inbound {
     Closed(Option<String>),
 }
 
-pub async fn serve(
+/// Serves a plaintext connection (its halves split without a lock, so Fetch record slices go
+/// to the socket with `writev`).
+pub async fn serve_tcp(
     broker: Arc<Broker>,
     pool: Arc<MemoryPool>,
     stream: TcpStream,
     peer: SocketAddr,
+    session: Session,
 ) {
     let _ = stream.set_nodelay(true);
+    let (read_half, write_half) = stream.into_split();
+    serve(broker, pool, read_half, write_half, peer, session).await
+}
+
+/// Serves a connection over any stream (TLS).
+pub async fn serve_stream<S>(
+    broker: Arc<Broker>,
+    pool: Arc<MemoryPool>,
+    stream: S,
+    peer: SocketAddr,
+    session: Session,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (read_half, write_half) = tokio::io::split(stream);
+    serve(broker, pool, read_half, write_half, peer, session).await
+}
+
+async fn serve<R, W>(
+    broker: Arc<Broker>,
+    pool: Arc<MemoryPool>,
+    read_half: R,
+    write_half: W,
+    peer: SocketAddr,
+    session: Session,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
     broker.metrics.connections.fetch_add(1, Ordering::Relaxed);
     broker
         .metrics
         .connections_total
         .fetch_add(1, Ordering::Relaxed);
-    let (read_half, write_half) = stream.into_split();
     // Small requests arrive with their size prefix in one read instead of two.
     let read_half = BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
     let (tx, rx) = mpsc::channel::<Inbound>(MAX_QUEUED_REQUESTS);
@@ -66,7 +97,8 @@ pub async fn serve(
         broker.shutdown.clone(),
     ));
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write_half);
-    let close_reason = handle_requests(&broker, &peer, rx, &mut writer).await;
+    let mut session = session;
+    let close_reason = handle_requests(&broker, &mut session, rx, &mut writer).await;
     let _ = writer.flush().await;
     let _ = writer.shutdown().await;
     reader.abort();
@@ -80,11 +112,11 @@ pub async fn serve(
 
 /// Handles requests in order until the reader stops or a request asks to close. Returns why
 /// the connection closes, if it is an error.
-async fn handle_requests(
+async fn handle_requests<W: AsyncWrite + Unpin>(
     broker: &Broker,
-    peer: &SocketAddr,
+    session: &mut Session,
     mut rx: mpsc::Receiver<Inbound>,
-    writer: &mut BufWriter<OwnedWriteHalf>,
+    writer: &mut BufWriter<W>,
 ) -> Option<String> {
     loop {
         let (frame, lease) = match rx.recv().await? {
@@ -97,13 +129,12 @@ async fn handle_requests(
             -1
         };
         let started = std::time::Instant::now();
-        let reply = dispatch(broker, peer, frame).await;
+        let reply = dispatch(broker, session, frame).await;
         // The request is handled: its memory goes back to the pool before the response is
         // written, so a slow reader of responses does not hold request memory.
         drop(lease);
-        broker
-            .metrics
-            .observe(api_key, started.elapsed(), matches!(reply, Reply::Close(_)));
+        let closes = matches!(reply, Reply::Close(_) | Reply::FrameThenClose(..));
+        broker.metrics.observe(api_key, started.elapsed(), closes);
         match reply {
             Reply::Frame(response) => {
                 if let Err(e) = write_frame(writer, &response).await {
@@ -112,6 +143,11 @@ async fn handle_requests(
             }
             Reply::Nothing => {}
             Reply::Close(reason) => return Some(reason),
+            Reply::FrameThenClose(response, reason) => {
+                let _ = write_frame(writer, &response).await;
+                let _ = writer.flush().await;
+                return Some(reason);
+            }
         }
         // Flush when no further request is already waiting, so pipelined responses share
         // one write.
@@ -187,8 +223,8 @@ async fn read_body(
 /// Writes one response frame. A frame in parts (a Fetch response around its record slices)
 /// goes to the socket with vectored writes after what is buffered, so record bytes are never
 /// copied in user space.
-async fn write_frame(
-    writer: &mut BufWriter<OwnedWriteHalf>,
+async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut BufWriter<W>,
     frame: &ResponseFrame,
 ) -> std::io::Result<()> {
     match frame {
@@ -201,7 +237,10 @@ async fn write_frame(
 }
 
 /// Writes every part, in order, with as few `writev` calls as the socket allows.
-async fn write_all_vectored(out: &mut OwnedWriteHalf, parts: &[Bytes]) -> std::io::Result<()> {
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    parts: &[Bytes],
+) -> std::io::Result<()> {
     let mut part = 0;
     let mut offset = 0;
     while part < parts.len() {

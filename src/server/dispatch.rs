@@ -7,6 +7,8 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable};
 
 use super::frame::{encode_fetch_frame, encode_frame, ResponseFrame};
+use crate::api::sasl::SaslOutcome;
+use crate::api::session::{Authentication, Session};
 use crate::api::{self, produce::ProduceOutcome};
 use crate::broker::Broker;
 
@@ -58,6 +60,13 @@ served_apis! {
     ListGroups => ListGroupsRequest,
     DeleteGroups => DeleteGroupsRequest,
     OffsetDelete => OffsetDeleteRequest,
+    CreateAcls => CreateAclsRequest,
+    DescribeAcls => DescribeAclsRequest,
+    DeleteAcls => DeleteAclsRequest,
+    SaslHandshake => SaslHandshakeRequest,
+    SaslAuthenticate => SaslAuthenticateRequest,
+    DescribeUserScramCredentials => DescribeUserScramCredentialsRequest,
+    AlterUserScramCredentials => AlterUserScramCredentialsRequest,
 }
 
 #[derive(Debug)]
@@ -88,6 +97,8 @@ pub enum Reply {
     Nothing,
     /// Close the connection; the reason is logged once by the connection.
     Close(String),
+    /// Send the response, then close (a failed SASL authentication).
+    FrameThenClose(ResponseFrame, String),
 }
 
 /// Decodes a request frame (without its size prefix). Pure: no broker state involved.
@@ -128,7 +139,34 @@ pub fn decode_request(mut frame: Bytes) -> DecodeOutcome {
 }
 
 /// Handles one request frame (without its size prefix).
-pub async fn dispatch(broker: &Broker, peer: &std::net::SocketAddr, frame: Bytes) -> Reply {
+/// The requests a connection may send before it has authenticated on a SASL listener.
+fn allowed_unauthenticated(key: ApiKey) -> bool {
+    matches!(
+        key,
+        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+    )
+}
+
+/// Why a request may not be served in this session now (the connection is then closed, as
+/// Kafka does).
+fn refused(session: &Session, key: ApiKey) -> Option<String> {
+    if allowed_unauthenticated(key) {
+        return None;
+    }
+    match &session.authentication {
+        a if !a.authenticated() => Some(format!(
+            "unexpected {key:?} request before SASL authentication completed"
+        )),
+        Authentication::Done {
+            expires: Some(expires),
+        } if std::time::Instant::now() > *expires => Some(format!(
+            "{key:?} request after the session expired (connections.max.reauth.ms) without re-authentication"
+        )),
+        _ => None,
+    }
+}
+
+pub async fn dispatch(broker: &Broker, session: &mut Session, frame: Bytes) -> Reply {
     let decoded = match decode_request(frame) {
         DecodeOutcome::Request(d) => *d,
         DecodeOutcome::UnsupportedApiVersions { correlation_id } => {
@@ -152,16 +190,78 @@ pub async fn dispatch(broker: &Broker, peer: &std::net::SocketAddr, frame: Bytes
         correlation_id,
         request,
     } = decoded;
+    if let Some(why) = refused(session, key) {
+        return Reply::Close(why);
+    }
     macro_rules! respond {
         ($resp:expr) => {
             encode_frame(key, version, None, correlation_id, &$resp)
         };
     }
-    let b = broker;
+    macro_rules! sasl {
+        ($outcome:expr) => {
+            match $outcome {
+                SaslOutcome::Respond(resp) => respond!(resp),
+                SaslOutcome::RespondAndClose(resp, why) => {
+                    return match respond!(resp) {
+                        Ok(frame) => Reply::FrameThenClose(ResponseFrame::One(frame), why),
+                        Err(e) => reply(Err(e)),
+                    }
+                }
+            }
+        };
+    }
+    let sasl_listener = session.sasl.clone();
     let encoded = match request {
+        ApiRequest::SaslHandshake(r) => {
+            sasl!(api::sasl::handshake(session, sasl_listener.as_deref(), r))
+        }
+        ApiRequest::SaslAuthenticate(r) => {
+            let image = broker.image();
+            sasl!(
+                api::sasl::authenticate(session, sasl_listener.as_deref(), &image, version, r)
+                    .await
+            )
+        }
+        other => {
+            return route(
+                broker,
+                session,
+                key,
+                client_id,
+                version,
+                correlation_id,
+                other,
+            )
+            .await
+        }
+    };
+    reply(encoded)
+}
+
+/// Routes an authenticated session's request to its handler.
+async fn route(
+    broker: &Broker,
+    session: &Session,
+    key: ApiKey,
+    client_id: Option<String>,
+    version: i16,
+    correlation_id: i32,
+    request: ApiRequest,
+) -> Reply {
+    macro_rules! respond {
+        ($resp:expr) => {
+            encode_frame(key, version, None, correlation_id, &$resp)
+        };
+    }
+    let (b, s) = (broker, session);
+    let encoded = match request {
+        ApiRequest::SaslHandshake(_) | ApiRequest::SaslAuthenticate(_) => {
+            return Reply::Close("a SASL request reached the router (a broker bug)".into())
+        }
         ApiRequest::ApiVersions(r) => respond!(api::api_versions::handle(version, &r)),
-        ApiRequest::Metadata(r) => respond!(api::metadata::handle(b, version, r).await),
-        ApiRequest::Produce(r) => match api::produce::handle(b, version, r).await {
+        ApiRequest::Metadata(r) => respond!(api::metadata::handle(b, s, version, r).await),
+        ApiRequest::Produce(r) => match api::produce::handle(b, s, version, r).await {
             ProduceOutcome::Respond(resp) => respond!(resp),
             ProduceOutcome::NoResponse => return Reply::Nothing,
             ProduceOutcome::CloseConnection => {
@@ -169,47 +269,52 @@ pub async fn dispatch(broker: &Broker, peer: &std::net::SocketAddr, frame: Bytes
             }
         },
         ApiRequest::Fetch(r) => {
-            let resp = api::fetch::handle(b, version, r).await;
+            let resp = api::fetch::handle(b, s, version, r).await;
             return match encode_fetch_frame(version, correlation_id, &resp) {
                 Ok(frame) => Reply::Frame(frame),
                 Err(e) => reply(Err(e)),
             };
         }
-        ApiRequest::ListOffsets(r) => respond!(api::list_offsets::handle(b, version, r)),
-        ApiRequest::CreateTopics(r) => respond!(api::topics::create(b, version, r).await),
-        ApiRequest::DeleteTopics(r) => respond!(api::topics::delete(b, version, r).await),
-        ApiRequest::CreatePartitions(r) => respond!(api::topics::create_partitions(b, r).await),
-        ApiRequest::DeleteRecords(r) => respond!(api::delete_records::handle(b, r)),
-        ApiRequest::InitProducerId(r) => respond!(api::producer_id::handle(b, r).await),
-        ApiRequest::OffsetForLeaderEpoch(r) => respond!(api::leader_epoch::handle(b, r)),
-        ApiRequest::DescribeConfigs(r) => respond!(api::configs::describe(b, version, r)),
-        ApiRequest::AlterConfigs(r) => respond!(api::configs::alter(b, r).await),
+        ApiRequest::ListOffsets(r) => respond!(api::list_offsets::handle(b, s, version, r)),
+        ApiRequest::CreateTopics(r) => respond!(api::topics::create(b, s, version, r).await),
+        ApiRequest::DeleteTopics(r) => respond!(api::topics::delete(b, s, version, r).await),
+        ApiRequest::CreatePartitions(r) => respond!(api::topics::create_partitions(b, s, r).await),
+        ApiRequest::DeleteRecords(r) => respond!(api::delete_records::handle(b, s, r)),
+        ApiRequest::InitProducerId(r) => respond!(api::producer_id::handle(b, s, r).await),
+        ApiRequest::OffsetForLeaderEpoch(r) => respond!(api::leader_epoch::handle(b, s, r)),
+        ApiRequest::DescribeConfigs(r) => respond!(api::configs::describe(b, s, version, r)),
+        ApiRequest::AlterConfigs(r) => respond!(api::configs::alter(b, s, r).await),
         ApiRequest::IncrementalAlterConfigs(r) => {
-            respond!(api::configs::incremental_alter(b, r).await)
+            respond!(api::configs::incremental_alter(b, s, r).await)
         }
-        ApiRequest::DescribeLogDirs(r) => respond!(api::log_dirs::handle(b, version, r)),
+        ApiRequest::DescribeLogDirs(r) => respond!(api::log_dirs::handle(b, s, version, r)),
         ApiRequest::DescribeCluster(r) => {
-            respond!(api::metadata::describe_cluster(b, version, r))
+            respond!(api::metadata::describe_cluster(b, s, version, r))
         }
         ApiRequest::FindCoordinator(r) => {
-            respond!(api::groups::find_coordinator(b, version, r).await)
+            respond!(api::groups::find_coordinator(b, s, version, r).await)
         }
         ApiRequest::JoinGroup(r) => {
             let client = api::groups::ClientInfo {
                 client_id: client_id.unwrap_or_default(),
-                client_host: format!("/{}", peer.ip()),
+                client_host: format!("/{}", s.client_host),
             };
-            respond!(api::groups::join(b, version, &client, r).await)
+            respond!(api::groups::join(b, s, version, &client, r).await)
         }
-        ApiRequest::SyncGroup(r) => respond!(api::groups::sync(b, version, r).await),
-        ApiRequest::Heartbeat(r) => respond!(api::groups::heartbeat(b, r)),
-        ApiRequest::LeaveGroup(r) => respond!(api::groups::leave(b, version, r).await),
-        ApiRequest::ListGroups(r) => respond!(api::groups::list(b, version, r)),
-        ApiRequest::DescribeGroups(r) => respond!(api::groups::describe(b, version, r)),
-        ApiRequest::DeleteGroups(r) => respond!(api::groups::delete(b, r).await),
-        ApiRequest::OffsetCommit(r) => respond!(api::offsets::commit(b, version, r).await),
-        ApiRequest::OffsetFetch(r) => respond!(api::offsets::fetch(b, version, r)),
-        ApiRequest::OffsetDelete(r) => respond!(api::offsets::delete(b, r).await),
+        ApiRequest::SyncGroup(r) => respond!(api::groups::sync(b, s, version, r).await),
+        ApiRequest::Heartbeat(r) => respond!(api::groups::heartbeat(b, s, r)),
+        ApiRequest::LeaveGroup(r) => respond!(api::groups::leave(b, s, version, r).await),
+        ApiRequest::ListGroups(r) => respond!(api::groups::list(b, s, version, r)),
+        ApiRequest::DescribeGroups(r) => respond!(api::groups::describe(b, s, version, r)),
+        ApiRequest::DeleteGroups(r) => respond!(api::groups::delete(b, s, r).await),
+        ApiRequest::OffsetCommit(r) => respond!(api::offsets::commit(b, s, version, r).await),
+        ApiRequest::OffsetFetch(r) => respond!(api::offsets::fetch(b, s, version, r)),
+        ApiRequest::OffsetDelete(r) => respond!(api::offsets::delete(b, s, r).await),
+        ApiRequest::CreateAcls(r) => respond!(api::acls::create(b, s, version, r).await),
+        ApiRequest::DescribeAcls(r) => respond!(api::acls::describe(b, s, version, r)),
+        ApiRequest::DeleteAcls(r) => respond!(api::acls::delete(b, s, version, r).await),
+        ApiRequest::DescribeUserScramCredentials(r) => respond!(api::scram::describe(b, s, r)),
+        ApiRequest::AlterUserScramCredentials(r) => respond!(api::scram::alter(b, s, r).await),
     };
     reply(encoded)
 }
