@@ -20,6 +20,9 @@ PROTO_TESTS_TARGET=kafka, for Apache Kafka itself (targets.py):
 - `SecureCluster`: three brokers (Gregor's cluster.py nodes, or Kafka nodes) with SASL_SSL on
   the client, inter-broker and controller planes.
 """
+import base64
+import hashlib
+import hmac
 import json
 import os
 import socket
@@ -718,3 +721,74 @@ def sasl_session(target, listener, certs, user, password, correlation_id=1):
     res = plain_login(s, user, password, correlation_id)
     assert res is not None and res[0] == 0, f"PLAIN login as {user}: {res}"
     return s
+
+
+# --- raw SCRAM (RFC 5802 / 7677), for the wire-level tests ----------------------------------
+
+def _b64(b):
+    return base64.b64encode(b).decode()
+
+
+class ScramClient:
+    """A SCRAM-SHA-256/512 client. first() gives the client-first-message; final(server_first)
+    the client-final-message (repeat_client_nonce=True builds it as librdkafka before 2.6.1
+    did: the client nonce appended again after the server's combined nonce);
+    verify(server_final) checks the server's signature."""
+
+    def __init__(self, mechanism, user, password):
+        self.hash = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}[mechanism]
+        self.user, self.password = user, password
+        self.nonce = _b64(os.urandom(18))
+        self.bare = f"n={user.replace('=', '=3D').replace(',', '=2C')},r={self.nonce}"
+
+    def first(self):
+        return ("n,," + self.bare).encode()
+
+    def final(self, server_first, repeat_client_nonce=False):
+        server_first = server_first.decode()
+        attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+        assert attrs["r"].startswith(self.nonce), f"server nonce {attrs['r']}"
+        salted = hashlib.pbkdf2_hmac(self.hash, self.password.encode(),
+                                     base64.b64decode(attrs["s"]), int(attrs["i"]))
+        client_key = hmac.new(salted, b"Client Key", self.hash).digest()
+        stored_key = hashlib.new(self.hash, client_key).digest()
+        nonce = attrs["r"] + (self.nonce if repeat_client_nonce else "")
+        without_proof = f"c={_b64(b'n,,')},r={nonce}"
+        auth = f"{self.bare},{server_first},{without_proof}".encode()
+        sig = hmac.new(stored_key, auth, self.hash).digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, sig))
+        self.server_key = hmac.new(salted, b"Server Key", self.hash).digest()
+        self.auth = auth
+        return f"{without_proof},p={_b64(proof)}".encode()
+
+    def verify(self, server_final):
+        attrs = dict(kv.split("=", 1) for kv in server_final.decode().split(","))
+        want = hmac.new(self.server_key, self.auth, self.hash).digest()
+        return attrs.get("v") == _b64(want)
+
+
+def sasl_authenticate(sock, correlation_id, token):
+    """One SaslAuthenticate v1 round trip: (error, message, auth_bytes, session_lifetime_ms),
+    or None when the broker closed the connection instead of answering."""
+    sock.sendall(wire.frame(sasl_authenticate_v1(correlation_id, token)))
+    body = recv_frame(sock)
+    if body is None:
+        return None
+    r = wire.Reader(body)
+    assert r.i32() == correlation_id
+    return read_sasl_authenticate_v1(r)
+
+
+def scram_login(sock, mechanism, user, password, correlation_id=1, repeat_client_nonce=False):
+    """SaslHandshake v1 and the two SaslAuthenticate v1 rounds of SCRAM. Returns the answer to
+    the last round sent (see sasl_authenticate) and the client (for verify())."""
+    err, mechs = read_sasl_handshake(wire.request(sock, sasl_handshake_v1(correlation_id,
+                                                                          mechanism),
+                                                  correlation_id))
+    assert err == 0, f"SaslHandshake {mechanism}: error {err}, mechanisms {mechs}"
+    c = ScramClient(mechanism, user, password)
+    first = sasl_authenticate(sock, correlation_id + 1, c.first())
+    if first is None or first[0] != 0:
+        return first, c
+    return sasl_authenticate(sock, correlation_id + 2,
+                             c.final(first[2], repeat_client_nonce)), c
