@@ -40,8 +40,9 @@ OFFSETS_TOPIC = "__consumer_offsets"
 
 
 def kafka_env(kafka_config):
-    """Kafka settings as Gregor's GREGOR_KAFKA_<NAME> environment variables."""
-    return {"GREGOR_KAFKA_" + k.upper().replace(".", "_"): str(v)
+    """Kafka settings as Gregor's GREGOR_KAFKA_<NAME> environment variables (dots become `_`,
+    a literal `_` in a name `__`)."""
+    return {"GREGOR_KAFKA_" + k.upper().replace("_", "__").replace(".", "_"): str(v)
             for k, v in (kafka_config or {}).items()}
 
 
@@ -60,8 +61,10 @@ def wait_until(cond, timeout, what, interval=0.1):
 class ClusterNode(Broker):
     """One broker of a Cluster: node id `node_id`, ports given by the cluster."""
 
-    def __init__(self, workdir, node_id, ports, voters, env):
-        super().__init__(workdir, env=env)
+    def __init__(self, workdir, node_id, ports, voters, env, kafka_config=None):
+        """kafka_config: this node's own settings (e.g. its `listeners`), in its TOML file;
+        env: the settings every node shares."""
+        super().__init__(workdir, kafka_config=kafka_config, env=env)
         self.node_id = node_id
         self.port, self.controller_port, self.admin_port = ports
         self.voters = voters
@@ -73,7 +76,7 @@ class ClusterNode(Broker):
                 "--listen", self.bootstrap,
                 "--controller-listen", f"127.0.0.1:{self.controller_port}",
                 "--admin-listen", f"127.0.0.1:{self.admin_port}",
-                "--voters", self.voters]
+                "--voters", self.voters] + self._config_args()
 
     def launch(self):
         self.paused = False

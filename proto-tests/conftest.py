@@ -67,13 +67,16 @@ class Broker:
                "--listen", self.bootstrap,
                "--controller-listen", f"127.0.0.1:{self.controller_port}",
                "--admin-listen", f"127.0.0.1:{self.admin_port}"]
-        if self.kafka_config:
-            path = self.workdir / "gregor.toml"
-            lines = ["[kafka]"] + [f'"{k}" = {_toml_value(v)}'
-                                   for k, v in self.kafka_config.items()]
-            path.write_text("\n".join(lines) + "\n")
-            cmd += ["--config", str(path)]
-        return cmd
+        return cmd + self._config_args()
+
+    def _config_args(self):
+        """kafka_config as <workdir>/gregor.toml's [kafka] table: ["--config", path], or []."""
+        if not self.kafka_config:
+            return []
+        path = self.workdir / "gregor.toml"
+        lines = ["[kafka]"] + [f'"{k}" = {_toml_value(v)}' for k, v in self.kafka_config.items()]
+        path.write_text("\n".join(lines) + "\n")
+        return ["--config", str(path)]
 
     def start(self, timeout=READY_TIMEOUT):
         self.launch()

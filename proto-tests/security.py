@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -430,12 +431,23 @@ def admin_client(target, certs, ident=ADMIN):
                         "logger": LOG})
 
 
-def create_topics(target, certs, names, partitions=1, rf=1, config=None, timeout=30):
+def create_topics(target, certs, names, partitions=1, rf=1, config=None, timeout=30,
+                  assignment=None):
+    """Creates topics as the super user and waits until each partition has a leader;
+    assignment: the replicas of each partition (preferred leader first), instead of rf."""
     a = admin_client(target, certs)
-    futs = a.create_topics([NewTopic(n, partitions, rf, config=config or {}) for n in names],
-                           operation_timeout=10, request_timeout=timeout)
-    for f in futs.values():
-        f.result(timeout)
+    if assignment:  # confluent-kafka 2.16 refuses a replica assignment: on the wire
+        partitions = len(assignment)
+        node = target.nodes[assignment[0][0]] if hasattr(target, "nodes") else target
+        with sasl_session(node, "SASL_SSL", certs, "admin", PLAIN_USERS["admin"]) as s:
+            errors = read_create_topics_v2(wire.request(
+                s, create_topics_v2(3, names, assignment, config or {}), 3))
+        assert all(e == 0 for _, e, _ in errors), errors
+    else:
+        futs = a.create_topics([NewTopic(n, partitions, rf, config=config or {})
+                                for n in names], operation_timeout=10, request_timeout=timeout)
+        for f in futs.values():
+            f.result(timeout)
 
     def ready():
         md = a.list_topics(timeout=10)
@@ -792,3 +804,156 @@ def scram_login(sock, mechanism, user, password, correlation_id=1, repeat_client
         return first, c
     return sasl_authenticate(sock, correlation_id + 2,
                              c.final(first[2], repeat_client_nonce)), c
+
+
+# --- a three-broker cluster with SASL_SSL on every plane -----------------------------------
+
+def cluster_config(certs, extra=None):
+    """The settings every node shares: SASL_SSL for clients and between brokers (PLAIN, as
+    User:admin), the CONTROLLER (Raft) plane on SASL_SSL too (listener.security.protocol.map
+    CONTROLLER:SASL_SSL; the broker's TLS settings, the PLAIN identity of
+    listener.name.controller.plain.sasl.jaas.config), PLAIN and SCRAM users, the authorizer."""
+    cfg = {
+        "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SASL_SSL",
+        "inter.broker.listener.name": "SASL_SSL",
+        "sasl.mechanism.inter.broker.protocol": "PLAIN",
+        "ssl.keystore.type": "PEM", "ssl.keystore.location": certs.server,
+        "ssl.truststore.type": "PEM", "ssl.truststore.location": certs.ca,
+        "sasl.enabled.mechanisms": ",".join(MECHANISMS),
+        "listener.name.sasl_ssl.plain.sasl.jaas.config": plain_jaas(),
+        "listener.name.controller.plain.sasl.jaas.config": plain_jaas(),
+        "authorizer.class.name": STANDARD_AUTHORIZER, "super.users": SUPER_USERS,
+        "offsets.topic.replication.factor": 3, "transaction.state.log.replication.factor": 3,
+        "transaction.state.log.min.isr": 2, "group.initial.rebalance.delay.ms": 0,
+        # a restarted broker takes its preferred leaderships back within seconds
+        "leader.imbalance.check.interval.seconds": 5,
+    }
+    cfg.update(extra or {})
+    return cfg
+
+
+class SecureCluster:
+    """`size` brokers (node ids 1..size) of the selected target, each with one client listener,
+    SASL_SSL on its .port, and the Raft plane on its .controller_port, with cluster_config().
+    Gregor's nodes are cluster.py ClusterNodes: shared settings in GREGOR_KAFKA_* variables,
+    each node's `listeners` in its own TOML file. Kafka's are KafkaReferenceBrokers in KRaft
+    combined mode with a static voter set. Nodes have .listener_ports {"SASL_SSL": port}."""
+
+    def __init__(self, workdir, certs, size=3, extra=None):
+        from cluster import ClusterNode, kafka_env
+        self.workdir = Path(workdir)
+        self.certs = certs
+        shared = cluster_config(certs, extra)
+        ports = free_ports(3 * size)
+        triples = [ports[3 * i:3 * i + 3] for i in range(size)]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{t[1]}" for i, t in enumerate(triples))
+        cluster_id = uuid.uuid4().hex[:22]
+        self.nodes = {}
+        for i, t in enumerate(triples):
+            node_id = i + 1
+            d = self.workdir / f"node-{node_id}"
+            d.mkdir(parents=True, exist_ok=True)
+            own = {"listeners": f"SASL_SSL://127.0.0.1:{t[0]}"}
+            if TARGET == "gregor":
+                n = ClusterNode(d, node_id, t, voters, kafka_env(shared), kafka_config=own)
+            else:
+                n = KafkaReferenceBroker(d, {**shared, **own}, node_id=node_id,
+                                         ports=(t[0], t[1]), voters=voters, log_level="info")
+                n.cluster_id = cluster_id
+            n.listener_ports = {"SASL_SSL": t[0]}
+            self.nodes[node_id] = n
+
+    def bootstrap_of(self, listener="SASL_SSL", nodes=None):
+        return ",".join(addr(self.nodes[i], listener) for i in (nodes or self.nodes))
+
+    def node_conf(self, node_id, ident=ADMIN):
+        """Client settings that bootstrap from one node only."""
+        return rdkafka_conf(addr(self.nodes[node_id], "SASL_SSL"), self.certs, ident)
+
+    def _launch(self, n):
+        n.launch()
+
+    def _wait_node(self, n, timeout):
+        if isinstance(n, Broker):
+            n.wait_ready(timeout)
+
+    def start(self, timeout=90):
+        for n in self.nodes.values():
+            self._launch(n)
+        for n in self.nodes.values():
+            self._wait_node(n, timeout)
+        self.wait_brokers(timeout)
+        return self
+
+    def wait_brokers(self, timeout=60, nodes=None):
+        """Every node (or those in `nodes`) answers Metadata over SASL_SSL as admin, listing
+        all brokers."""
+        for i in nodes or self.nodes:
+            def registered():
+                md = AdminClient({**self.node_conf(i), "logger": LOG}).list_topics(timeout=5)
+                assert len(md.brokers) == len(self.nodes), f"node {i}: {md.brokers}"
+            eventually(registered, timeout, f"node {i} lists every broker", interval=0.5)
+
+    def stop_node(self, node_id):
+        n = self.nodes[node_id]
+        code = n.stop()
+        assert code == 0, f"node {node_id}: SIGTERM exit {code}\n" + n.log_tail()
+
+    def start_node(self, node_id, timeout=90):
+        n = self.nodes[node_id]
+        self._launch(n)
+        self._wait_node(n, timeout)
+        self.wait_brokers(timeout, nodes=[node_id])
+
+    def shutdown(self, timeout=30):
+        """Stops every node by pid: SIGTERM to all at once, then SIGKILL after `timeout`.
+        {node_id: exit code} of those that were running (a JVM's 143 on SIGTERM counts as 0)."""
+        running = {i: n for i, n in self.nodes.items()
+                   if n.proc is not None and n.proc.poll() is None}
+        for n in running.values():
+            n.stopped_on_purpose = True
+            n.proc.send_signal(signal.SIGTERM)
+        codes = {}
+        deadline = time.monotonic() + timeout
+        for i, n in running.items():
+            try:
+                n.proc.wait(max(0.1, deadline - time.monotonic()))
+                code = n.proc.returncode
+            except subprocess.TimeoutExpired:
+                n.proc.kill()
+                n.proc.wait()
+                code = "SIGKILL after SIGTERM timeout"
+            codes[i] = 0 if code == 143 and not isinstance(n, Broker) else code
+        return codes
+
+    def crashed(self):
+        return {i: n.proc.returncode for i, n in self.nodes.items()
+                if n.proc is not None and n.proc.poll() is not None
+                and not getattr(n, "stopped_on_purpose", True)}
+
+    def leaders(self, topic):
+        md = AdminClient({**rdkafka_conf(self.bootstrap_of(), self.certs, ADMIN),
+                          "logger": LOG}).list_topics(topic, timeout=10)
+        t = md.topics[topic]
+        assert t.error is None, t.error
+        return {p.id: (p.leader, sorted(p.isrs), sorted(p.replicas))
+                for p in t.partitions.values()}
+
+
+def create_topics_v2(correlation_id, names, assignment, config, timeout_ms=10000):
+    """CreateTopics v2 (key 19) with a replica assignment for each topic."""
+    def topic(n):
+        return (wire.string(n) + wire.i32(-1) + wire.i16(-1)
+                + wire.i32(len(assignment))
+                + b"".join(wire.i32(i) + wire.i32(len(r)) + b"".join(wire.i32(b) for b in r)
+                           for i, r in enumerate(assignment))
+                + wire.i32(len(config))
+                + b"".join(wire.string(k) + wire.string(str(v)) for k, v in config.items()))
+    return (wire.header_v1(19, 2, correlation_id) + wire.i32(len(names))
+            + b"".join(topic(n) for n in names) + wire.i32(timeout_ms) + wire.i8(0))
+
+
+def read_create_topics_v2(r):
+    """[(name, error_code, error_message)]"""
+    r.i32()  # throttle_time_ms
+    return r.array(lambda r: (r.string(), r.i16(), r.string()))

@@ -39,8 +39,9 @@ assert TARGET in ("gregor", "kafka"), f"PROTO_TESTS_TARGET={TARGET}: use gregor 
 
 
 def gregor_env(kafka_config):
-    """Kafka settings as Gregor's GREGOR_KAFKA_<NAME> environment variables."""
-    return {"GREGOR_KAFKA_" + k.upper().replace(".", "_"): str(v)
+    """Kafka settings as Gregor's GREGOR_KAFKA_<NAME> environment variables (dots become `_`,
+    a literal `_` in a name `__`)."""
+    return {"GREGOR_KAFKA_" + k.upper().replace("_", "__").replace(".", "_"): str(v)
             for k, v in (kafka_config or {}).items()}
 
 
