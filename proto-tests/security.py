@@ -839,7 +839,8 @@ class SecureCluster:
     each node's `listeners` in its own TOML file. Kafka's are KafkaReferenceBrokers in KRaft
     combined mode with a static voter set. Nodes have .listener_ports {"SASL_SSL": port}."""
 
-    def __init__(self, workdir, certs, size=3, extra=None):
+    def __init__(self, workdir, certs, size=3, extra=None, shared_in_env=True):
+        """shared_in_env=False puts the shared settings in each Gregor node's TOML file too."""
         from cluster import ClusterNode, kafka_env
         self.workdir = Path(workdir)
         self.certs = certs
@@ -855,7 +856,10 @@ class SecureCluster:
             d.mkdir(parents=True, exist_ok=True)
             own = {"listeners": f"SASL_SSL://127.0.0.1:{t[0]}"}
             if TARGET == "gregor":
-                n = ClusterNode(d, node_id, t, voters, kafka_env(shared), kafka_config=own)
+                if shared_in_env:
+                    n = ClusterNode(d, node_id, t, voters, kafka_env(shared), kafka_config=own)
+                else:
+                    n = ClusterNode(d, node_id, t, voters, {}, kafka_config={**shared, **own})
             else:
                 n = KafkaReferenceBroker(d, {**shared, **own}, node_id=node_id,
                                          ports=(t[0], t[1]), voters=voters, log_level="info")

@@ -15,9 +15,11 @@ plane (listener.security.protocol.map CONTROLLER:SASL_SSL) all use TLS with SASL
   verifies against the CA for 127.0.0.1) and closes on plaintext.
 
 SecureCluster (security.py) builds the nodes: Gregor's from cluster.py (shared settings as
-GREGOR_KAFKA_* variables, each node's `listeners` in its TOML file), or, with
-PROTO_TESTS_TARGET=kafka, three Apache Kafka 4.3.1 nodes in KRaft combined mode.
+GREGOR_KAFKA_* variables, each node's `listeners` in its TOML file; SECURE_CLUSTER_TOML=1 puts
+the shared settings in the TOML files too), or, with PROTO_TESTS_TARGET=kafka, three Apache
+Kafka 4.3.1 nodes in KRaft combined mode.
 """
+import os
 import socket
 import uuid
 
@@ -36,7 +38,8 @@ RESTARTED = 2
 
 @pytest.fixture(scope="module")
 def secure_cluster(tmp_path_factory, certs):
-    c = SecureCluster(tmp_path_factory.mktemp("secure-cluster"), certs)
+    c = SecureCluster(tmp_path_factory.mktemp("secure-cluster"), certs,
+                      shared_in_env=os.environ.get("SECURE_CLUSTER_TOML") != "1")
     try:
         c.start()
         upsert_scram(c, certs)
