@@ -173,9 +173,15 @@ class Certs:
         return str(path)
 
 
+_CERTS = []
+
+
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory):
-    return Certs(tmp_path_factory.mktemp("certs"))
+    """The session's certificates (made once, whichever module asks first)."""
+    if not _CERTS:
+        _CERTS.append(Certs(tmp_path_factory.mktemp("certs")))
+    return _CERTS[0]
 
 
 # --- broker settings -----------------------------------------------------------------------

@@ -125,9 +125,10 @@ class KafkaReferenceBroker:
         props = props or self._properties()
         if not self.formatted:
             self.cluster_id = self.cluster_id or uuid.uuid4().hex[:22]
-            subprocess.run(self._cmd(TOOLS["kafka-storage"], "format", "-t", self.cluster_id,
-                                     "-c", str(props)),
-                           check=True, capture_output=True, timeout=60)
+            res = subprocess.run(self._cmd(TOOLS["kafka-storage"], "format", "-t",
+                                           self.cluster_id, "-c", str(props)),
+                                 capture_output=True, text=True, timeout=60)
+            assert res.returncode == 0, f"kafka-storage format: {res.stdout}{res.stderr}"
             self.formatted = True
         with open(self.log_path, "ab") as log:
             # a server: the full JIT and more heap (later flags win over JVM_OPTS)

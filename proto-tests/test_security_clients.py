@@ -27,7 +27,7 @@ from security import (ALICE_DN, ALICE_WAYS, CLUSTER_AUTHORIZATION_FAILED,
                       certs, connect, consume, create_acls, create_topics,  # noqa: F401
                       describe_acls, describe_acls_v1, eventually, franz, kcat,
                       list_topic_names, mtls, new_secure_target, produce, rdkafka_conf,
-                      read_describe_acls_v1, sasl, serving, upsert_scram)
+                      read_describe_acls_v1, sasl, secrets_in_log, serving, upsert_scram)
 
 N = 20
 
@@ -175,3 +175,11 @@ def test_ssl_listener_refuses_a_client_without_certificate(broker, certs, client
     assert e.value.args[0].code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
                                       KafkaError._SSL, KafkaError._ALL_BROKERS_DOWN)
     assert list_topic_names(rdkafka_conf(bootstrap_of(broker, "SSL"), certs, mtls("alice")))
+
+
+def test_no_password_in_the_broker_log(broker, certs):
+    """The JAAS config (PLAIN passwords) and SCRAM passwords never reach the broker's log,
+    whatever the other tests of the module did before."""
+    assert list_topic_names(rdkafka_conf(bootstrap_of(broker, "SASL_SSL"), certs,
+                                         sasl("SASL_SSL", "SCRAM-SHA-512", "alice")))
+    assert secrets_in_log(broker) == []

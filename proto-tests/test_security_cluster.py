@@ -29,7 +29,7 @@ import wire
 from security import (ADMIN, TOPIC_AUTHORIZATION_FAILED, SecureCluster, acl,
                       certs, closed_without_answer, consume, create_acls,  # noqa: F401
                       create_topics, franz, high_watermark, produce, rdkafka_conf, sasl,
-                      sasl_session, tls_context, upsert_scram, wait_for)
+                      sasl_session, secrets_in_log, tls_context, upsert_scram, wait_for)
 
 ALICE = sasl("SASL_SSL", "SCRAM-SHA-512", "alice")
 BOB = sasl("SASL_SSL", "SCRAM-SHA-256", "bob")
@@ -161,6 +161,8 @@ def test_acls_created_before_a_restart_are_enforced_by_the_restarted_broker(clus
     got, errors = consume(only_node, topic, 101)
     assert got == before + during + [b"after"], errors
     assert high_watermark(cluster, certs, denied) == 0
+    for i, n in cluster.nodes.items():
+        assert secrets_in_log(n) == [], f"passwords in node {i}'s log"
 
 
 def test_controller_plane_speaks_tls(cluster, certs):
