@@ -26,7 +26,7 @@ PROTO_TESTS_TARGET=kafka runs the same tests against Apache Kafka 4.3.1 (targets
 import uuid
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import NewTopic
 
 import wire

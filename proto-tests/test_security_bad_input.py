@@ -37,11 +37,11 @@ from confluent_kafka import KafkaError, Producer
 
 import wire
 from clients import LOG
-from security import (ILLEGAL_SASL_STATE, MECHANISMS, SASL_AUTHENTICATION_FAILED,  # noqa: F401
+from security import (MECHANISMS, SASL_AUTHENTICATION_FAILED,  # noqa: F401
                       UNSUPPORTED_SASL_MECHANISM, ClientErrors, Identity, attach_logs,
                       bootstrap_of, certs, closed_without_answer, connect, create_topics,
                       franz, high_watermark, mtls, new_secure_target, plain_login, plain_token,
-                      produce, rdkafka_conf, read_sasl_handshake, recv_frame, sasl,
+                      rdkafka_conf, read_sasl_handshake, recv_frame, sasl,
                       sasl_authenticate_v1, sasl_handshake_v1, sasl_session, scram_login,
                       secrets_in_log, serving, tls_context, upsert_scram, wait_for)
 

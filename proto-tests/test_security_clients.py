@@ -1,7 +1,9 @@
-"""Real clients over every secure listener (issue 12): kcat (librdkafka 2.0.2), confluent-kafka
-(librdkafka 2.12+) and franz-go each produce and consume as alice over SSL with mTLS, and over
-SASL_PLAINTEXT and SASL_SSL with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 (the Java client is in
-test_security_java.py).
+"""Real clients over every secure listener (issue 12): confluent-kafka (librdkafka 2.12+) and
+franz-go each produce and consume as alice over SSL with mTLS, and over SASL_PLAINTEXT and
+SASL_SSL with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512; kcat (Debian's, librdkafka 2.0.2) does the
+same over mTLS and PLAIN, and its SCRAM login is refused, as Kafka 4.x refuses it (librdkafka
+before 2.6.1 sends a client-final-message with the wrong nonce). The Java client is in
+test_security_java.py.
 
 One broker for the module (security.new_secure_target): PLAINTEXT, SSL (ssl.client.auth=required),
 SASL_PLAINTEXT and SASL_SSL; PEM keystore and truststore; PLAIN users in the JAAS config, SCRAM

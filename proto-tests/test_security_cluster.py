@@ -26,7 +26,7 @@ import uuid
 import pytest
 
 import wire
-from security import (ADMIN, TOPIC_AUTHORIZATION_FAILED, SecureCluster, acl,
+from security import (TOPIC_AUTHORIZATION_FAILED, SecureCluster, acl,
                       certs, closed_without_answer, consume, create_acls,  # noqa: F401
                       create_topics, franz, high_watermark, produce, rdkafka_conf, sasl,
                       sasl_session, secrets_in_log, tls_context, upsert_scram, wait_for)
