@@ -5,6 +5,7 @@
 
 pub mod acls;
 pub mod api_versions;
+pub mod client_quotas;
 pub mod configs;
 pub mod delete_records;
 pub mod fetch;
@@ -66,11 +67,12 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeAcls, 0, 3),
     (ApiKey::CreateAcls, 0, 3),
     (ApiKey::DeleteAcls, 0, 3),
-    // v0 would be followed by raw SASL tokens instead of SaslAuthenticate: not served.
-    (ApiKey::SaslHandshake, 1, 1),
+    // After v0 the SASL tokens come as bare frames (librdkafka needs v0 listed to use SASL).
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::DescribeClientQuotas, 0, 1),
 ];
 
 /// The lowest Produce version actually served.

@@ -80,6 +80,7 @@ fn mechanism_names(listener: &SaslListener) -> Vec<StrBytes> {
 pub fn handshake(
     session: &mut Session,
     listener: Option<&SaslListener>,
+    version: i16,
     req: SaslHandshakeRequest,
 ) -> SaslOutcome<SaslHandshakeResponse> {
     let Some(listener) = listener else {
@@ -107,9 +108,19 @@ pub fn handshake(
             format!("unsupported SASL mechanism {:?}", req.mechanism.as_str()),
         );
     };
+    if reauthenticating && version == 0 {
+        // KIP-368 re-authentication is only defined with SaslAuthenticate.
+        return SaslOutcome::RespondAndClose(
+            SaslHandshakeResponse::default()
+                .with_error_code(code(ResponseError::IllegalSaslState))
+                .with_mechanisms(mechanism_names(listener)),
+            "re-authentication with SaslHandshake v0".into(),
+        );
+    }
     session.authentication = Authentication::InProgress {
         server: SaslServer::new(mechanism),
         reauthenticating,
+        raw_tokens: version == 0,
     };
     SaslOutcome::Respond(
         SaslHandshakeResponse::default().with_mechanisms(mechanism_names(listener)),
@@ -128,19 +139,89 @@ pub async fn authenticate(
             .with_error_code(code(e))
             .with_error_message(Some(StrBytes::from_string(message)))
     };
-    let (
-        Some(listener),
+    let in_progress = matches!(
+        session.authentication,
         Authentication::InProgress {
-            server,
-            reauthenticating,
-        },
-    ) = (listener, &mut session.authentication)
-    else {
+            raw_tokens: false,
+            ..
+        }
+    );
+    let Some(listener) = listener.filter(|_| in_progress) else {
         let why = "SaslAuthenticate before a SaslHandshake".to_string();
         return SaslOutcome::RespondAndClose(
             failure(ResponseError::IllegalSaslState, why.clone()),
             why,
         );
+    };
+    match step(session, listener, image, &req.auth_bytes).await {
+        Step::Challenge(challenge) => SaslOutcome::Respond(
+            SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(challenge)),
+        ),
+        Step::Authenticated {
+            response,
+            lifetime_ms,
+        } => {
+            let mut resp =
+                SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(response));
+            if version >= 1 {
+                resp.session_lifetime_ms = lifetime_ms;
+            }
+            SaslOutcome::Respond(resp)
+        }
+        Step::Refused { message, why } => SaslOutcome::RespondAndClose(
+            failure(ResponseError::SaslAuthenticationFailed, message),
+            why,
+        ),
+    }
+}
+
+/// A bare SASL token after a SaslHandshake v0 (`Authentication::awaits_raw_token`): the
+/// answer is a bare token too, and a failure closes the connection without one (the v0
+/// exchange has no way to say why).
+pub async fn raw_token(
+    session: &mut Session,
+    listener: Option<&SaslListener>,
+    image: &MetadataImage,
+    token: &[u8],
+) -> Result<Vec<u8>, String> {
+    let listener = listener
+        .filter(|_| session.authentication.awaits_raw_token())
+        .ok_or("a bare SASL token outside a SaslHandshake v0 exchange")?;
+    match step(session, listener, image, token).await {
+        Step::Challenge(challenge) => Ok(challenge),
+        Step::Authenticated { response, .. } => Ok(response),
+        Step::Refused { why, .. } => Err(why),
+    }
+}
+
+/// What one token did to the exchange.
+enum Step {
+    Challenge(Vec<u8>),
+    Authenticated {
+        response: Vec<u8>,
+        lifetime_ms: i64,
+    },
+    /// `message` for the client, `why` for the log.
+    Refused {
+        message: String,
+        why: String,
+    },
+}
+
+/// Feeds one token to the session's mechanism; on success the session has its principal.
+async fn step(
+    session: &mut Session,
+    listener: &SaslListener,
+    image: &MetadataImage,
+    token: &[u8],
+) -> Step {
+    let Authentication::InProgress {
+        server,
+        reauthenticating,
+        ..
+    } = &mut session.authentication
+    else {
+        unreachable!("callers check that an exchange is in progress");
     };
     let reauthenticating = *reauthenticating;
     let mechanism = server.mechanism();
@@ -148,24 +229,18 @@ pub async fn authenticate(
         plain: &listener.plain_users,
         image,
     };
-    match server.step(&req.auth_bytes, &credentials) {
-        ServerStep::Challenge(challenge) => SaslOutcome::Respond(
-            SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(challenge)),
-        ),
+    match server.step(token, &credentials) {
+        ServerStep::Challenge(challenge) => Step::Challenge(challenge),
         ServerStep::Done { response, user } => {
             let principal = KafkaPrincipal::user(user);
             if reauthenticating && principal != *session.principal() {
-                let why = format!(
-                    "re-authentication as {principal} on a connection of {}",
-                    session.principal()
-                );
-                return SaslOutcome::RespondAndClose(
-                    failure(
-                        ResponseError::SaslAuthenticationFailed,
-                        "Cannot change principals during re-authentication".into(),
+                return Step::Refused {
+                    message: "Cannot change principals during re-authentication".into(),
+                    why: format!(
+                        "re-authentication as {principal} on a connection of {}",
+                        session.principal()
                     ),
-                    why,
-                );
+                };
             }
             tracing::debug!(client = %session.client_host, %principal, mechanism = mechanism.name(), "authenticated");
             session.set_principal(principal);
@@ -174,22 +249,37 @@ pub async fn authenticate(
                 expires: (lifetime_ms > 0)
                     .then(|| Instant::now() + Duration::from_millis(lifetime_ms as u64)),
             };
-            let mut resp =
-                SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(response));
-            if version >= 1 {
-                resp.session_lifetime_ms = lifetime_ms;
+            Step::Authenticated {
+                response,
+                lifetime_ms,
             }
-            SaslOutcome::Respond(resp)
         }
         ServerStep::Failed(reason) => {
             tracing::info!(client = %session.client_host, mechanism = mechanism.name(), reason = %reason,
                 "SASL authentication failed");
             // Kafka delays the close of a failed authentication, slowing down guessing.
             tokio::time::sleep(listener.failed_auth_delay).await;
-            SaslOutcome::RespondAndClose(
-                failure(ResponseError::SaslAuthenticationFailed, reason.clone()),
-                format!("SASL authentication failed: {reason}"),
-            )
+            // Kafka's SCRAM server fails with SaslExceptions, whose text the broker keeps to
+            // itself (it could tell whether the user exists) and answers with this one; PLAIN's
+            // failures are SaslAuthenticationExceptions, whose text goes to the client.
+            let message = if mechanism.is_scram() {
+                format!(
+                    "Authentication failed during {} due to invalid credentials with SASL \
+                     mechanism {}",
+                    if reauthenticating {
+                        "re-authentication"
+                    } else {
+                        "authentication"
+                    },
+                    mechanism.name()
+                )
+            } else {
+                reason.clone()
+            };
+            Step::Refused {
+                message,
+                why: format!("SASL authentication failed: {reason}"),
+            }
         }
     }
 }

@@ -46,10 +46,24 @@ pub enum Authentication {
         server: crate::security::sasl::SaslServer,
         /// Re-authenticating an authenticated session: the principal may not change.
         reauthenticating: bool,
+        /// After a SaslHandshake v0 the tokens come as bare size-prefixed frames, not as
+        /// SaslAuthenticate requests.
+        raw_tokens: bool,
     },
 }
 
 impl Authentication {
+    /// Whether the next frame is a bare SASL token (after a SaslHandshake v0).
+    pub fn awaits_raw_token(&self) -> bool {
+        matches!(
+            self,
+            Authentication::InProgress {
+                raw_tokens: true,
+                ..
+            }
+        )
+    }
+
     /// Whether requests other than ApiVersions and the SASL ones may be served now.
     pub fn authenticated(&self) -> bool {
         matches!(

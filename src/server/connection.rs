@@ -7,11 +7,12 @@
 //! from the broker's request memory pool (`queued.max.request.bytes`) before the frame is read,
 //! and given back once its request is handled: when the pool is spent, the reader stops reading
 //! the socket. A frame larger than `socket.request.max.bytes` closes the connection before
-//! anything is allocated for it.
+//! anything is allocated for it. Until a SASL connection has authenticated, the bound is
+//! Kafka's `sasl.server.max.receive.size` (512 KiB) instead.
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -32,6 +33,9 @@ const MAX_QUEUED_REQUESTS: usize = 16;
 const READ_BUFFER_BYTES: usize = 8 * 1024;
 /// Per-connection write buffer: pipelined small responses share one write.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+/// Largest frame before authentication on a SASL listener (Kafka's
+/// `sasl.server.max.receive.size` default).
+const MAX_UNAUTHENTICATED_FRAME: usize = 512 * 1024;
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 
@@ -89,16 +93,23 @@ async fn serve<R, W>(
     // Small requests arrive with their size prefix in one read instead of two.
     let read_half = BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
     let (tx, rx) = mpsc::channel::<Inbound>(MAX_QUEUED_REQUESTS);
+    let max_frame = Arc::new(AtomicUsize::new(
+        if session.authentication.authenticated() {
+            broker.config.kafka.socket_request_max_bytes
+        } else {
+            MAX_UNAUTHENTICATED_FRAME
+        },
+    ));
     let reader = tokio::spawn(read_frames(
         read_half,
         tx,
         pool,
-        broker.config.kafka.socket_request_max_bytes,
+        max_frame.clone(),
         broker.shutdown.clone(),
     ));
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write_half);
     let mut session = session;
-    let close_reason = handle_requests(&broker, &mut session, rx, &mut writer).await;
+    let close_reason = handle_requests(&broker, &mut session, rx, &mut writer, &max_frame).await;
     let _ = writer.flush().await;
     let _ = writer.shutdown().await;
     reader.abort();
@@ -117,6 +128,7 @@ async fn handle_requests<W: AsyncWrite + Unpin>(
     session: &mut Session,
     mut rx: mpsc::Receiver<Inbound>,
     writer: &mut BufWriter<W>,
+    max_frame: &AtomicUsize,
 ) -> Option<String> {
     loop {
         let (frame, lease) = match rx.recv().await? {
@@ -133,6 +145,12 @@ async fn handle_requests<W: AsyncWrite + Unpin>(
         // The request is handled: its memory goes back to the pool before the response is
         // written, so a slow reader of responses does not hold request memory.
         drop(lease);
+        if session.authentication.authenticated() {
+            max_frame.store(
+                broker.config.kafka.socket_request_max_bytes,
+                Ordering::Relaxed,
+            );
+        }
         let closes = matches!(reply, Reply::Close(_) | Reply::FrameThenClose(..));
         broker.metrics.observe(api_key, started.elapsed(), closes);
         match reply {
@@ -164,7 +182,7 @@ async fn read_frames(
     mut read_half: impl AsyncRead + Unpin,
     tx: mpsc::Sender<Inbound>,
     pool: Arc<MemoryPool>,
-    max_frame: usize,
+    max_frame: Arc<AtomicUsize>,
     shutdown: CancellationToken,
 ) {
     let closed = loop {
@@ -179,9 +197,11 @@ async fn read_frames(
                     .then(|| format!("read error: {e}"))
             }
         };
+        let max_frame = max_frame.load(Ordering::Relaxed);
         if size < 0 || size as usize > max_frame {
             break Some(format!(
-                "frame size {size} outside 0..={max_frame} (socket.request.max.bytes)"
+                "frame size {size} outside 0..={max_frame} (socket.request.max.bytes, or \
+                 sasl.server.max.receive.size before authentication)"
             ));
         }
         let size = size as usize;

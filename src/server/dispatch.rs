@@ -2,7 +2,7 @@
 //! API key to its handler, and encodes the response frame. Anything malformed closes the
 //! connection, as Kafka does; an unsupported ApiVersions version gets the KIP-511 v0 answer.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable};
 
@@ -67,6 +67,7 @@ served_apis! {
     SaslAuthenticate => SaslAuthenticateRequest,
     DescribeUserScramCredentials => DescribeUserScramCredentialsRequest,
     AlterUserScramCredentials => AlterUserScramCredentialsRequest,
+    DescribeClientQuotas => DescribeClientQuotasRequest,
 }
 
 #[derive(Debug)]
@@ -167,6 +168,20 @@ fn refused(session: &Session, key: ApiKey) -> Option<String> {
 }
 
 pub async fn dispatch(broker: &Broker, session: &mut Session, frame: Bytes) -> Reply {
+    let sasl_listener = session.sasl.clone();
+    if session.authentication.awaits_raw_token() {
+        let image = broker.image();
+        let answer = api::sasl::raw_token(session, sasl_listener.as_deref(), &image, &frame).await;
+        return match answer {
+            Ok(token) => {
+                let mut out = BytesMut::with_capacity(4 + token.len());
+                out.put_i32(token.len() as i32);
+                out.extend_from_slice(&token);
+                Reply::Frame(ResponseFrame::One(out.freeze()))
+            }
+            Err(why) => Reply::Close(why),
+        };
+    }
     let decoded = match decode_request(frame) {
         DecodeOutcome::Request(d) => *d,
         DecodeOutcome::UnsupportedApiVersions { correlation_id } => {
@@ -211,10 +226,14 @@ pub async fn dispatch(broker: &Broker, session: &mut Session, frame: Bytes) -> R
             }
         };
     }
-    let sasl_listener = session.sasl.clone();
     let encoded = match request {
         ApiRequest::SaslHandshake(r) => {
-            sasl!(api::sasl::handshake(session, sasl_listener.as_deref(), r))
+            sasl!(api::sasl::handshake(
+                session,
+                sasl_listener.as_deref(),
+                version,
+                r
+            ))
         }
         ApiRequest::SaslAuthenticate(r) => {
             let image = broker.image();
@@ -315,6 +334,7 @@ async fn route(
         ApiRequest::DeleteAcls(r) => respond!(api::acls::delete(b, s, version, r).await),
         ApiRequest::DescribeUserScramCredentials(r) => respond!(api::scram::describe(b, s, r)),
         ApiRequest::AlterUserScramCredentials(r) => respond!(api::scram::alter(b, s, r).await),
+        ApiRequest::DescribeClientQuotas(r) => respond!(api::client_quotas::describe(b, s, r)),
     };
     reply(encoded)
 }
