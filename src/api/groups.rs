@@ -21,6 +21,7 @@ use crate::group::state::{JoinRequest, JoinResult, SyncRequest, SyncResult};
 use crate::meta::acl::{AclOperation, ResourceType};
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
@@ -37,10 +38,28 @@ pub async fn find_coordinator(
     let lookup = |key: &str| {
         let key = key.to_string();
         async move {
-            if req.key_type != KEY_TYPE_GROUP {
+            if req.key_type == KEY_TYPE_TRANSACTION {
+                // Kafka checks DESCRIBE on the transactional id before anything else.
+                if !session.allowed(
+                    &broker.image(),
+                    AclOperation::Describe,
+                    ResourceType::TransactionalId,
+                    &key,
+                ) {
+                    return Err((
+                        ResponseError::TransactionalIdAuthorizationFailed,
+                        ResponseError::TransactionalIdAuthorizationFailed.to_string(),
+                    ));
+                }
                 return Err((
                     ResponseError::CoordinatorNotAvailable,
                     "Transactions are not supported by this broker".to_string(),
+                ));
+            }
+            if req.key_type != KEY_TYPE_GROUP {
+                return Err((
+                    ResponseError::InvalidRequest,
+                    format!("Unknown coordinator key type {}", req.key_type),
                 ));
             }
             if !group_allowed(broker, session, AclOperation::Describe, &key) {

@@ -10,7 +10,8 @@ use super::session::Session;
 use crate::broker::Broker;
 use crate::meta::acl::{AclOperation, ResourceType};
 
-/// An idempotent producer needs IDEMPOTENT_WRITE on the cluster or WRITE on some topic.
+/// A transactional producer needs WRITE on its transactional id; an idempotent one
+/// IDEMPOTENT_WRITE on the cluster or WRITE on some topic.
 pub async fn handle(
     broker: &Broker,
     session: &Session,
@@ -25,6 +26,14 @@ pub async fn handle(
     if let Some(id) = &req.transactional_id {
         if id.is_empty() {
             return failed(ResponseError::InvalidRequest);
+        }
+        if !session.allowed(
+            &broker.image(),
+            AclOperation::Write,
+            ResourceType::TransactionalId,
+            id,
+        ) {
+            return failed(ResponseError::TransactionalIdAuthorizationFailed);
         }
         let timeout = req.transaction_timeout_ms;
         if timeout <= 0 || timeout > broker.config.kafka.transaction_max_timeout_ms {
