@@ -139,7 +139,14 @@ pub fn decode_request(mut frame: Bytes) -> DecodeOutcome {
     }
 }
 
-/// Handles one request frame (without its size prefix).
+/// Requests whose bodies carry passwords or salted passwords: never logged.
+fn carries_secrets(key: ApiKey) -> bool {
+    matches!(
+        key,
+        ApiKey::SaslAuthenticate | ApiKey::AlterUserScramCredentials
+    )
+}
+
 /// The requests a connection may send before it has authenticated on a SASL listener.
 fn allowed_unauthenticated(key: ApiKey) -> bool {
     matches!(
@@ -167,6 +174,8 @@ fn refused(session: &Session, key: ApiKey) -> Option<String> {
     }
 }
 
+/// Handles one request frame (without its size prefix): a bare SASL token after a
+/// SaslHandshake v0, else a Kafka request.
 pub async fn dispatch(broker: &Broker, session: &mut Session, frame: Bytes) -> Reply {
     let sasl_listener = session.sasl.clone();
     if session.authentication.awaits_raw_token() {
@@ -197,7 +206,11 @@ pub async fn dispatch(broker: &Broker, session: &mut Session, frame: Bytes) -> R
         }
         DecodeOutcome::Close(reason) => return Reply::Close(reason),
     };
-    tracing::trace!(request = ?decoded, "request");
+    if carries_secrets(decoded.key) {
+        tracing::trace!(key = ?decoded.key, version = decoded.version, "request (body withheld: it carries credentials)");
+    } else {
+        tracing::trace!(request = ?decoded, "request");
+    }
     let Decoded {
         key,
         client_id,
