@@ -39,6 +39,10 @@ pub struct Metrics {
     apis: Vec<ApiCounters>,
     pub connections: AtomicI64,
     pub connections_total: AtomicU64,
+    /// Completed SASL authentications and mutual TLS handshakes, and failed ones (Kafka's
+    /// `successful-authentication-total` and `failed-authentication-total`).
+    authentications: AtomicU64,
+    failed_authentications: AtomicU64,
     /// The request memory budget, once the listener runs.
     request_memory: std::sync::OnceLock<std::sync::Arc<MemoryPool>>,
 }
@@ -49,6 +53,8 @@ impl Default for Metrics {
             apis: (0..MAX_API_KEY).map(|_| ApiCounters::default()).collect(),
             connections: AtomicI64::new(0),
             connections_total: AtomicU64::new(0),
+            authentications: AtomicU64::new(0),
+            failed_authentications: AtomicU64::new(0),
             request_memory: std::sync::OnceLock::new(),
         }
     }
@@ -58,6 +64,16 @@ impl Metrics {
     /// Reports this pool as the request memory (`queued.max.request.bytes`).
     pub fn set_request_memory(&self, pool: std::sync::Arc<MemoryPool>) {
         let _ = self.request_memory.set(pool);
+    }
+
+    /// Counts one authentication that succeeded or failed.
+    pub fn authentication(&self, succeeded: bool) {
+        let counter = if succeeded {
+            &self.authentications
+        } else {
+            &self.failed_authentications
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one request of `api_key`, its handling time, and whether it failed at the
@@ -219,6 +235,22 @@ fn render_process(m: &Metrics, out: &mut String) {
         "gregor_connections_total {}",
         m.connections_total.load(Ordering::Relaxed)
     );
+    header(
+        out,
+        "gregor_authentications_total",
+        "counter",
+        "Authentications by result: SASL exchanges, and TLS handshakes on TLS listeners.",
+    );
+    for (result, counter) in [
+        ("success", &m.authentications),
+        ("failure", &m.failed_authentications),
+    ] {
+        let _ = writeln!(
+            out,
+            "gregor_authentications_total{{result=\"{result}\"}} {}",
+            counter.load(Ordering::Relaxed)
+        );
+    }
     if let Some(pool) = m.request_memory.get() {
         header(
             out,

@@ -139,6 +139,16 @@ pub fn decode_request(mut frame: Bytes) -> DecodeOutcome {
     }
 }
 
+/// Counts a SASL step that completed the exchange (`went_on` and now authenticated) or
+/// ended it in failure.
+fn count_authentication(broker: &Broker, session: &Session, went_on: bool) {
+    if !went_on {
+        broker.metrics.authentication(false);
+    } else if matches!(session.authentication, Authentication::Done { .. }) {
+        broker.metrics.authentication(true);
+    }
+}
+
 /// Requests whose bodies carry passwords or salted passwords: never logged.
 fn carries_secrets(key: ApiKey) -> bool {
     matches!(
@@ -181,6 +191,7 @@ pub async fn dispatch(broker: &Broker, session: &mut Session, frame: Bytes) -> R
     if session.authentication.awaits_raw_token() {
         let image = broker.image();
         let answer = api::sasl::raw_token(session, sasl_listener.as_deref(), &image, &frame).await;
+        count_authentication(broker, session, answer.is_ok());
         return match answer {
             Ok(token) => {
                 let mut out = BytesMut::with_capacity(4 + token.len());
@@ -250,10 +261,11 @@ pub async fn dispatch(broker: &Broker, session: &mut Session, frame: Bytes) -> R
         }
         ApiRequest::SaslAuthenticate(r) => {
             let image = broker.image();
-            sasl!(
+            let outcome =
                 api::sasl::authenticate(session, sasl_listener.as_deref(), &image, version, r)
-                    .await
-            )
+                    .await;
+            count_authentication(broker, session, matches!(outcome, SaslOutcome::Respond(_)));
+            sasl!(outcome)
         }
         other => {
             return route(

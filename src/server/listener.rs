@@ -100,10 +100,12 @@ impl ListenerRuntime {
             r = handshake => match r {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
+                    broker.metrics.authentication(false);
                     tracing::info!(%peer, listener = %self.name, error = %e, "TLS handshake failed");
                     return;
                 }
                 Err(_) => {
+                    broker.metrics.authentication(false);
                     tracing::info!(%peer, listener = %self.name, "TLS handshake timed out");
                     return;
                 }
@@ -114,12 +116,16 @@ impl ListenerRuntime {
             Some([cert, ..]) => match KafkaPrincipal::from_certificate(cert.as_ref()) {
                 Ok(p) => p,
                 Err(e) => {
+                    broker.metrics.authentication(false);
                     tracing::info!(%peer, error = %e, "closing a connection with an unreadable client certificate");
                     return;
                 }
             },
             _ => KafkaPrincipal::anonymous(),
         };
+        if self.sasl.is_none() {
+            broker.metrics.authentication(true);
+        }
         let session = self.session(&broker, principal, &peer);
         serve_stream(broker, pool, stream, peer, session).await
     }
