@@ -6,7 +6,10 @@
 - allow.everyone.if.no.acl.found=true: a topic without any ACL is open to every principal (also
   User:ANONYMOUS on PLAINTEXT), a topic with an ACL only to whom it names;
 - listener.name.<l>.sasl.enabled.mechanisms: SASL_PLAINTEXT enables SCRAM-SHA-512 only, so
-  PLAIN there gets UNSUPPORTED_SASL_MECHANISM listing just that, while SASL_SSL keeps all three.
+  PLAIN there gets UNSUPPORTED_SASL_MECHANISM listing just that, while SASL_SSL keeps all three;
+- the PLAIN users come from the global sasl.jaas.config (Gregor's interface accepts it; Kafka's
+  broker reads only listener-prefixed JAAS configs, so the Kafka target copies it to
+  listener.name.sasl_ssl.plain.sasl.jaas.config: for Kafka this part checks nothing).
 
 One broker for the module. PROTO_TESTS_TARGET=kafka runs it against Apache Kafka 4.3.1.
 """
@@ -20,9 +23,9 @@ import wire
 from security import (ALICE_DN, TOPIC_AUTHORIZATION_FAILED, UNSUPPORTED_SASL_MECHANISM,
                       Identity, acl, attach_logs, bootstrap_of, certs,  # noqa: F401
                       closed_without_answer, connect, create_acls, create_topics, mtls,
-                      new_secure_target, produce, rdkafka_conf, read_sasl_handshake, sasl,
-                      sasl_handshake_v1, scram_login, serving, tls_context, upsert_scram,
-                      wait_for)
+                      new_secure_target, plain_jaas, produce, rdkafka_conf,
+                      read_sasl_handshake, sasl, sasl_handshake_v1, scram_login, serving,
+                      tls_context, upsert_scram, wait_for)
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +34,13 @@ def secure(tmp_path_factory, certs):
              "listener.name.sasl_plaintext.sasl.enabled.mechanisms": "SCRAM-SHA-512",
              # PLAIN between brokers needs a listener that enables PLAIN
              "inter.broker.listener.name": "SASL_SSL"}
-    with serving(new_secure_target(tmp_path_factory.mktemp("modes"), certs,
-                                   ssl_client_auth="requested", extra=extra)) as b:
+    b = new_secure_target(tmp_path_factory.mktemp("modes"), certs,
+                          ssl_client_auth="requested", extra=extra)
+    # the PLAIN users from the global sasl.jaas.config instead of the per-listener ones
+    for k in [k for k in b.kafka_config if k.endswith(".plain.sasl.jaas.config")]:
+        del b.kafka_config[k]
+    b.kafka_config["sasl.jaas.config"] = plain_jaas()
+    with serving(b) as b:
         upsert_scram(b, certs, users={"alice": "alice-scram-pw"},
                      mechanisms=("SCRAM-SHA-512",))
         yield b
