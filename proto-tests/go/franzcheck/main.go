@@ -103,7 +103,9 @@ func main() {
 		if err != nil {
 			fail(err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+		// past the records' own delivery timeout, so that a record fails with its last error
+		// (e.g. SASL_AUTHENTICATION_FAILED) rather than with the context's deadline
+		ctx, cancel := context.WithTimeout(context.Background(), *timeout+10*time.Second)
 		recs := make([]*kgo.Record, *n)
 		for i := range recs {
 			recs[i] = &kgo.Record{Topic: *topic, Partition: 0, Value: []byte(fmt.Sprintf("franz-%d", i))}
