@@ -48,7 +48,8 @@ impl SecurityProtocol {
 }
 
 /// One client listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` shows which mechanisms have a JAAS config, never the text (it holds passwords).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Listener {
     /// As configured, upper case (`PLAINTEXT`, `SASL_SSL`, or a custom name).
     pub name: String,
@@ -65,14 +66,42 @@ pub struct Listener {
     pub jaas: BTreeMap<String, String>,
 }
 
-/// The security of the controller (Raft) plane.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("name", &self.name)
+            .field("protocol", &self.protocol)
+            .field("bind", &self.bind)
+            .field("advertised_host", &self.advertised_host)
+            .field("advertised_port", &self.advertised_port)
+            .field("tls", &self.tls)
+            .field("sasl_mechanisms", &self.sasl_mechanisms)
+            .field("jaas", &format_args!("{:?} (hidden)", self.jaas.keys()))
+            .finish()
+    }
+}
+
+/// The security of the controller (Raft) plane. `Debug` hides the JAAS text.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ControllerPlane {
     pub protocol: SecurityProtocol,
     pub tls: Option<TlsFiles>,
     /// The PLAIN JAAS config: its `user_<name>` entries may connect; its username/password
     /// is this broker's identity towards other controllers.
     pub plain_jaas: Option<String>,
+}
+
+impl std::fmt::Debug for ControllerPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerPlane")
+            .field("protocol", &self.protocol)
+            .field("tls", &self.tls)
+            .field(
+                "plain_jaas",
+                &self.plain_jaas.as_ref().map(|_| format_args!("(hidden)")),
+            )
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
