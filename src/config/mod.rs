@@ -3,6 +3,10 @@
 //!
 //! Broker settings that Kafka also has keep Kafka's names and defaults and live in the
 //! `[kafka]` table of the file (`"num.partitions" = 3`), or in `GREGOR_KAFKA_NUM_PARTITIONS`.
+//! Their values may hold Kafka's config-provider variables (`${file:PATH:KEY}`, `${dir:DIR:FILE}`,
+//! `${env:NAME}`), which `providers` resolves before any setting is parsed.
+
+pub mod providers;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -150,8 +154,9 @@ pub struct KafkaSettings {
     pub group: crate::group::GroupConfig,
     /// Broker fencing and leader elections by the active controller.
     pub controller: crate::meta::ControllerSettings,
-    /// Every setting as given, for topic defaults and DescribeConfigs.
-    pub raw: BTreeMap<String, String>,
+    /// Every setting as given (config variables resolved), for topic defaults and
+    /// DescribeConfigs; its `Debug` hides secrets.
+    pub raw: providers::RawSettings,
 }
 
 /// A `[[provisioning.topics]]` entry: name, partitions and replication factor (-1: broker
@@ -215,7 +220,24 @@ impl Config {
         Self::build(flags, file, kafka_raw)
     }
 
-    fn build(flags: &Flags, file: FileConfig, kafka_raw: BTreeMap<String, String>) -> Result<Self> {
+    /// Resolves config-provider variables in the Kafka settings, then validates everything.
+    fn build(
+        flags: &Flags,
+        file: FileConfig,
+        mut kafka_raw: BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let resolution = providers::resolve(&mut kafka_raw)?;
+        for warning in &resolution.warnings {
+            eprintln!("gregor: warning: {warning}");
+        }
+        Self::build_resolved(flags, file, kafka_raw).map_err(|e| resolution.annotate(e))
+    }
+
+    fn build_resolved(
+        flags: &Flags,
+        file: FileConfig,
+        kafka_raw: BTreeMap<String, String>,
+    ) -> Result<Self> {
         let node_id = flags.node_id.or(file.node_id).unwrap_or(1);
         if node_id < 0 {
             bail!("node id must be >= 0, got {node_id}");
@@ -397,7 +419,8 @@ impl KafkaSettings {
                     "log.retention.hours" | "log.retention.minutes" | "log.roll.hours"
                 )
                 || SECURITY_KEYS.contains(&key.as_str())
-                || key.starts_with("listener.name.");
+                || key.starts_with("listener.name.")
+                || providers::is_provider_key(key);
             if !known {
                 eprintln!("gregor: warning: ignoring unknown Kafka setting {key:?}");
             }
@@ -454,7 +477,7 @@ impl KafkaSettings {
                     .get("unclean.leader.election.enable")
                     .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
             },
-            raw,
+            raw: providers::RawSettings(raw),
         };
         if settings.group.offsets_partitions < 1 {
             bail!("[kafka] offsets.topic.num.partitions must be at least 1");
