@@ -13,6 +13,11 @@
 //! - `probe` produces one message as soon as the broker answers and prints the wall-clock time
 //!   of its acknowledgement (for measuring startup to first successful produce).
 //!
+//! `-X key=value` (repeatable, also `--client-config`) sets a librdkafka property on every
+//! client the command creates (producer, consumer, admin), after the command's own settings,
+//! so it can speak SSL or SASL (`-X security.protocol=SASL_SSL -X sasl.mechanism=PLAIN ...`).
+//! `--log warn` prints librdkafka's errors and warnings to stderr (off by default).
+//!
 //! Every command prints a human-readable line, then a line `RESULT {json}` for scripts.
 //! Payloads are slices of a generated English-like text, so compression (lz4, zstd) sees
 //! realistic ratios (about 2-3x), not a repeated pattern that compresses to nothing.
@@ -21,7 +26,7 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -46,6 +51,15 @@ struct Cli {
     /// bootstrap.servers
     #[arg(long, default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    /// A librdkafka property for every client, KEY=VALUE (repeatable); applied after the
+    /// command's own settings, so it wins over them.
+    #[arg(short = 'X', long = "client-config", value_name = "KEY=VALUE", global = true,
+          value_parser = parse_key_value)]
+    client_config: Vec<(String, String)>,
+    /// librdkafka's log and error messages to stderr at this level and above: off, error,
+    /// warn, info, debug.
+    #[arg(long, default_value = "off", global = true, value_parser = parse_level)]
+    log: log::LevelFilter,
     #[command(subcommand)]
     command: Command,
 }
@@ -126,6 +140,46 @@ enum Command {
         timeout_s: u64,
     },
 }
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+fn parse_level(text: &str) -> Result<log::LevelFilter, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?}: off, error, warn, info, debug or trace"))
+}
+
+/// The `-X` properties, set once in main.
+static CLIENT_CONFIG: OnceLock<Vec<(String, String)>> = OnceLock::new();
+
+/// Applies the `-X` properties to `config` (after the command's own settings).
+fn with_client_config(config: &mut ClientConfig) -> &mut ClientConfig {
+    for (k, v) in CLIENT_CONFIG.get().map(Vec::as_slice).unwrap_or_default() {
+        config.set(k, v);
+    }
+    config
+}
+
+/// librdkafka's messages (forwarded by the rdkafka crate to the `log` facade) on stderr.
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            eprintln!("{} {}: {}", r.level(), r.target(), r.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
+static STDERR_LOG: StderrLog = StderrLog;
 
 // ---------------------------------------------------------------------------------------------
 // Payloads
@@ -319,6 +373,7 @@ fn producer_config(bootstrap: &str, acks: &str, linger_ms: u64, compression: &st
         .set("compression.type", compression)
         .set("enable.idempotence", "false")
         .set("message.timeout.ms", "300000");
+    with_client_config(&mut config);
     config
 }
 
@@ -428,13 +483,15 @@ fn produce(
 // consume
 
 fn consumer(bootstrap: &str, group: &str) -> Result<BaseConsumer> {
-    ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         // librdkafka needs a group id even for assign(); nothing is committed.
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("fetch.wait.max.ms", "100")
+        .set("fetch.wait.max.ms", "100");
+    with_client_config(&mut config)
         .create()
         .context("creating consumer")
 }
@@ -742,10 +799,10 @@ fn create_topics(
     timeout_s: u64,
 ) -> Result<()> {
     let started = Instant::now();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .context("creating admin client")?;
+    let admin: AdminClient<DefaultClientContext> =
+        with_client_config(ClientConfig::new().set("bootstrap.servers", bootstrap))
+            .create()
+            .context("creating admin client")?;
     let names: Vec<String> = if count == 1 {
         vec![prefix.to_string()]
     } else {
@@ -818,20 +875,22 @@ impl ProducerContext for ProbeCtx {
 fn probe(bootstrap: &str, topic: &str, timeout_s: u64) -> Result<()> {
     let slot = Arc::new(Mutex::new(None));
     // Reconnect and retry within milliseconds, so the probe sees the broker as soon as it can.
-    let producer: BaseProducer<ProbeCtx> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("acks", "1")
-        .set("linger.ms", "0")
-        .set("reconnect.backoff.ms", "1")
-        .set("reconnect.backoff.max.ms", "5")
-        .set("retry.backoff.ms", "5")
-        .set("retry.backoff.max.ms", "10")
-        .set("topic.metadata.refresh.fast.interval.ms", "5")
-        .set("socket.connection.setup.timeout.ms", "1000")
-        .set("message.timeout.ms", (timeout_s * 1000).to_string())
-        .set("log_level", "0")
-        .create_with_context(ProbeCtx(slot.clone()))
-        .context("creating producer")?;
+    let producer: BaseProducer<ProbeCtx> = with_client_config(
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("acks", "1")
+            .set("linger.ms", "0")
+            .set("reconnect.backoff.ms", "1")
+            .set("reconnect.backoff.max.ms", "5")
+            .set("retry.backoff.ms", "5")
+            .set("retry.backoff.max.ms", "10")
+            .set("topic.metadata.refresh.fast.interval.ms", "5")
+            .set("socket.connection.setup.timeout.ms", "1000")
+            .set("message.timeout.ms", (timeout_s * 1000).to_string())
+            .set("log_level", "0"),
+    )
+    .create_with_context(ProbeCtx(slot.clone()))
+    .context("creating producer")?;
     println!("probe ready");
     use std::io::Write;
     std::io::stdout().flush()?;
@@ -863,6 +922,11 @@ fn probe(bootstrap: &str, topic: &str, timeout_s: u64) -> Result<()> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    let _ = CLIENT_CONFIG.set(cli.client_config.clone());
+    if cli.log != log::LevelFilter::Off {
+        log::set_logger(&STDERR_LOG).map_err(|e| anyhow::anyhow!("logger: {e}"))?;
+        log::set_max_level(cli.log);
+    }
     match cli.command {
         Command::Produce {
             topic,
