@@ -140,6 +140,7 @@ exponent (Helm reads YAML numbers as floats). */}}
 {{- $minIsr := 1 -}}
 {{- if ge $replicas 3 -}}{{- $minIsr = 2 -}}{{- end -}}
 {{- $defaults := dict "default.replication.factor" $rf "offsets.topic.replication.factor" $rf "min.insync.replicas" $minIsr -}}
+{{- $defaults = merge $defaults (include "gregor.sec.kafkaSettings" . | fromYaml) -}}
 {{- $settings := merge (deepCopy (default dict .Values.config.kafka)) $defaults -}}
 {{- toYaml $settings -}}
 {{- end -}}
@@ -179,6 +180,7 @@ podAntiAffinity:
 {{- end -}}
 
 {{- define "gregor.validate" -}}
+{{- include "gregor.sec.validate" . -}}
 {{- if lt (int .Values.replicaCount) 1 -}}
 {{- fail "replicaCount must be at least 1" -}}
 {{- end -}}
