@@ -4,9 +4,12 @@
 installs under .deps/bin, or HELM_BIN) and returns the manifests as a `Manifests` list of
 dicts. `pod_process(manifests, ordinal)` works out what the StatefulSet's pod <ordinal> runs,
 the way Kubernetes would: the image's ENV (from the Dockerfile) under the container's env,
-`fieldRef`s for the pod's name and namespace, `$(VAR)` references expanded in env values,
-command and args, HOSTNAME set to the pod name. `dockerfile()` parses the Dockerfile into
-stages of (instruction, arguments).
+`fieldRef`s for the pod's name and namespace, `secretKeyRef`s from the Secrets a test gives
+(`secrets={name: {key: value}}`), `$(VAR)` references expanded in env values, command and
+args, HOSTNAME set to the pod name. `pod_volumes(manifests, secrets)` lists the broker
+container's mounts with what a Secret, ConfigMap or emptyDir volume holds; `init_containers()`
+its init containers. `dockerfile()` parses the Dockerfile into stages of (instruction,
+arguments).
 """
 import json
 import os
@@ -143,12 +146,22 @@ def container(manifests, kind="StatefulSet", name="gregor"):
     return next(c for c in containers if c["name"] == name)
 
 
-def pod_process(manifests, ordinal, namespace, pod_ip="10.0.0.1"):
-    """(argv, env) of the broker container in StatefulSet pod `ordinal`, as the kubelet and the
-    container runtime would start it."""
+def secret_value(secrets, ref):
+    """A secretKeyRef's value: the kubelet refuses to start a pod whose Secret or key is missing
+    (unless the reference is optional)."""
+    data = (secrets or {}).get(ref["name"])
+    if data is None or ref["key"] not in data:
+        raise AssertionError(f"secretKeyRef {ref}: no such Secret key (given: "
+                             f"{ {n: sorted(d) for n, d in (secrets or {}).items()} })")
+    return data[ref["key"]]
+
+
+def pod_process(manifests, ordinal, namespace, pod_ip="10.0.0.1", secrets=None, c=None):
+    """(argv, env) of the broker container (or container `c`) in StatefulSet pod `ordinal`, as
+    the kubelet and the container runtime would start it; `secrets`: {name: {key: value}}."""
     sts = manifests.one("StatefulSet")
     pod_name = f"{sts['metadata']['name']}-{ordinal}"
-    c = container(manifests)
+    c = c or container(manifests)
     env = dict(image_env())
     env["HOSTNAME"] = pod_name
     own = {}
@@ -169,6 +182,8 @@ def pod_process(manifests, ordinal, namespace, pod_ip="10.0.0.1"):
         elif "valueFrom" in e and "configMapKeyRef" in e["valueFrom"]:
             ref = e["valueFrom"]["configMapKeyRef"]
             v = configmaps[ref["name"]][ref["key"]]
+        elif "valueFrom" in e and "secretKeyRef" in e["valueFrom"]:
+            v = secret_value(secrets, e["valueFrom"]["secretKeyRef"])
         else:
             raise AssertionError(f"env {e} is not emulated")
         own[e["name"]] = v
@@ -190,6 +205,45 @@ def configmap_files(manifests, mount_path):
     cm = manifests.one("ConfigMap", volume["configMap"]["name"])
     items = volume["configMap"].get("items") or [{"key": k, "path": k} for k in cm["data"]]
     return {f"{mount_path}/{i['path']}": cm["data"][i["key"]] for i in items}
+
+
+def init_containers(manifests):
+    return manifests.one("StatefulSet")["spec"]["template"]["spec"].get("initContainers", [])
+
+
+def pod_volumes(manifests, secrets=None, c=None):
+    """The mounts of the broker container (or container `c`): [(mountPath, volume name, kind,
+    files)], kind one of configMap, secret, emptyDir, persistentVolumeClaim; files is
+    {relative path: contents} for configMap and secret volumes (their `items`, else every key),
+    None otherwise."""
+    sts = manifests.one("StatefulSet")
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"].get("volumes", [])}
+    claims = {t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates", [])}
+    out = []
+    for m in (c or container(manifests)).get("volumeMounts", []):
+        name = m["name"]
+        if name in claims and name not in volumes:
+            out.append((m["mountPath"], name, "persistentVolumeClaim", None))
+            continue
+        v = volumes[name]
+        if "configMap" in v:
+            data = manifests.one("ConfigMap", v["configMap"]["name"]).get("data", {})
+            items = v["configMap"].get("items")
+            kind = "configMap"
+        elif "secret" in v:
+            data = (secrets or {}).get(v["secret"]["secretName"])
+            if data is None:
+                raise AssertionError(f"volume {name}: Secret {v['secret']['secretName']} not given")
+            items = v["secret"].get("items")
+            kind = "secret"
+        elif "emptyDir" in v:
+            out.append((m["mountPath"], name, "emptyDir", None))
+            continue
+        else:
+            raise AssertionError(f"volume {v} is not emulated")
+        items = items or [{"key": k, "path": k} for k in data]
+        out.append((m["mountPath"], name, kind, {i["path"]: data[i["key"]] for i in items}))
+    return out
 
 
 def named_port(manifests, port):

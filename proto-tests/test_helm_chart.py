@@ -34,14 +34,14 @@ def default():
     return render(namespace=NS)
 
 
-def run_pod_script(tmp_path, manifests, ordinal, pod_name=None):
+def run_pod_script(tmp_path, manifests, ordinal, pod_name=None, secrets=None):
     """Runs pod `ordinal`'s command with a stand-in `gregor` on PATH; returns (exit code,
     argv given to gregor, its environment, stderr)."""
-    argv, env = chart.pod_process(manifests, ordinal, NS)
+    argv, env = chart.pod_process(manifests, ordinal, NS, secrets=secrets)
     if pod_name:
         env["POD_NAME"] = env["HOSTNAME"] = pod_name
     bindir = tmp_path / f"bin-{ordinal}"
-    bindir.mkdir()
+    bindir.mkdir(exist_ok=True)
     out = tmp_path / f"gregor-{ordinal}.out"
     fake = bindir / "gregor"
     fake.write_text(f'#!/bin/sh\nprintf "%s\\0" "$@" > "{out}.args"\nenv -0 > "{out}.env"\n')
@@ -340,6 +340,240 @@ def test_the_broker_accepts_the_rendered_config(make_broker, tmp_path):
     b = make_broker(env={"GREGOR_CONFIG": str(path)})
     text = b.log_path.read_text()
     assert "ignoring unknown Kafka setting" not in text, text[-2000:]
+
+
+# --- security -----------------------------------------------------------------------------------
+
+USERS_SECRET = {"admin": 'adm"in\\pw', "alice": "alice-pw", "broker": "broker-pw"}
+TLS_SECRET = {"tls.key": "KEY\n", "tls.crt": "CERT\nCA\n", "ca.crt": "CA\n",
+              "tls-combined.pem": "KEY\nCERT\nCA\n"}
+SASL_SSL = {"security": {"enabled": True, "protocol": "SASL_SSL",
+                         "tls": {"existingSecret": "kafka-tls"},
+                         "sasl": {"existingSecret": "kafka-users", "users": ["admin", "alice"]},
+                         "authorizer": {"enabled": True}}}
+
+
+def merged(base, extra):
+    out = json.loads(json.dumps(base))
+    for k, v in extra.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def kafka_toml(manifests):
+    return tomllib.loads(manifests.one("ConfigMap", "gregor")["data"]["gregor.toml"])["kafka"]
+
+
+def env_of(manifests):
+    return {e["name"]: e for e in container(manifests)["env"]}
+
+
+def test_security_is_off_by_default(default):
+    toml = kafka_toml(default)
+    assert not {k for k in toml if k.startswith(("listener", "ssl.", "sasl.", "authorizer",
+                                                  "super.users", "inter.broker"))}
+    assert "GREGOR_KAFKA_LISTENERS" not in env_of(default)
+    assert not default.of_kind("Certificate")
+    assert "initContainers" not in default.one("StatefulSet")["spec"]["template"]["spec"]
+    volumes = default.one("StatefulSet")["spec"]["template"]["spec"]["volumes"]
+    assert {v["name"] for v in volumes} == {"config", "tmp"}
+
+
+def test_sasl_ssl_settings_env_and_volumes(tmp_path):
+    m = render(SASL_SSL, namespace=NS)
+    toml = kafka_toml(m)
+    assert toml["listener.security.protocol.map"] == "CLIENT:SASL_SSL,CONTROLLER:SASL_SSL"
+    assert toml["inter.broker.listener.name"] == "CLIENT"
+    assert toml["sasl.mechanism.inter.broker.protocol"] == "PLAIN"
+    assert toml["sasl.enabled.mechanisms"] == "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
+    assert toml["ssl.keystore.type"] == toml["ssl.truststore.type"] == "PEM"
+    assert toml["listener.name.client.ssl.client.auth"] == "none"
+    assert toml["authorizer.class.name"] == \
+        "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert toml["super.users"] == "User:admin"
+    assert toml["allow.everyone.if.no.acl.found"] == "false"
+    # the keystore and truststore are files of the mounted Secret
+    mounts = {path: (name, kind, files) for path, name, kind, files
+              in chart.pod_volumes(m, secrets={"kafka-tls": TLS_SECRET})}
+    tls_dir = str(Path(toml["ssl.keystore.location"]).parent)
+    name, kind, files = mounts[tls_dir]
+    assert kind == "secret" and name == "tls"
+    assert files[Path(toml["ssl.keystore.location"]).name] == TLS_SECRET["tls-combined.pem"]
+    assert files[Path(toml["ssl.truststore.location"]).name] == TLS_SECRET["ca.crt"]
+    assert "/etc/gregor" != tls_dir and not tls_dir.startswith("/etc/gregor/")  # not nested
+    volume = next(v for v in m.one("StatefulSet")["spec"]["template"]["spec"]["volumes"]
+                  if v["name"] == "tls")
+    assert volume["secret"]["secretName"] == "kafka-tls"
+    assert volume["secret"]["defaultMode"] & 0o007 == 0  # not world-readable
+    # the listener itself: env; the passwords: secretKeyRefs, never values
+    env = env_of(m)
+    assert env["GREGOR_KAFKA_LISTENERS"]["value"] == "CLIENT://0.0.0.0:9092"
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env.values()
+            if "secretKeyRef" in e.get("valueFrom", {})}
+    assert sorted(r["key"] for r in refs.values()) == ["admin", "alice"]
+    assert {r["name"] for r in refs.values()} == {"kafka-users"}
+    assert not [k for k in refs if k.startswith("GREGOR_")]  # the broker reads none of them
+    # the pod builds the JAAS config from the Secret and hands it to the broker
+    code, args, got, err = run_pod_script(tmp_path, m, 1, secrets={"kafka-users": USERS_SECRET})
+    assert code == 0, err
+    assert got["GREGOR_KAFKA_ADVERTISED_LISTENERS"] == f"CLIENT://gregor-1.{DOMAIN}:9092"
+    jaas = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
+            'username="admin" password="adm\\"in\\\\pw" user_admin="adm\\"in\\\\pw" '
+            'user_alice="alice-pw";')
+    assert got["GREGOR_KAFKA_LISTENER_NAME_CLIENT_PLAIN_SASL_JAAS_CONFIG"] == jaas
+    assert got["GREGOR_KAFKA_LISTENER_NAME_CONTROLLER_PLAIN_SASL_JAAS_CONFIG"] == jaas
+    assert not [k for k in got if k.startswith("SASL_USER_PASSWORD")]
+    assert "pw" not in err  # the start line names listeners, not secrets
+    # no JAAS config (so no password) in the ConfigMap or the pod spec's values
+    assert not [k for k in toml if "jaas" in k]
+    assert not [e for e in container(m)["env"] if "JAAS" in e["name"]]
+
+
+def test_internal_listener_keeps_replication_on_the_pod_network(tmp_path):
+    m = render(merged(SASL_SSL, {
+        "security": {"interBroker": {"listener": "internal"}},
+        "externalAccess": {"enabled": True, "type": "NodePort",
+                           "nodePort": {"host": "kafka.example.com", "basePort": 31090}}}),
+        namespace=NS)
+    toml = kafka_toml(m)
+    assert toml["listener.security.protocol.map"] == \
+        "CLIENT:SASL_SSL,INTERNAL:SASL_SSL,CONTROLLER:SASL_SSL"
+    assert toml["inter.broker.listener.name"] == "INTERNAL"
+    assert env_of(m)["GREGOR_KAFKA_LISTENERS"]["value"] == \
+        "CLIENT://0.0.0.0:9092,INTERNAL://0.0.0.0:9095"
+    assert {p["name"]: p["containerPort"] for p in container(m)["ports"]}["internal"] == 9095
+    headless = m.one("Service", "gregor-headless")
+    assert {p["name"]: p["port"] for p in headless["spec"]["ports"]}["internal"] == 9095
+    for i in range(3):
+        code, _, got, err = run_pod_script(tmp_path, m, i, secrets={"kafka-users": USERS_SECRET})
+        assert code == 0, err
+        assert got["GREGOR_KAFKA_ADVERTISED_LISTENERS"] == \
+            f"CLIENT://kafka.example.com:{31090 + i},INTERNAL://gregor-{i}.{DOMAIN}:9095"
+        assert "GREGOR_KAFKA_LISTENER_NAME_INTERNAL_PLAIN_SASL_JAAS_CONFIG" in got
+    # the external Services still reach the CLIENT listener
+    assert m.one("Service", "gregor-0-external")["spec"]["ports"][0]["targetPort"] == "kafka"
+
+
+def test_keystore_from_key_and_certificate_by_an_init_container(tmp_path):
+    m = render(merged(SASL_SSL, {"security": {"tls": {"keystoreKey": ""}}}), namespace=NS)
+    toml = kafka_toml(m)
+    (init,) = chart.init_containers(m)
+    assert init["image"] == container(m)["image"]
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+    keystore_vol = next(v for v in m.one("StatefulSet")["spec"]["template"]["spec"]["volumes"]
+                        if v["name"] == "keystore")
+    assert keystore_vol["emptyDir"]["medium"] == "Memory"  # the private key stays off disk
+    # run the init container with its volumes as directories, then read what the broker would
+    table = []
+    for path, name, kind, files in chart.pod_volumes(m, {"kafka-tls": TLS_SECRET}, c=init):
+        d = tmp_path / name
+        d.mkdir()
+        for f, content in (files or {}).items():
+            (d / f).write_text(content)
+        table.append((path, str(d)))
+    argv = [chart.expand(a, {}) for a in init["command"] + init.get("args", [])]
+    for old, new in sorted(table, key=lambda t: -len(t[0])):
+        argv = [a.replace(old, new) for a in argv]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    assert res.returncode == 0, res.stderr
+    keystore = toml["ssl.keystore.location"]
+    mount = next(p for p, n, _, _ in chart.pod_volumes(m, {"kafka-tls": TLS_SECRET})
+                 if n == "keystore")
+    assert keystore.startswith(mount + "/")
+    written = tmp_path / "keystore" / Path(keystore).name
+    assert written.read_text() == "KEY\nCERT\nCA\n"  # the key, then the chain
+    assert written.stat().st_mode & 0o077 == 0
+
+
+def test_cert_manager_certificate(tmp_path):
+    hosts = ["k0.example.com", "k1.example.com", "203.0.113.12"]
+    m = render({"security": {"enabled": True, "protocol": "SSL",
+                             "tls": {"clientAuth": "required",
+                                     "certManager": {"enabled": True,
+                                                     "issuerRef": {"name": "ca",
+                                                                   "kind": "ClusterIssuer"},
+                                                     "extraDnsNames": ["kafka.example.org"]}},
+                             "authorizer": {"enabled": True}},
+                "externalAccess": {"enabled": True, "type": "LoadBalancer",
+                                   "loadBalancer": {"hostnames": hosts}}}, namespace=NS)
+    cert = m.one("Certificate", "gregor")["spec"]
+    assert cert["issuerRef"] == {"name": "ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    assert cert["additionalOutputFormats"] == [{"type": "CombinedPEM"}]
+    assert cert["privateKey"]["encoding"] == "PKCS8"  # unencrypted PKCS#8
+    assert {"server auth", "client auth"} <= set(cert["usages"])
+    names = set(cert["dnsNames"])
+    assert {f"gregor-{i}.{DOMAIN}" for i in range(3)} <= names  # peers verify these
+    assert {f"*.{DOMAIN}", "gregor", "gregor.kafka.svc", "gregor.kafka.svc.cluster.local",
+            "k0.example.com", "k1.example.com", "kafka.example.org"} <= names
+    assert cert["ipAddresses"] == ["203.0.113.12"]
+    toml = kafka_toml(m)
+    assert toml["ssl.keystore.location"].endswith("/tls-combined.pem")
+    volume = next(v for v in m.one("StatefulSet")["spec"]["template"]["spec"]["volumes"]
+                  if v["name"] == "tls")
+    assert volume["secret"]["secretName"] == cert["secretName"]
+    # SSL everywhere: mutual TLS on the Raft plane; the brokers' principal is a super user
+    assert toml["listener.security.protocol.map"] == "CLIENT:SSL,CONTROLLER:SSL"
+    assert toml["listener.name.controller.ssl.client.auth"] == "required"
+    assert toml["listener.name.client.ssl.client.auth"] == "required"
+    assert toml["super.users"] == "User:CN=gregor;User:admin"
+    assert "sasl.enabled.mechanisms" not in toml
+    assert not [e for e in container(m)["env"] if "secretKeyRef" in e.get("valueFrom", {})]
+    # a scale-up changes the Certificate (cert-manager reissues it), not the pod template
+    bigger = render({"replicaCount": 5, "quorum": {"initialVoters": 3},
+                     "security": {"enabled": True, "protocol": "SSL",
+                                  "tls": {"certManager": {"enabled": True,
+                                                          "issuerRef": {"name": "ca"}}}}},
+                    namespace=NS)
+    assert f"gregor-4.{DOMAIN}" in bigger.one("Certificate")["spec"]["dnsNames"]
+
+
+def test_jaas_from_a_secret_key():
+    m = render(merged(SASL_SSL, {"security": {"sasl": {"jaasKey": "plain-jaas"},
+                                              "controller": {"protocol": "SSL"}}}),
+               namespace=NS)
+    env = env_of(m)
+    ref = env["GREGOR_KAFKA_LISTENER_NAME_CLIENT_PLAIN_SASL_JAAS_CONFIG"]["valueFrom"]
+    assert ref["secretKeyRef"] == {"name": "kafka-users", "key": "plain-jaas"}
+    assert "GREGOR_KAFKA_LISTENER_NAME_CONTROLLER_PLAIN_SASL_JAAS_CONFIG" not in env
+    assert not [k for k in env if k.startswith("SASL_USER_PASSWORD")]
+    script = container(m)["args"][0]
+    assert "PlainLoginModule" not in script
+
+
+def test_security_values_are_checked():
+    base = {"security": {"enabled": True}}
+    assert "existingSecret or security.tls.certManager.enabled" in render_error(base)
+    assert "issuerRef.name" in render_error(merged(base, {"security": {"tls": {
+        "certManager": {"enabled": True}}}}))
+    assert "security.sasl.existingSecret" in render_error(merged(base, {"security": {"tls": {
+        "existingSecret": "t"}}}))
+    assert "must be PLAINTEXT, SSL" in render_error(merged(SASL_SSL, {"security": {
+        "protocol": "TLS"}}))
+    assert "client or internal" in render_error(merged(SASL_SSL, {"security": {
+        "interBroker": {"listener": "both"}}}))
+    assert "not supported" in render_error(merged(SASL_SSL, {"security": {"sasl": {
+        "mechanisms": ["GSSAPI"]}}}))
+    assert "not a valid user name" in render_error(merged(SASL_SSL, {"security": {"sasl": {
+        "users": ["admin", "bad user"]}}}))
+    assert "clientAuth: required" in render_error({"security": {
+        "enabled": True, "protocol": "SSL", "tls": {"existingSecret": "t"},
+        "authorizer": {"enabled": True}}})
+    assert "authenticated inter-broker listener" in render_error({"security": {
+        "enabled": True, "protocol": "PLAINTEXT", "controller": {"protocol": "SSL"},
+        "tls": {"existingSecret": "t"}, "authorizer": {"enabled": True}}})
+
+
+def test_security_ci_values_render():
+    """helm/gregor/ci/*.yaml with security: the settings reach gregor.toml and the pods."""
+    m = render(files=[CHART / "ci" / "sasl-ssl-values.yaml"], namespace=NS)
+    toml = kafka_toml(m)
+    assert toml["super.users"] == "User:broker;User:admin;User:CN=ops,OU=platform,O=example"
+    assert toml["ssl.truststore.location"].endswith("/ca.pem")
+    assert toml["sasl.enabled.mechanisms"] == "SCRAM-SHA-512,PLAIN"
+    assert chart.init_containers(m)
+    m = render(files=[CHART / "ci" / "cert-manager-values.yaml"], namespace=NS)
+    assert m.one("Certificate", "events")["spec"]["secretTemplate"]["labels"] == \
+        {"team": "streaming"}
 
 
 # --- monitoring ---------------------------------------------------------------------------------

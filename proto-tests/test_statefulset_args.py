@@ -14,6 +14,12 @@ Ports are the rendered ones; the chart is rendered with free ephemeral ports in 
 The pods are probed the way the kubelet would probe them (the rendered readinessProbe), then
 Metadata, the quorum status, a provisioned topic and a new replication-factor-3 topic with
 produce and consume are checked.
+
+test_secured_pods_form_a_cluster does the same for a release with `security` on (SASL_SSL,
+the StandardAuthorizer): the Secrets the values name are given as files (a certificate for the
+pods' loopback addresses, signed by the session's test CA, and the users' passwords), Secret
+volumes become directories, secretKeyRefs their values, init containers run first, and
+gregor.toml's mount paths are mapped like the environment's.
 """
 import json
 import signal
@@ -30,9 +36,11 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import chart
+import wire
 from clients import LOG
 from cluster import wait_until
 from conftest import GREGOR_BIN, free_ports
+from security import certs, closed_without_answer, tls_context  # noqa: F401 (a fixture)
 
 NAMESPACE = "gregor-test"
 RELEASE = "gregor"
@@ -124,9 +132,11 @@ class Emulation:
                                   "Debian's default")
 
     def render(self, **values):
-        kafka, controller, admin = self.ports
-        values = {"ports": {"kafka": kafka, "controller": controller, "admin": admin},
-                  "logFormat": "text", **values}
+        kafka, controller, admin = self.ports[:3]
+        ports = {"kafka": kafka, "controller": controller, "admin": admin}
+        if len(self.ports) > 3:
+            ports["internal"] = self.ports[3]
+        values = {"ports": ports, "logFormat": "text", **values}
         return chart.render(values, release=RELEASE, namespace=NAMESPACE)
 
     def dns(self, manifests, count):
@@ -140,6 +150,7 @@ class Emulation:
         return table
 
     def emulate(self, what, argv, env, table, listens=True):
+        table = sorted(table, key=lambda t: -len(t[0]))  # /etc/gregor-tls before /etc/gregor
         new_env = {k: substitute(v, table) for k, v in env.items()}
         new_env["PATH"] = f"{self.bindir}:{DEBIAN_PATH}"
         new_argv = [substitute(a, table) for a in argv]
@@ -154,17 +165,61 @@ class Emulation:
         assert not leftover, f"{what}: unmapped addresses: {leftover}"
         return new_argv, new_env
 
-    def start_pod(self, manifests, i, replicas):
-        """Starts StatefulSet pod i of `manifests` (a release of `replicas` pods)."""
-        argv, env = chart.pod_process(manifests, i, NAMESPACE, pod_ip=pod_ip(i))
+    def volumes(self, manifests, i, workdir, table, secrets):
+        """The broker container's volumes as directories of `workdir`: ConfigMap and Secret
+        volumes written out (ConfigMap files with the substitutions of `table`, which gets
+        every mount), emptyDirs created; /tmp stays /tmp."""
+        dirs = {"/var/lib/gregor": workdir / "data", "/etc/gregor": workdir / "etc-gregor"}
+        mounts = [m for m in chart.pod_volumes(manifests, secrets) if m[0] != "/tmp"]
+        for path, name, _, _ in mounts:
+            d = dirs.setdefault(path, workdir / f"vol-{name}")
+            table.append((path, str(d)))
+        for c in chart.init_containers(manifests):
+            for path, name, _, _ in chart.pod_volumes(manifests, secrets, c=c):
+                if path not in dirs:
+                    dirs[path] = workdir / f"vol-{name}"
+                    table.append((path, str(dirs[path])))
+        ordered = sorted(table, key=lambda t: -len(t[0]))
+        for path, name, kind, files in mounts:
+            d = dirs[path]
+            d.mkdir(parents=True, exist_ok=True)
+            for f, content in (files or {}).items():
+                if kind == "configMap":
+                    new = substitute(content, ordered)
+                    if new != content:
+                        self.substitutions.append(f"pod {i}: file {path}/{f}: mount paths and "
+                                                  "addresses mapped as in the environment")
+                    leftover = [l for l in new.splitlines()
+                                if ".svc.cluster.local" in l or "0.0.0.0" in l]
+                    assert not leftover, f"pod {i}: {path}/{f}: unmapped addresses {leftover}"
+                    content = new
+                (d / f).write_text(content)
+                if kind == "secret":
+                    (d / f).chmod(0o440)
+        return dirs
+
+    def run_init_containers(self, manifests, i, table, secrets):
+        """Each init container's command, as in the pod (its volumes mapped like the broker's)."""
+        for c in chart.init_containers(manifests):
+            argv, env = chart.pod_process(manifests, i, NAMESPACE, pod_ip=pod_ip(i),
+                                          secrets=secrets, c=c)
+            argv, env = self.emulate(f"pod {i} init container {c['name']}", argv, env, table)
+            for path, name, _, _ in chart.pod_volumes(manifests, secrets, c=c):
+                Path(substitute(path, sorted(table, key=lambda t: -len(t[0])))).mkdir(
+                    parents=True, exist_ok=True)
+            res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+            assert res.returncode == 0, \
+                f"pod {i} init container {c['name']} exited {res.returncode}: {res.stderr}"
+
+    def start_pod(self, manifests, i, replicas, secrets=None):
+        """Starts StatefulSet pod i of `manifests` (a release of `replicas` pods); `secrets`:
+        {name: {key: value}}, the Secrets its env and volumes refer to."""
+        argv, env = chart.pod_process(manifests, i, NAMESPACE, pod_ip=pod_ip(i), secrets=secrets)
         workdir = self.tmp_path / f"pod-{i}"
-        (workdir / "etc-gregor").mkdir(parents=True)
-        for path, content in chart.configmap_files(manifests, "/etc/gregor").items():
-            (workdir / "etc-gregor" / Path(path).name).write_text(content)
-        table = self.dns(manifests, replicas) + [
-            ("0.0.0.0", pod_ip(i)),
-            ("/var/lib/gregor", str(workdir / "data")),
-            ("/etc/gregor", str(workdir / "etc-gregor"))]
+        workdir.mkdir(parents=True)
+        table = self.dns(manifests, replicas) + [("0.0.0.0", pod_ip(i))]
+        self.volumes(manifests, i, workdir, table, secrets)
+        self.run_init_containers(manifests, i, table, secrets)
         argv, env = self.emulate(f"pod {i}", argv, env, table)
         pod = Pod(i, argv, env, workdir)
         pod.ports, pod.manifests = self.ports, manifests
@@ -349,3 +404,105 @@ def test_scale_up_joins_new_pods(emulation):
     # the Job is safe to run again (every upgrade runs it): both steps are no-ops now
     again = emulation.run_job(after, 4, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+# --- with security on -------------------------------------------------------------------------
+
+USERS = {"admin": 'adm"in\\pw', "alice": "alice-pw"}  # JAAS quoting is exercised
+
+
+@pytest.fixture(scope="module")
+def pod_tls(certs):
+    """A Secret like cert-manager's for the pods: one certificate for every pod's (loopback)
+    address, signed by the test CA; tls.crt is the chain, tls-combined.pem the key + chain."""
+    sans = ",".join(f"IP:{pod_ip(i)}" for i in range(REPLICAS + 1))
+    certs._leaf("pods", "/O=gregor/OU=test/CN=gregor", "ca", san=sans)
+    key = Path(certs.key("pods")).read_text()
+    chain = Path(certs.chain("pods")).read_text()
+    return {"tls.key": key, "tls.crt": chain, "ca.crt": Path(certs.ca).read_text(),
+            "tls-combined.pem": key + chain}
+
+
+SECURED = {
+    "combined-keystore-internal-listener": {
+        "interBroker": {"listener": "internal"}, "controller": {"protocol": "SASL_SSL"},
+        "tls": {"existingSecret": "gregor-tls"}},
+    "init-container-keystore-mtls-controller": {
+        "controller": {"protocol": "SSL"},
+        "tls": {"existingSecret": "gregor-tls", "keystoreKey": "", "clientAuth": "requested"}},
+}
+
+
+@pytest.mark.parametrize("layout", sorted(SECURED))
+def test_secured_pods_form_a_cluster(request, tmp_path, certs, pod_tls, layout):
+    from security import TOPIC_AUTHORIZATION_FAILED, consume, produce
+    e = Emulation(tmp_path, free_on_every_pod_ip(4))
+    request.node._gregor_brokers = e.pods
+    try:
+        security = {"enabled": True, "protocol": "SASL_SSL",
+                    "sasl": {"existingSecret": "gregor-users", "users": ["admin", "alice"]},
+                    "authorizer": {"enabled": True}, **SECURED[layout]}
+        manifests = e.render(replicaCount=REPLICAS, security=security)
+        secrets = {"gregor-tls": pod_tls, "gregor-users": USERS}
+        pods = [e.start_pod(manifests, i, REPLICAS, secrets=secrets) for i in range(REPLICAS)]
+        wait_ready(pods)  # the probes stay on the plain admin port
+        check_secured_cluster(e, pods, certs, layout, TOPIC_AUTHORIZATION_FAILED, produce,
+                              consume)
+    finally:
+        print("\n".join(["emulated pods, substitutions:"] + e.substitutions))
+        errors = e.stop_all()
+    if errors:
+        pytest.fail("\n".join(errors))
+
+
+def check_secured_cluster(e, pods, certs, layout, topic_auth_failed, produce, consume):
+    kafka, controller = e.ports[0], e.ports[1]
+    bootstrap = ",".join(f"{pod_ip(p.ordinal)}:{kafka}" for p in pods)
+
+    def conf(user):
+        return {"bootstrap.servers": bootstrap, "security.protocol": "SASL_SSL",
+                "ssl.ca.location": certs.ca, "sasl.mechanisms": "PLAIN",
+                "sasl.username": user, "sasl.password": USERS[user]}
+
+    # Metadata over SASL_SSL (the pods' certificate verified for their addresses), as admin
+    # with the password the JAAS config quotes
+    admin = AdminClient({**conf("admin"), "logger": LOG})
+    md = admin.list_topics(timeout=20)
+    assert {b.id: (b.host, b.port) for b in md.brokers.values()} == \
+        {i + 1: (pod_ip(i), kafka) for i in range(len(pods))}
+    topic = f"sec-{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3,
+                                  config={"min.insync.replicas": "2"})])[topic].result(30)
+
+    def full_isr():  # followers fetch over the secured inter-broker listener
+        t = admin.list_topics(topic=topic, timeout=10).topics[topic]
+        return (t.error is None and len(t.partitions) == 3
+                and all(len(p.isrs) == 3 for p in t.partitions.values()))
+    wait_until(full_isr, 30, f"{topic}: 3 in-sync replicas per partition")
+    sent = [f"m{i}".encode() for i in range(100)]
+    acked, failed, _ = produce(conf("admin"), topic, sent, partition=1)
+    assert len(acked) == len(sent) and not failed, failed[:3]
+    got, errors = consume(conf("admin"), topic, len(sent), partition=1)
+    assert got == sent, errors
+
+    # alice logs in but has no ACL: the authorizer refuses her
+    acked, failed, _ = produce(conf("alice"), topic, [b"x"], timeout=10)
+    assert not acked and {f.code() for f in failed} == {topic_auth_failed}, failed
+
+    # nothing speaks plaintext: the Kafka port and the Raft port close on a plain request
+    for port in (kafka, controller) + ((e.ports[3],) if "internal" in layout else ()):
+        with socket.create_connection((pod_ip(0), port), timeout=5) as s:
+            s.sendall(wire.frame(wire.api_versions_v0(1)))
+            closed = closed_without_answer(s, timeout=5)
+            assert closed == b"" or closed[0] == 0x15, (port, closed[:16])
+    # the Raft plane speaks TLS with the pods' certificate (a broker's own for mutual TLS)
+    ctx = tls_context(certs, client="pods")
+    with socket.create_connection((pod_ip(1), controller), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname=pod_ip(1)) as s:
+            assert s.version() in ("TLSv1.2", "TLSv1.3")
+    statuses = [raft_status(p) for p in pods]
+    assert len({s["leader"] for s in statuses}) == 1
+    assert all(len(s["voters"]) == 3 for s in statuses)
+    for p in pods:
+        log = p.log_path.read_text(errors="replace")
+        assert "alice-pw" not in log and "adm" + '"in' not in log, f"pod {p.ordinal} log"
