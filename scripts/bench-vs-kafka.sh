@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
 # Gregor and Apache Kafka side by side on this machine, with the same client and workloads
-# (issue 7): W1-W6 plus Kafka's own perf-test tools, alternating Gregor/Kafka, 3 repetitions.
+# (issue 7): W1-W6 plus Kafka's own perf-test tools, and SEC (the cost of TLS and of ACLs),
+# alternating Gregor/Kafka, 3 repetitions.
 # Writes docs/bench/REPORT.md, PNG charts and results.json. It reports; it never fails on a
 # number (a failed run is recorded in the report), and it is not part of .ci/run.
 #
-#   scripts/bench-vs-kafka.sh                     full size (about 35-45 minutes on 2 cores)
+#   scripts/bench-vs-kafka.sh                     full size (about 35-45 minutes on 2 cores,
+#                                                 of which SEC about 10)
 #   BENCH_SCALE=0.05 BENCH_REPS=1 scripts/bench-vs-kafka.sh      a smoke run (a few minutes)
+#   BENCH_WORKLOADS=SEC BENCH_MERGE=1 scripts/bench-vs-kafka.sh  SEC alone, merged into the
+#                                                 existing results.json (other runs kept)
 #   scripts/bench-vs-kafka.sh --report-only       re-render the report from results.json
 #
 # What it installs, by itself: Apache Kafka's jars from Maven Central only
 # (mvn dependency:copy-dependencies with bench/kafka/pom.xml, into .deps/kafka-bench/), the
 # gregor-bench load generator (bench/, the rdkafka crate), and matplotlib in .deps/bench-venv.
-# Needs a JDK 17+ and Maven (installed from Debian's packages when missing).
+# Needs a JDK 17+, Maven, and OpenSSL's headers for librdkafka's TLS plus the openssl CLI for
+# SEC's certificates (installed from Debian's packages when missing).
 #
-# Environment: BENCH_SCALE, BENCH_REPS, BENCH_WORKLOADS (W1,W2,W3,W4,W5,W6,PERF), BENCH_OUT,
-# BENCH_W6_KAFKA, KAFKA_HEAP (1g), KAFKA_VERSION (the pom's), GREGOR_BIN; see
-# scripts/bench_vs_kafka.py.
+# Environment: BENCH_SCALE, BENCH_REPS, BENCH_WORKLOADS (W1,W2,W3,W4,W5,W6,PERF,SEC), BENCH_OUT,
+# BENCH_MERGE, BENCH_SEC_MODES, BENCH_W6_KAFKA, KAFKA_HEAP (1g), KAFKA_VERSION (the pom's),
+# GREGOR_BIN; see scripts/bench_vs_kafka.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,10 +42,11 @@ fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
-if ! command -v mvn >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1; then
+if ! command -v mvn >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1 \
+        || ! command -v openssl >/dev/null 2>&1 || ! pkg-config --exists openssl 2>/dev/null; then
     $SUDO apt-get update
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends \
-        maven default-jdk-headless
+        maven default-jdk-headless openssl libssl-dev pkg-config
 fi
 
 # Apache Kafka: the broker, the storage tool and the perf-test tools, one classpath.
@@ -65,7 +71,8 @@ setup_python
 
 GREGOR_BIN=${GREGOR_BIN:-target/release/gregor}
 [ -x "$GREGOR_BIN" ] || cargo build --release --locked
-# target/rdkafka: shared with examples/chat, so librdkafka compiles once for both
+# target/rdkafka: shared with examples/chat (gregor-bench's librdkafka has OpenSSL, chat's
+# does not, so each has its own build of it there)
 cargo build --release -q --manifest-path bench/Cargo.toml --target-dir target/rdkafka
 
 export KAFKA_LIB GREGOR_BIN BENCH_OUT="$OUT" BENCH_BIN=target/rdkafka/release/gregor-bench

@@ -16,6 +16,18 @@ fresh broker with a fresh data directory:
   W5   idle broker with 100 topics x 6 partitions: RSS; startup to first acknowledged produce
   W6   3 brokers, RF 3, acks=all, produce throughput
   PERF Kafka's own kafka-producer-perf-test / kafka-consumer-perf-test on the W1/W3 workload
+  SEC  the cost of TLS and of ACLs: W1's produce (acks=1, 1 KiB, linger 5 ms, lz4, 6
+       partitions) and W3's consume of it, on brokers whose only listener is
+         PLAINTEXT
+         SSL              TLS with server authentication only (ssl.client.auth=none)
+         SASL_PLAINTEXT   SASL PLAIN as user "bench", no authorizer
+         SASL_PLAINTEXT+ACL   the same with the StandardAuthorizer, super.users=User:admin and
+                          ACLs granting User:bench WRITE, READ and DESCRIBE on the topics and
+                          READ on the consumer group (created by the admin with Kafka's
+                          AclCommand)
+       Certificates are made with the openssl CLI in the work directory (a CA, and one PEM
+       keystore holding the server's PKCS#8 key and certificate chain). Each (broker, mode)
+       is a fresh broker; the modes run in turn, reversed every other repetition.
 
 The load generator is bench/ (gregor-bench, librdkafka through the rdkafka crate). For each run
 the driver records the broker's CPU seconds (utime+stime from /proc/PID/stat), its peak RSS
@@ -24,9 +36,12 @@ RssFile seen (sampled every 100 ms): Gregor maps its segments for reads, so RssF
 cache the kernel can drop, while RssAnon is the process's own memory.
 
 Environment:
-  BENCH_SCALE=1      multiplies W1/W2/W3/W6/PERF sizes and W4's duration (0.05 for a smoke run)
+  BENCH_SCALE=1      multiplies W1/W2/W3/W6/PERF/SEC sizes and W4's duration (0.05: a smoke run)
   BENCH_REPS=3       repetitions per workload and broker
-  BENCH_WORKLOADS    comma-separated subset of W1,W2,W3,W4,W5,W6,PERF (W3 runs with W1)
+  BENCH_WORKLOADS    comma-separated subset of W1,W2,W3,W4,W5,W6,PERF,SEC (W3 runs with W1)
+  BENCH_MERGE=1      keep the other workloads' runs of an existing BENCH_OUT/results.json (a
+                     re-run of some workloads, e.g. SEC alone); their meta goes to meta.reruns
+  BENCH_SEC_MODES    comma-separated subset of PLAINTEXT,SSL,SASL_PLAINTEXT,SASL_PLAINTEXT+ACL
   BENCH_OUT          output directory (docs/bench)
   BENCH_WORKDIR      where data directories go (a fresh temporary directory)
   BENCH_W6_KAFKA=1   also run the 3-node Kafka cluster for W6 (0: Gregor only)
@@ -58,7 +73,7 @@ GiB = 1 << 30
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 WORKLOADS = [w.strip().upper() for w in
-             os.environ.get("BENCH_WORKLOADS", "W1,W2,W3,W4,W5,W6,PERF").split(",") if w.strip()]
+             os.environ.get("BENCH_WORKLOADS", "W1,W2,W3,W4,W5,W6,PERF,SEC").split(",") if w.strip()]
 OUT = Path(os.environ.get("BENCH_OUT", REPO / "docs" / "bench"))
 KAFKA_HEAP = os.environ.get("KAFKA_HEAP", "1g")
 KAFKA_LIB = Path(os.environ.get("KAFKA_LIB", REPO / ".deps" / "kafka-bench" / "kafka-4.3.1"))
@@ -86,6 +101,22 @@ W5_IDLE_S = float(os.environ.get("BENCH_W5_IDLE_S", "10"))
 WARMUP_BYTES = min(64 << 20, W1_BYTES)
 W6_WARMUP_BYTES = min(16 << 20, W6_BYTES)
 CLIENT_TIMEOUT_S = 1800
+MERGE = os.environ.get("BENCH_MERGE", "0") == "1"
+
+# SEC: security modes (id tag, mode); the bytes produced per run are W1's.
+SEC_MODES = [("PLAINTEXT", "PLAINTEXT"), ("SSL", "SSL"), ("SASL", "SASL_PLAINTEXT"),
+             ("ACL", "SASL_PLAINTEXT+ACL")]
+_sec_only = [m.strip().upper() for m in os.environ.get("BENCH_SEC_MODES", "").split(",") if m.strip()]
+if _sec_only:
+    SEC_MODES = [(t, m) for t, m in SEC_MODES if m in _sec_only]
+SEC_BYTES = W1_BYTES
+SEC_GROUP = "gregor-bench"  # the group id of gregor-bench's consumers
+STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+PLAIN_LOGIN = "org.apache.kafka.common.security.plain.PlainLoginModule"
+SEC_USERS = {"admin": "admin-secret", "bench": "bench-secret"}
+# The broker's JAAS config for PLAIN: its own identity (admin) and the accepted users.
+SEC_JAAS = (f'{PLAIN_LOGIN} required username="admin" password="{SEC_USERS["admin"]}" '
+            + " ".join(f'user_{u}="{pw}"' for u, pw in SEC_USERS.items()) + ";")
 
 # Kafka's bin/kafka-server-start.sh defaults (KAFKA_HEAP_OPTS and KAFKA_JVM_PERFORMANCE_OPTS).
 KAFKA_JVM_OPTS = [f"-Xmx{KAFKA_HEAP}", f"-Xms{KAFKA_HEAP}", "-server", "-XX:+UseG1GC",
@@ -219,6 +250,10 @@ class Broker:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.procs = []
+        # librdkafka properties (gregor-bench -X) for the load generator and for the admin
+        # (topic creation); set by SEC for its listeners.
+        self.client_config = {}
+        self.admin_config = {}
 
     @property
     def pids(self):
@@ -269,11 +304,20 @@ def wait_for_log(path, needle, proc, timeout):
 class GregorSingle(Broker):
     name = "gregor"
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, security=None):
+        """security: broker settings by Kafka's names (see sec_broker_config); its listener's
+        port is taken from {port}."""
         super().__init__(workdir)
         self.port, self.cport, self.aport = free_ports(3)
         self.data_dir = self.workdir / "data"
         self.log_path = self.workdir / "gregor.log"
+        self.env = dict(os.environ)
+        for k, v in (security or {}).items():
+            # GREGOR_KAFKA_<KEY>: upper case, dots as underscores. Gregor reads the `_` of a
+            # listener name back as `.` too (listener.name.sasl.plaintext.plain...), which it
+            # accepts for listener.name.sasl_plaintext.plain...
+            self.env["GREGOR_KAFKA_" + k.upper().replace(".", "_")] = \
+                str(v).replace("{port}", str(self.port))
 
     @property
     def bootstrap(self):
@@ -286,7 +330,7 @@ class GregorSingle(Broker):
             [str(GREGOR_BIN), "serve", "--data-dir", str(self.data_dir),
              "--listen", self.bootstrap, "--controller-listen", f"127.0.0.1:{self.cport}",
              "--admin-listen", f"127.0.0.1:{self.aport}"],
-            stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
+            stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, env=self.env)
         logf.close()
         self.procs = [proc]
         return proc
@@ -313,9 +357,13 @@ class KafkaNodeSet(Broker):
     """Apache Kafka in KRaft combined mode (broker + controller in each process), n nodes."""
     name = "kafka"
 
-    def __init__(self, workdir, nodes=1):
+    def __init__(self, workdir, nodes=1, security=None):
+        """security (one node): broker settings by Kafka's names (sec_broker_config), whose
+        `listeners` replaces the PLAINTEXT listener; the CONTROLLER listener stays
+        PLAINTEXT."""
         super().__init__(workdir)
         self.n = nodes
+        self.security = dict(security or {})
         ports = free_ports(2 * nodes)
         self.ports, self.cports = ports[:nodes], ports[nodes:]
         self.cluster_id = _kafka_cluster_id()
@@ -347,6 +395,13 @@ class KafkaNodeSet(Broker):
             "share.coordinator.state.topic.replication.factor": rf,
             "share.coordinator.state.topic.min.isr": min(2, rf),
         }
+        if self.security:
+            sec = {k: str(v).replace("{port}", str(self.ports[i])) for k, v in self.security.items()}
+            name = sec["listeners"].split("://")[0]
+            props.update(sec)
+            props["listeners"] = f"{sec['listeners']},CONTROLLER://127.0.0.1:{self.cports[i]}"
+            props["advertised.listeners"] = sec["listeners"]
+            props["listener.security.protocol.map"] = f"CONTROLLER:PLAINTEXT,{name}:{name}"
         path = self.workdir / f"node-{node}" / "server.properties"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
@@ -465,7 +520,10 @@ def run_client(cmd, timeout=CLIENT_TIMEOUT_S):
     """Runs a client to completion; returns (stdout, client CPU seconds)."""
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        # RUST_LIB_BACKTRACE=0: gregor-bench's errors without a backtrace (which would push
+        # the message out of the tail kept below when RUST_BACKTRACE is set).
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                             env=dict(os.environ, RUST_LIB_BACKTRACE="0"))
     except subprocess.TimeoutExpired as e:
         raise RuntimeError(f"{cmd[0]} timed out after {timeout} s:\n{(e.stdout or '')[-1500:]}\n"
                            f"{(e.stderr or '')[-1500:]}") from None
@@ -477,8 +535,19 @@ def run_client(cmd, timeout=CLIENT_TIMEOUT_S):
     return res.stdout, round(cpu, 3)
 
 
-def bench(broker, *args, timeout=CLIENT_TIMEOUT_S):
-    out, cpu = run_client([str(BENCH_BIN), "--bootstrap", broker.bootstrap, *map(str, args)], timeout)
+def client_args(config):
+    """gregor-bench's -X options for librdkafka properties; with any, librdkafka's errors go
+    to stderr too (shown when a run fails)."""
+    args = [a for k, v in config.items() for a in ("-X", f"{k}={v}")]
+    return args + ["--log", "warn"] if args else []
+
+
+def bench(broker, *args, timeout=CLIENT_TIMEOUT_S, admin=False):
+    """Runs gregor-bench against the broker, as its load generator's identity (or, with
+    admin=True, the admin's)."""
+    config = broker.admin_config if admin else broker.client_config
+    out, cpu = run_client([str(BENCH_BIN), "--bootstrap", broker.bootstrap, *client_args(config),
+                           *map(str, args)], timeout)
     result = parse_result(out)
     result["client_cpu_s"] = cpu
     return result
@@ -486,7 +555,7 @@ def bench(broker, *args, timeout=CLIENT_TIMEOUT_S):
 
 def create_topic(broker, name, partitions=PARTITIONS, rf=1, count=1):
     return bench(broker, "create-topics", "--prefix", name, "--count", count,
-                 "--partitions", partitions, "--replication-factor", rf, timeout=300)
+                 "--partitions", partitions, "--replication-factor", rf, timeout=300, admin=True)
 
 
 def produce(broker, topic, nbytes, msg_size=1024, acks="1", linger=5, compression="lz4",
@@ -724,6 +793,200 @@ def run_perf(kind, workdir):
         b.stop(kill=True)
 
 
+# ------------------------------------------------------------------------------------------
+# SEC: TLS and ACLs
+
+class SecCerts:
+    """A CA and a server certificate for 127.0.0.1/localhost, made with the openssl CLI:
+    `ca` (ca.pem, the truststore) and `keystore` (server-keystore.pem: the EC P-256 key,
+    unencrypted PKCS#8, then the certificate chain), as Kafka's PEM keystores
+    (ssl.keystore.type=PEM) and Gregor take them."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "req.cnf").write_text("[req]\ndistinguished_name=dn\nprompt=no\n[dn]\n")
+        self._key("ca")
+        (self.root / "ca.ext").write_text(
+            "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
+            "subjectKeyIdentifier=hash\n")
+        self._run("req", "-new", "-key", "ca.key", "-subj", "/O=gregor-bench/CN=Bench CA",
+                  "-config", "req.cnf", "-out", "ca.csr")
+        self._run("x509", "-req", "-in", "ca.csr", "-signkey", "ca.key", "-days", "3650",
+                  "-sha256", "-extfile", "ca.ext", "-out", "ca.pem")
+        self._key("server")
+        (self.root / "server.ext").write_text(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+            "extendedKeyUsage=serverAuth\nauthorityKeyIdentifier=keyid\n"
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        self._run("req", "-new", "-key", "server.key", "-subj", "/O=gregor-bench/CN=localhost",
+                  "-config", "req.cnf", "-out", "server.csr")
+        self._run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                  "-set_serial", str(uuid.uuid4().int >> 64), "-days", "825", "-sha256",
+                  "-extfile", "server.ext", "-out", "server.crt")
+        self.ca = self.root / "ca.pem"
+        self.keystore = self.root / "server-keystore.pem"
+        self.keystore.write_text("".join((self.root / f).read_text()
+                                         for f in ("server.key", "server.crt", "ca.pem")))
+
+    def _key(self, name):
+        self._run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                  "-out", f"{name}.key")
+
+    def _run(self, *args):
+        res = subprocess.run(["openssl", *args], cwd=self.root, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"openssl {' '.join(args)}: {res.stderr}")
+
+
+_SEC_CERTS = []
+
+
+def sec_certs():
+    if not _SEC_CERTS:
+        _SEC_CERTS.append(SecCerts(OUT_WORK / "certs"))
+    return _SEC_CERTS[0]
+
+
+def sec_broker_config(mode, certs):
+    """The broker's settings for a SEC mode, by Kafka's names ({port}: the listener's port),
+    the same for Gregor and Kafka; None for PLAINTEXT (each broker's defaults, as W1)."""
+    if mode == "PLAINTEXT":
+        return None
+    if mode == "SSL":
+        return {"listeners": "SSL://127.0.0.1:{port}", "inter.broker.listener.name": "SSL",
+                "ssl.keystore.type": "PEM", "ssl.keystore.location": str(certs.keystore),
+                "ssl.truststore.type": "PEM", "ssl.truststore.location": str(certs.ca),
+                "ssl.client.auth": "none"}
+    cfg = {"listeners": "SASL_PLAINTEXT://127.0.0.1:{port}",
+           "inter.broker.listener.name": "SASL_PLAINTEXT",
+           "sasl.enabled.mechanisms": "PLAIN",
+           # Kafka's default is GSSAPI; Gregor's is PLAIN.
+           "sasl.mechanism.inter.broker.protocol": "PLAIN",
+           "listener.name.sasl_plaintext.plain.sasl.jaas.config": SEC_JAAS}
+    if mode == "SASL_PLAINTEXT+ACL":
+        cfg["authorizer.class.name"] = STANDARD_AUTHORIZER
+        cfg["super.users"] = "User:admin"
+    return cfg
+
+
+def sec_client_config(mode, certs, user):
+    """librdkafka's properties for a SEC mode, as `user`."""
+    if mode == "PLAINTEXT":
+        return {}
+    if mode == "SSL":
+        # ssl.endpoint.identification.algorithm is https by default: the certificate's SAN
+        # IP:127.0.0.1 is checked too.
+        return {"security.protocol": "SSL", "ssl.ca.location": str(certs.ca)}
+    return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+            "sasl.username": user, "sasl.password": SEC_USERS[user]}
+
+
+def sec_make_broker(kind, workdir, mode, certs):
+    security = sec_broker_config(mode, certs)
+    if kind == "gregor":
+        b = GregorSingle(workdir, security)
+    else:
+        if security and "authorizer.class.name" in security:
+            # Kafka authorizes its broker's registration with its controller (CLUSTER_ACTION)
+            # on the controller listener, which stays PLAINTEXT: there the broker is
+            # User:ANONYMOUS. Clients reach only the SASL listener, where nobody is anonymous.
+            # (Gregor's single node has no such network hop.)
+            security = dict(security, **{"super.users": "User:admin;User:ANONYMOUS"})
+        b = KafkaNodeSet(workdir, 1, security)
+    b.client_config = sec_client_config(mode, certs, "bench")
+    b.admin_config = sec_client_config(mode, certs, "admin")
+    return b
+
+
+def sec_add_acls(broker, topics):
+    """As the admin, with Kafka's own AclCommand (the same tool for both brokers): User:bench
+    may WRITE, READ and DESCRIBE the topics and READ the consumer group."""
+    props = broker.workdir / "admin.properties"
+    props.write_text(
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\n"
+        f'sasl.jaas.config={PLAIN_LOGIN} required username="admin" '
+        f'password="{SEC_USERS["admin"]}";\n')
+    common = ["--bootstrap-server", broker.bootstrap, "--command-config", props, "--add",
+              "--allow-principal", "User:bench"]
+    # Two commands: AclCommand applies every --operation to every resource given, and WRITE
+    # is no operation on a group.
+    java_tool("org.apache.kafka.tools.AclCommand", *common,
+              *[a for t in topics for a in ("--topic", t)],
+              "--operation", "Write", "--operation", "Read", "--operation", "Describe",
+              timeout=180)
+    java_tool("org.apache.kafka.tools.AclCommand", *common, "--group", SEC_GROUP,
+              "--operation", "Read", timeout=180)
+
+
+def sec_checks(broker, mode, certs):
+    """Evidence that the mode is what it says, recorded with the run: for SSL the protocol
+    and cipher that `openssl s_client` negotiates, and that a plaintext client is refused;
+    for the ACL mode that User:bench is refused what no ACL grants (creating a topic)."""
+    out = {}
+    if mode == "SSL":
+        res = subprocess.run(["openssl", "s_client", "-connect", broker.bootstrap,
+                              "-servername", "localhost", "-CAfile", str(certs.ca),
+                              "-verify_return_error", "-brief"],
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+        text = res.stdout + res.stderr
+        proto = re.search(r"Protocol version: (\S+)", text)
+        cipher = re.search(r"Ciphersuite: (\S+)", text)
+        verified = "Verification: OK" in text
+        if not (proto and cipher and verified):
+            raise RuntimeError(f"TLS check failed against {broker.bootstrap}:\n{text[-2000:]}")
+        out["tls"] = f"{proto.group(1)} {cipher.group(1)}"
+        try:
+            refused = subprocess.run([str(BENCH_BIN), "--bootstrap", broker.bootstrap,
+                                      "create-topics", "--prefix", "plaintext-client",
+                                      "--timeout-s", "5"],
+                                     capture_output=True, text=True, timeout=60).returncode != 0
+        except subprocess.TimeoutExpired:
+            refused = True
+        if not refused:
+            raise RuntimeError("a plaintext client created a topic on the SSL listener")
+        out["plaintext_client_refused"] = 1
+    if mode == "SASL_PLAINTEXT+ACL":
+        res = subprocess.run([str(BENCH_BIN), "--bootstrap", broker.bootstrap,
+                              *client_args(broker.client_config), "create-topics",
+                              "--prefix", "not-granted", "--timeout-s", "20"],
+                             capture_output=True, text=True, timeout=60,
+                             env=dict(os.environ, RUST_LIB_BACKTRACE="0"))
+        if res.returncode == 0:
+            raise RuntimeError("User:bench created a topic that no ACL allows")
+        if "authorization failed" not in (res.stdout + res.stderr).lower():
+            raise RuntimeError("creating a topic as User:bench failed, but not for want of "
+                               f"an ACL:\n{res.stdout[-1500:]}\n{res.stderr[-1500:]}")
+        out["unauthorized_create_refused"] = 1
+    return out
+
+
+def run_sec(kind, workdir, tag, mode):
+    """One SEC mode on a fresh broker: W1's produce and W3's consume of it."""
+    certs = sec_certs()
+    b = sec_make_broker(kind, workdir, mode, certs)
+    b.start()
+    try:
+        create_topic(b, "warmup")
+        create_topic(b, "sec")
+        if mode == "SASL_PLAINTEXT+ACL":
+            sec_add_acls(b, ["warmup", "sec"])
+        checks = sec_checks(b, mode, certs)
+        # As in W1: the same load first, on a topic of its own (JIT, page cache; and here
+        # the TLS and SASL paths), not measured.
+        produce(b, "warmup", WARMUP_BYTES)
+        p = measure(b, lambda: produce(b, "sec", SEC_BYTES))
+        n = int(p["messages"])
+        c = measure(b, lambda: bench(b, "consume", "--topic", "sec", "--messages", n,
+                                     "--consumers", CONSUMERS))
+        for m in (p, c):
+            m["mode"] = mode
+            m.update(checks)
+        return {f"SEC-{tag}-P": p, f"SEC-{tag}-C": c}
+    finally:
+        b.stop(kill=True)
+
+
 def du_mb(path):
     total = 0
     for root, _, files in os.walk(path):
@@ -770,12 +1033,20 @@ def machine_info():
                   "W4_rate": W4_RATE, "W4_seconds": W4_SECONDS, "W4_warmup_s": W4_WARMUP_S,
                   "W4b_seconds": W4B_SECONDS, "producers": PRODUCERS, "consumers": CONSUMERS,
                   "W5_topics": W5_TOPICS, "W5_idle_s": W5_IDLE_S, "warmup_bytes": WARMUP_BYTES,
-                  "W6_warmup_bytes": W6_WARMUP_BYTES},
+                  "W6_warmup_bytes": W6_WARMUP_BYTES, "SEC_bytes": SEC_BYTES,
+                  "SEC_modes": [m for _, m in SEC_MODES]},
         "loadavg_start": os.getloadavg(),
     }
 
 
 OUT_WORK = None
+
+
+def workload_of(wid):
+    """The BENCH_WORKLOADS entry that produces a result id (W3 runs with W1)."""
+    if wid.startswith("SEC-"):
+        return "SEC"
+    return {"W3": "W1", "W4b": "W4", "PERF-P": "PERF", "PERF-C": "PERF"}.get(wid, wid)
 
 
 def main():
@@ -791,25 +1062,39 @@ def main():
     GREGOR_BIN = snap
     results = {"meta": info, "runs": []}
     results_path = OUT / "results.json"
+    if MERGE and results_path.exists():
+        # Keep the other workloads' runs and meta; this run's meta goes to meta.reruns.
+        old = json.loads(results_path.read_text())
+        mine = {workload_of(w) for w in WORKLOADS}
+        results = {"meta": old["meta"],
+                   "runs": [r for r in old["runs"] if workload_of(r["workload"]) not in mine]}
+        reruns = results["meta"].setdefault("reruns", {})
+        for w in sorted(mine):
+            reruns[w] = info
 
     plan = []
-    for w in ("W1", "W2", "W4", "W5", "W6", "PERF"):
+    for w in ("W1", "W2", "W4", "W5", "W6", "PERF", "SEC"):
         if w == "W1" and not ({"W1", "W3"} & set(WORKLOADS)):
             continue
         if w != "W1" and w not in WORKLOADS:
             continue
         for rep in range(1, REPS + 1):
-            for kind in ("gregor", "kafka"):
-                if w == "W6" and kind == "kafka" and not W6_KAFKA:
-                    continue
-                plan.append((w, rep, kind))
+            # SEC: the modes in turn, reversed every other repetition, so that a drift in the
+            # machine's load does not favour one mode (the ACL comparison is 5%).
+            modes = [None] if w != "SEC" else SEC_MODES if rep % 2 else SEC_MODES[::-1]
+            for mode in modes:
+                for kind in ("gregor", "kafka"):
+                    if w == "W6" and kind == "kafka" and not W6_KAFKA:
+                        continue
+                    plan.append((w, rep, kind, mode))
     log(f"work dir {work}; {len(plan)} runs; scale {SCALE}, {REPS} reps")
 
     started = time.monotonic()
-    for i, (w, rep, kind) in enumerate(plan, 1):
-        run_dir = work / f"{w}-{rep}-{kind}"
+    for i, (w, rep, kind, mode) in enumerate(plan, 1):
+        label = w if mode is None else f"{w} {mode[1]}"
+        run_dir = work / (f"{w}-{rep}-{kind}" if mode is None else f"{w}-{mode[0]}-{rep}-{kind}")
         t = time.monotonic()
-        log(f"({i}/{len(plan)}) {w} rep {rep} on {kind}")
+        log(f"({i}/{len(plan)}) {label} rep {rep} on {kind}")
         try:
             if w == "W1":
                 out = run_w1_w3(kind, run_dir, "W3" in WORKLOADS)
@@ -821,6 +1106,8 @@ def main():
                 out = run_w5(kind, run_dir)
             elif w == "W6":
                 out = run_w6(kind, run_dir)
+            elif w == "SEC":
+                out = run_sec(kind, run_dir, *mode)
             else:
                 out = run_perf(kind, run_dir)
             for wid, metrics in out.items():
@@ -832,15 +1119,16 @@ def main():
             msg = str(e)
             log(f"    FAILED: {msg[:3000]}")
             wids = {"W1": ["W1", "W3"] if "W3" in WORKLOADS else ["W1"], "W4": ["W4", "W4b"],
-                    "PERF": ["PERF-P", "PERF-C"]}.get(w, [w])
+                    "PERF": ["PERF-P", "PERF-C"],
+                    "SEC": [f"SEC-{mode[0]}-P", f"SEC-{mode[0]}-C"] if mode else []}.get(w, [w])
             for wid in wids:
                 results["runs"].append({"workload": wid, "broker": kind, "rep": rep, "ok": False,
                                         "error": msg[:4000]})
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
         log(f"    {time.monotonic() - t:.0f} s (total {time.monotonic() - started:.0f} s)")
-        results["meta"]["wall_s"] = round(time.monotonic() - started, 1)
-        results["meta"]["loadavg_end"] = os.getloadavg()
+        info["wall_s"] = round(time.monotonic() - started, 1)
+        info["loadavg_end"] = os.getloadavg()
         results_path.write_text(json.dumps(results, indent=1))
 
     shutil.rmtree(work, ignore_errors=True)
