@@ -105,7 +105,14 @@ WORKLOAD_TEXT = {
     "W6r": "W6 again, run separately later with a newer Gregor ({rerun_w6})",
     "PERF-P": "kafka-producer-perf-test (ProducerPerformance, Java client), W1's records: acks=1, linger 5 ms, lz4",
     "PERF-C": "kafka-consumer-perf-test (ConsumerPerformance, Java client) reading PERF-P's topic",
+    "SEC": "W1's produce ({SEC}, acks=1, 1 KiB, linger 5 ms, lz4, 6 partitions) and W3's consume of "
+           "it, over PLAINTEXT, SSL (TLS, server authentication only), SASL_PLAINTEXT (PLAIN) without "
+           "an authorizer, and SASL_PLAINTEXT with the StandardAuthorizer and ACLs: see *Security*",
 }
+
+# SEC: (id tag, mode as shown); produce is SEC-<tag>-P, consume SEC-<tag>-C.
+SEC_MODES = [("PLAINTEXT", "PLAINTEXT"), ("SSL", "SSL"), ("SASL", "SASL_PLAINTEXT"),
+             ("ACL", "SASL_PLAINTEXT + ACLs")]
 
 BYTES_PER_MSG = {"W1": 1024, "W2": 100, "W6": 1024, "PERF-P": 1024}
 
@@ -133,8 +140,9 @@ def derive(run):
     w = run["workload"]
     if "broker_cpu_s" in m:
         gb = None
-        if w in BYTES_PER_MSG and "messages" in m:
-            gb = m["messages"] * BYTES_PER_MSG[w] / 1e9
+        per_msg = BYTES_PER_MSG.get(w, 1024 if w.startswith("SEC-") and w.endswith("-P") else None)
+        if per_msg and "messages" in m:
+            gb = m["messages"] * per_msg / 1e9
         elif "bytes" in m:
             gb = m["bytes"] / 1e9
         if gb:
@@ -199,6 +207,121 @@ def table(runs):
         if goal:
             summary.append((w, label, goal[2], gm, km, ratio, status))
     return "\n".join(lines), summary
+
+
+def median(vals):
+    return statistics.median(vals) if vals else None
+
+
+def ratio_text(a, b):
+    return f"{a / b:.2f}×" if a is not None and b else "–"
+
+
+ACL_GOAL = 0.95  # produce with the authorizer on, over produce without it: within 5%
+
+
+def sec_acl_ratio(runs, broker):
+    """Median produce MB/s with the ACL authorizer on over the median without (SASL_PLAINTEXT
+    both), or None."""
+    off = median(values(runs, "SEC-SASL-P", broker, "mb_per_s"))
+    on = median(values(runs, "SEC-ACL-P", broker, "mb_per_s"))
+    return on / off if off and on is not None else None
+
+
+def sec_section(runs, meta):
+    """The SEC workload: TLS and ACLs against each broker's PLAINTEXT, and Gregor/Kafka."""
+    present = [(t, m) for t, m in SEC_MODES
+               if any(r["workload"] in (f"SEC-{t}-P", f"SEC-{t}-C") for r in runs)]
+    if not present:
+        return []
+    sec_meta = meta.get("reruns", {}).get("SEC", meta)
+    sizes = sec_meta.get("sizes", meta["sizes"])
+    L = ["## Security: the cost of TLS and of ACLs (SEC)\n"]
+    if sec_meta is not meta:
+        L.append(f"Run separately from the rest of this report: Gregor `{sec_meta['gregor_commit']}` "
+                 f"(binary built {sec_meta['gregor_binary_mtime']} UTC), on {sec_meta['date_utc']} UTC, "
+                 f"scale {sec_meta['scale']:g}, {sec_meta['reps']} repetitions, "
+                 f"{sec_meta.get('wall_s', 0) / 60:.0f} min; 1-minute load average "
+                 f"{sec_meta['loadavg_start'][0]:.1f} at the start, "
+                 f"{sec_meta.get('loadavg_end', [0])[0]:.1f} at the end.\n")
+    if sec_meta.get("scale", 1) < 1:
+        L.append(f"> **Scaled down:** `BENCH_SCALE={sec_meta['scale']:g}`: these numbers are a smoke "
+                 "test, not a measurement.\n")
+    L.append(f"W1's load ({human_bytes(sizes.get('SEC_bytes', sizes['W1_bytes']))} of 1 KiB messages, "
+             "acks=1, linger 5 ms, lz4, 6 partitions, "
+             f"{sizes.get('producers', 1)} producers), then W3's consume of it "
+             f"({sizes.get('consumers', 1)} consumers), on a fresh broker per mode whose only client "
+             "listener is the mode's, after the same warm-up as W1 over the same listener. Each "
+             "broker's own PLAINTEXT run is the baseline (×PLAINTEXT). Both brokers get the same "
+             "settings by Kafka's names (Gregor through `GREGOR_KAFKA_*`):\n")
+    L.append("- **SSL**: `listeners=SSL://127.0.0.1:PORT`, `ssl.keystore.type=PEM` with one PEM file "
+             "holding the server's key (EC P-256, unencrypted PKCS#8) and certificate chain "
+             "(SAN IP:127.0.0.1, DNS:localhost), `ssl.truststore.type=PEM` (the CA), "
+             "`ssl.client.auth=none`; made with the `openssl` CLI. The client: librdkafka with "
+             "OpenSSL, `security.protocol=SSL`, hostname verification on.")
+    L.append("- **SASL_PLAINTEXT**: `sasl.enabled.mechanisms=PLAIN` with the users in "
+             "`listener.name.sasl_plaintext.plain.sasl.jaas.config`; the client is user `bench`. "
+             "No authorizer.")
+    L.append("- **SASL_PLAINTEXT + ACLs**: the same, plus `authorizer.class.name="
+             "org.apache.kafka.metadata.authorizer.StandardAuthorizer` and `super.users=User:admin`. "
+             "The admin creates the topics and, with Kafka's `AclCommand`, ACLs that allow "
+             "`User:bench` WRITE, READ and DESCRIBE on the topics and READ on the consumer group; "
+             "`bench` is not a super user, so every produce and fetch goes through the ACLs. "
+             "Kafka's controller listener stays PLAINTEXT, where Kafka authorizes its broker's own "
+             "registration as `User:ANONYMOUS` (CLUSTER_ACTION), so Kafka's `super.users` also lists "
+             "`User:ANONYMOUS`; no client can be anonymous on its SASL listener.\n")
+    checks = []
+    tls = sorted({r["metrics"]["tls"] for r in runs
+                  if r["ok"] and r["workload"].startswith("SEC-SSL") and r["metrics"].get("tls")})
+    if tls:
+        checks.append(f"`openssl s_client` negotiated {', '.join(tls)} with a verified certificate "
+                      "on every SSL run, and a plaintext client was refused")
+    if any(r["ok"] and r["metrics"].get("unauthorized_create_refused") for r in runs):
+        checks.append("on every ACL run, `User:bench` was refused a topic creation that no ACL "
+                      "grants (authorization failed)")
+    if checks:
+        L.append("Checked on each run: " + "; ".join(checks) + ".\n")
+    L.append("Median over the repetitions (min–max). ×PLAINTEXT: the ratio to the same broker's "
+             "PLAINTEXT median. Broker CPU per GB: utime + stime over the workload, per GB of "
+             "messages.\n")
+    L.append("| mode | broker | produce MB/s | ×PLAINTEXT | consume MB/s | ×PLAINTEXT | "
+             "broker CPU s/GB, produce | broker CPU s/GB, consume |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    base = {b: (median(values(runs, "SEC-PLAINTEXT-P", b, "mb_per_s")),
+                median(values(runs, "SEC-PLAINTEXT-C", b, "mb_per_s")))
+            for b in ("gregor", "kafka")}
+    for tag, mode in present:
+        meds = {}
+        for b in ("gregor", "kafka"):
+            p = values(runs, f"SEC-{tag}-P", b, "mb_per_s")
+            c = values(runs, f"SEC-{tag}-C", b, "mb_per_s")
+            meds[b] = (median(p), median(c))
+            L.append(f"| {mode} | {b.capitalize()} | {cell(p)} | {ratio_text(meds[b][0], base[b][0])} | "
+                     f"{cell(c)} | {ratio_text(meds[b][1], base[b][1])} | "
+                     f"{cell(values(runs, f'SEC-{tag}-P', b, 'cpu_s_per_gb'))} | "
+                     f"{cell(values(runs, f'SEC-{tag}-C', b, 'cpu_s_per_gb'))} |")
+        L.append(f"| {mode} | **Gregor/Kafka** | {ratio_text(meds['gregor'][0], meds['kafka'][0])} | | "
+                 f"{ratio_text(meds['gregor'][1], meds['kafka'][1])} | | | |")
+    L.append("")
+    if any(t == "ACL" for t, _ in present) and any(t == "SASL" for t, _ in present):
+        L.append("**ACL overhead** (goal: produce with the authorizer on within 5% of produce "
+                 "without it, same listener and user):\n")
+        for b in ("gregor", "kafka"):
+            off = median(values(runs, "SEC-SASL-P", b, "mb_per_s"))
+            on = median(values(runs, "SEC-ACL-P", b, "mb_per_s"))
+            coff = median(values(runs, "SEC-SASL-P", b, "cpu_s_per_gb"))
+            con = median(values(runs, "SEC-ACL-P", b, "cpu_s_per_gb"))
+            if off and on is not None:
+                d = (on / off - 1) * 100
+                status = "met" if on / off >= ACL_GOAL else "**missed**"
+                cpu = (f"; broker CPU per GB {fmt(con)} against {fmt(coff)} s "
+                       f"({(con / coff - 1) * 100:+.1f}%)" if con is not None and coff else "")
+                L.append(f"- {b.capitalize()}: {fmt(on)} MB/s with ACLs against {fmt(off)} MB/s "
+                         f"without, **{d:+.1f}%** (within 5%: {status}){cpu}.")
+            else:
+                L.append(f"- {b.capitalize()}: no complete pair of runs.")
+        L.append("")
+    return L
 
 
 def chart_throughput(runs, out):
@@ -327,7 +450,10 @@ def main():
                       secs=f"{sizes['W4_seconds']:g}", warm=f"{sizes['W4_warmup_s']:g}",
                       secs_b=f"{sizes.get('W4b_seconds', 0):g}",
                       rerun_w6=rerun_text(meta, "W6r"),
-                      topics=sizes["W5_topics"]) for k, v in WORKLOAD_TEXT.items()}
+                      topics=sizes["W5_topics"],
+                      SEC=human_bytes(meta.get("reruns", {}).get("SEC", meta)["sizes"].get(
+                          "SEC_bytes", sizes["W1_bytes"])))
+          for k, v in WORKLOAD_TEXT.items()}
     full = meta["scale"] >= 1
     st = [r["metrics"]["stored_mb"] / r["metrics"]["raw_mb"] for r in runs if r["ok"]
           and r["workload"] == "W1" and r["metrics"].get("raw_mb")]
@@ -353,6 +479,12 @@ def main():
     for w, label, goal, gm, km, ratio, status in summary:
         st = status.split(": ", 1)[-1] if status else ""
         L.append(f"| {w} | {label} | {goal} | {fmt(gm)} | {fmt(km)} | {ratio} | {st} |")
+    acl = {b: sec_acl_ratio(runs, b) for b in ("gregor", "kafka")}
+    if acl["gregor"] is not None or acl["kafka"] is not None:
+        st = "–" if acl["gregor"] is None else "met" if acl["gregor"] >= ACL_GOAL else "**missed**"
+        L.append(f"| SEC | produce with ACLs ÷ without (each broker's own; see *Security*) | "
+                 f"≥ {ACL_GOAL:g}× (within 5%) | {ratio_text(acl['gregor'], 1)} | "
+                 f"{ratio_text(acl['kafka'], 1)} | – | {st} |")
     L.append("")
     if (out / "FINDINGS.md").exists():
         L.append("Why a goal is missed, and where the time goes: *Notes on the numbers* and "
@@ -380,8 +512,8 @@ def main():
              "single thread per broker connection, which would make the client, not the broker, "
              "the limit).")
     L.append(f"- Method: each workload runs on a fresh broker with a fresh data directory, alternating "
-             f"Gregor, Kafka, Gregor, Kafka, {meta['reps']} repetitions each. Before W1, W2, W4, W6 "
-             f"and PERF each broker first takes {human_bytes(sizes['warmup_bytes'])} of the same load "
+             f"Gregor, Kafka, Gregor, Kafka, {meta['reps']} repetitions each. Before W1, W2, W4, W6, "
+             f"PERF and each SEC mode each broker first takes {human_bytes(sizes['warmup_bytes'])} of the same load "
              f"on a topic of its own ({human_bytes(sizes.get('W6_warmup_bytes', 0))} in W6; JIT "
              "and page cache warm-up; not measured). Broker CPU = utime + "
              "stime from `/proc/PID/stat` over the workload; peak RSS = `VmHWM`, reset through "
@@ -394,19 +526,24 @@ def main():
     L.append("### Workloads\n")
     L.append("| id | workload |")
     L.append("|---|---|")
-    for k in ("W1", "W2", "W3", "W4", "W4b", "W5", "W6", "W6r", "PERF-P", "PERF-C"):
-        if any(r["workload"] == k for r in runs):
+    for k in ("W1", "W2", "W3", "W4", "W4b", "W5", "W6", "W6r", "PERF-P", "PERF-C", "SEC"):
+        if any(r["workload"] == k or (k == "SEC" and r["workload"].startswith("SEC-")) for r in runs):
             L.append(f"| {k} | {wl[k]} |")
     L.append("")
     L.append("## Results\n")
-    L.append("Median over the repetitions, with the spread (min–max) in parentheses. "
-             "Gregor/Kafka is the ratio of the medians.\n")
-    L.append(tbl)
-    L.append("")
-    incomplete = [f"{w}/{b}: {n} of {meta['reps']}" for (w, b), n in sorted(reps_done.items())
-                  if n < meta["reps"]]
+    if tbl.count("\n") > 1:  # not only the header (e.g. a run of SEC alone)
+        L.append("Median over the repetitions, with the spread (min–max) in parentheses. "
+                 "Gregor/Kafka is the ratio of the medians.\n")
+        L.append(tbl)
+        L.append("")
+    def reps_of(w):
+        rerun = meta.get("reruns", {}).get("SEC" if w.startswith("SEC-") else w, meta)
+        return rerun.get("reps", meta["reps"])
+    incomplete = [f"{w}/{b}: {n} of {reps_of(w)}" for (w, b), n in sorted(reps_done.items())
+                  if n < reps_of(w)]
     if incomplete:
         L.append("Runs that did not complete: " + ", ".join(incomplete) + ".\n")
+    L.extend(sec_section(runs, meta))
     if charts:
         L.append("## Charts\n")
         for c in charts:
