@@ -323,6 +323,18 @@ impl Config {
             (&advertised_host, advertised_port),
         )
         .map_err(|e| anyhow!("[kafka] {e}"))?;
+        // The PLAIN JAAS texts (the listeners parse them when they start) are parsed here
+        // too, so that a config variable left as written in one is reported with the other
+        // configuration errors.
+        let plain_jaas = listeners
+            .listeners
+            .iter()
+            .filter_map(|l| Some((l.name.as_str(), l.jaas.get("PLAIN")?)))
+            .chain((listeners.controller.plain_jaas.iter()).map(|text| ("CONTROLLER", text)));
+        for (listener, text) in plain_jaas {
+            crate::security::jaas::parse(text)
+                .map_err(|e| anyhow!("[kafka] listener {listener}: PLAIN sasl.jaas.config: {e}"))?;
+        }
         let mut kafka = kafka;
         kafka.replica.inter_broker_listener = listeners.inter_broker_listener.clone();
         kafka.replica.inter_broker_security =
