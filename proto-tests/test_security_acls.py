@@ -37,6 +37,7 @@ from security import (CLUSTER_AUTHORIZATION_FAILED, GROUP_AUTHORIZATION_FAILED,
                       delete_acls, describe_acls, eventually, high_watermark,
                       list_topic_names, new_secure_target, produce, rdkafka_conf, sasl,
                       sasl_session, serving, wait_for)
+from targets import TARGET
 
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
 UNKNOWN_TOPIC_OR_PARTITION = 3
@@ -198,28 +199,36 @@ def test_create_topics_needs_create_and_create_acls_needs_cluster_alter(broker, 
 
 
 def test_transactional_id_needs_write(broker, certs):
+    """init_transactions without WRITE on the transactional id: FindCoordinator / InitProducerId
+    answer TRANSACTIONAL_ID_AUTHORIZATION_FAILED. With it, that refusal is gone, and Kafka then
+    runs the transaction. Gregor has no transactions (its README: transactional ids are refused
+    with COORDINATOR_NOT_AVAILABLE), so against Gregor this test checks the authorization
+    only."""
     topic, txn = name("acl-txn"), name("acl-txn-id")
     create_topics(broker, certs, [topic])
     create_acls(broker, certs, [acl("User:bob", "topic", topic, "WRITE")])
     wait_for(lambda: topic in list_topic_names(conf(broker, certs)),
-               what="WRITE reached the authorizer")
+             what="WRITE reached the authorizer")
 
-    def init():
+    def init(timeout):
         p = Producer({**conf(broker, certs), "transactional.id": txn, "logger": LOG})
-        p.init_transactions(15)
-        return p
+        try:
+            p.init_transactions(timeout)
+            return 0, p
+        except KafkaException as e:
+            return e.args[0].code(), None
 
-    with pytest.raises(KafkaException) as e:
-        init()
-    assert e.value.args[0].code() == TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    assert init(15)[0] == TRANSACTIONAL_ID_AUTHORIZATION_FAILED
     create_acls(broker, certs, [acl("User:bob", "transactional_id", txn, "WRITE")])
-
-    def committed():
-        p = init()
-        p.begin_transaction()
-        p.produce(topic, b"in-a-transaction", partition=0)
-        p.commit_transaction(15)
-    eventually(committed, timeout=30, what="a transaction with WRITE on its id")
+    code, p = wait_for(lambda: (lambda r: r if r[0] != TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+                                else None)(init(5)),
+                       30, "WRITE on the transactional id reached the authorizer")
+    if TARGET == "gregor" and code != 0:
+        return  # no transaction coordinator to go further with
+    assert code == 0, code
+    p.begin_transaction()
+    p.produce(topic, b"in-a-transaction", partition=0)
+    p.commit_transaction(15)
     values, _ = consume(conf(broker, certs, sasl("SASL_SSL", "PLAIN", "admin")), topic, 1,
                         **{"isolation.level": "read_committed"})
     assert values == [b"in-a-transaction"]
