@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use super::wire;
 use crate::security::jaas;
 use crate::security::listeners::ControllerPlane;
-use crate::security::tls::{self, ReloadingServerConfig};
+use crate::security::tls::{ReloadingClientConfig, ReloadingServerConfig};
 
 /// A controller connection, plain or TLS.
 pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
@@ -45,7 +45,7 @@ impl std::fmt::Debug for PlaneAuth {
 #[derive(Clone, Default)]
 pub struct PlaneSecurity {
     pub server_tls: Option<Arc<ReloadingServerConfig>>,
-    pub client_tls: Option<Arc<rustls::ClientConfig>>,
+    pub client_tls: Option<Arc<ReloadingClientConfig>>,
     pub auth: Option<PlaneAuth>,
 }
 
@@ -85,7 +85,7 @@ impl PlaneSecurity {
         let (server_tls, client_tls) = match (&plane.tls, plane.protocol.uses_tls()) {
             (Some(files), true) => (
                 Some(Arc::new(ReloadingServerConfig::load(files.clone())?)),
-                Some(tls::client_config(files)?),
+                Some(Arc::new(ReloadingClientConfig::load(files.clone())?)),
             ),
             (None, true) => {
                 return Err("the CONTROLLER listener uses TLS but has no ssl.* files".into())
@@ -122,7 +122,7 @@ impl PlaneSecurity {
             Some(config) => {
                 let name = rustls::pki_types::ServerName::try_from(host.to_string())
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-                let connector = tokio_rustls::TlsConnector::from(config.clone());
+                let connector = tokio_rustls::TlsConnector::from(config.fresh());
                 Box::new(connector.connect(name, stream).await?)
             }
             None => Box::new(stream),
@@ -151,7 +151,7 @@ impl PlaneSecurity {
     pub(super) async fn accept(&self, stream: TcpStream) -> io::Result<Conn> {
         let io: Box<dyn Io> = match &self.server_tls {
             Some(tls) => {
-                let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.fresh());
                 Box::new(acceptor.accept(stream).await?)
             }
             None => Box::new(stream),

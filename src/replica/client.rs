@@ -41,7 +41,7 @@ impl KafkaClient {
                 Some(config) => {
                     let name = rustls::pki_types::ServerName::try_from(host.to_string())
                         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-                    let connector = tokio_rustls::TlsConnector::from(config.clone());
+                    let connector = tokio_rustls::TlsConnector::from(config.fresh());
                     Box::new(connector.connect(name, tcp).await?)
                 }
                 None => Box::new(tcp),

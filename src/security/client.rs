@@ -37,7 +37,7 @@ impl fmt::Debug for ClientCredentials {
 /// The security of outgoing connections to one listener.
 #[derive(Clone, Default)]
 pub struct ClientSecurity {
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub tls: Option<Arc<super::tls::ReloadingClientConfig>>,
     pub sasl: Option<ClientCredentials>,
 }
 
@@ -61,10 +61,10 @@ impl ClientSecurity {
                     listener.name
                 )
             })?;
-            Some(
-                super::tls::client_config(files)
+            Some(Arc::new(
+                super::tls::ReloadingClientConfig::load(files.clone())
                     .map_err(|e| format!("inter-broker TLS on listener {}: {e}", listener.name))?,
-            )
+            ))
         } else {
             None
         };

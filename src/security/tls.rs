@@ -156,26 +156,58 @@ fn stamp(files: &TlsFiles) -> Stamp {
         .collect()
 }
 
-/// A server configuration that follows its files.
-pub struct ReloadingServerConfig {
+/// A TLS configuration that follows its files: certificates rotated on disk (as cert-manager
+/// does) are used by connections made after the change.
+pub struct Reloading<C> {
     files: TlsFiles,
-    current: ArcSwap<ServerConfig>,
+    build: fn(&TlsFiles) -> Result<Arc<C>, String>,
+    current: ArcSwap<C>,
     loaded: Mutex<Stamp>,
 }
 
+/// For listeners: the certificate served to clients and the CA that client certificates
+/// are checked against.
+pub type ReloadingServerConfig = Reloading<ServerConfig>;
+/// For connections to other brokers: the CA they are checked against and, for mutual TLS,
+/// this broker's certificate.
+pub type ReloadingClientConfig = Reloading<ClientConfig>;
+
 impl ReloadingServerConfig {
     pub fn load(files: TlsFiles) -> Result<Self, String> {
+        Reloading::new(files, server_config)
+    }
+}
+
+impl ReloadingClientConfig {
+    pub fn load(files: TlsFiles) -> Result<Self, String> {
+        Reloading::new(files, client_config)
+    }
+}
+
+impl<C> Reloading<C> {
+    fn new(
+        files: TlsFiles,
+        build: fn(&TlsFiles) -> Result<Arc<C>, String>,
+    ) -> Result<Self, String> {
         let loaded = stamp(&files);
-        let config = server_config(&files)?;
+        let config = build(&files)?;
         Ok(Self {
             files,
+            build,
             current: ArcSwap::new(config),
             loaded: Mutex::new(loaded),
         })
     }
 
-    pub fn current(&self) -> Arc<ServerConfig> {
+    pub fn current(&self) -> Arc<C> {
         self.current.load_full()
+    }
+
+    /// The configuration for a new connection, reloaded first if a file changed (two
+    /// `stat`s: for planes whose connections are few and long-lived).
+    pub fn fresh(&self) -> Arc<C> {
+        self.reload_if_changed();
+        self.current()
     }
 
     /// Reloads when a file changed since the last load. Returns whether a new configuration
@@ -186,11 +218,12 @@ impl ReloadingServerConfig {
         if *loaded == now {
             return false;
         }
-        match server_config(&self.files) {
+        match (self.build)(&self.files) {
             Ok(config) => {
                 self.current.store(config);
                 *loaded = now;
-                tracing::info!(keystore = ?self.files.keystore, "reloaded TLS certificates");
+                tracing::info!(keystore = ?self.files.keystore, truststore = ?self.files.truststore,
+                    "reloaded TLS certificates");
                 true
             }
             Err(e) => {
