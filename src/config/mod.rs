@@ -214,7 +214,9 @@ impl Config {
         }
         for (k, v) in std::env::vars() {
             if let Some(name) = k.strip_prefix("GREGOR_KAFKA_") {
-                kafka_raw.insert(name.to_ascii_lowercase().replace('_', "."), v);
+                let key = kafka_key_from_env(name)
+                    .ok_or_else(|| anyhow!("{k}: a run of more than three underscores"))?;
+                kafka_raw.insert(key, v);
             }
         }
         Self::build(flags, file, kafka_raw)
@@ -692,9 +694,47 @@ pub fn parse_voters(s: &str) -> Result<BTreeMap<u64, String>> {
     Ok(out)
 }
 
+/// A Kafka key from the rest of a `GREGOR_KAFKA_` variable name, spelled as Apache Kafka's
+/// Docker image spells them (KIP-975): lower case, `_` for `.`, `__` for `_`, `___` for `-`.
+/// So `LISTENER_NAME_SASL__SSL_SCRAM___SHA___256_SASL_JAAS_CONFIG` is
+/// `listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config`. `None` for a longer run.
+fn kafka_key_from_env(name: &str) -> Option<String> {
+    let mut key = String::with_capacity(name.len());
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '_' {
+            key.push(c.to_ascii_lowercase());
+            continue;
+        }
+        let mut run = 1;
+        while chars.next_if_eq(&'_').is_some() {
+            run += 1;
+        }
+        key.push(match run {
+            1 => '.',
+            2 => '_',
+            3 => '-',
+            _ => return None,
+        });
+    }
+    Some(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn env_names_follow_kafkas_docker_image() {
+        let key = |n: &str| kafka_key_from_env(n);
+        assert_eq!(key("NUM_PARTITIONS").as_deref(), Some("num.partitions"));
+        assert_eq!(
+            key("LISTENER_NAME_SASL__SSL_SCRAM___SHA___256_SASL_JAAS_CONFIG").as_deref(),
+            Some("listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config")
+        );
+        assert_eq!(key("SUPER_USERS").as_deref(), Some("super.users"));
+        assert_eq!(key("A____B"), None);
+    }
 
     #[test]
     fn defaults() {
