@@ -143,6 +143,12 @@ pub fn partition_error_code(e: &PartitionError) -> ResponseError {
         PartitionError::Log(LogError::Producer(ProducerError::OutOfOrderSequence(_))) => {
             ResponseError::OutOfOrderSequenceNumber
         }
+        PartitionError::Log(LogError::Producer(ProducerError::InvalidTxnState(_))) => {
+            ResponseError::InvalidTxnState
+        }
+        PartitionError::Log(LogError::Producer(ProducerError::CoordinatorFenced(_))) => {
+            ResponseError::TransactionCoordinatorFenced
+        }
         PartitionError::Log(LogError::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,
         PartitionError::Log(LogError::MessageTooLarge { .. }) => ResponseError::MessageTooLarge,
         PartitionError::Log(LogError::Io(_)) => ResponseError::KafkaStorageError,

@@ -13,6 +13,7 @@ pub mod producer_state;
 pub mod records;
 pub mod retention;
 pub mod segment;
+pub mod txn;
 
 pub use config::TopicDefaults;
 pub use partition_log::{AppendInfo, FollowerAppend, LogError, PartitionLog, ReadResult};
@@ -30,3 +31,5 @@ pub fn now_ms() -> i64 {
 mod partition_log_tests;
 #[cfg(test)]
 pub mod testing;
+#[cfg(test)]
+mod txn_tests;

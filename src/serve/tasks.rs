@@ -68,7 +68,7 @@ pub(super) async fn clean_logs(broker: Arc<Broker>) {
                     if !p.log.config().compact {
                         continue;
                     }
-                    match crate::log::cleaner::clean_once(&p.log, p.high_watermark(), now_ms(), &config) {
+                    match crate::log::cleaner::clean_once(&p.log, p.last_stable_offset(), now_ms(), &config) {
                         Ok(stats) if stats.cleaned => tracing::debug!(topic = %name, partition = index, ?stats, "cleaned log"),
                         Ok(_) => {}
                         Err(e) => tracing::error!(topic = %name, partition = index, error = %e, "log cleaning failed"),
