@@ -157,7 +157,7 @@ async fn answer(
         let mut wakeups: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
             hosted.iter().map(|p| Box::pin(p.data_arrived())).collect();
         if replica_id.is_some() {
-            wakeups.extend(hosted.iter().map(|p| Box::pin(p.appended())));
+            wakeups.extend(hosted.iter().map(|p| Box::pin(p.next_append())));
         }
         for w in wakeups.iter_mut() {
             w.as_mut().enable();

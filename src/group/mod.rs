@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 
 use crate::log::{batch, LogError};
 use crate::meta::MetadataQuorum;
-use crate::replica::{now_ms, Partition, PartitionError, ReplicaManager};
+use crate::replica::{now_ms, Partition, PartitionError, ReplicaManager, WriteFailed, Written};
 pub use membership::{ClientInfo, DescribedGroup, ListedGroup};
 pub use offsets::{Committed, CommittedOffset, OffsetCommit, OffsetDeleteResult};
 use records::{partition_for, GroupValue, OffsetValue, RecordKey};
@@ -74,22 +74,6 @@ pub struct GroupEntry {
 }
 
 pub type GroupHandle = Arc<Mutex<GroupEntry>>;
-
-/// Records appended to `__consumer_offsets`, not yet known to be replicated.
-pub struct Written {
-    partition: Arc<Partition>,
-    /// The offset of the first record; the others follow densely.
-    base_offset: i64,
-    last_offset: i64,
-    durable_after: Option<i64>,
-}
-
-impl Written {
-    /// The log offset of the `i`th record of the append.
-    pub fn record_offset(&self, i: usize) -> i64 {
-        self.base_offset + i as i64
-    }
-}
 
 pub struct GroupCoordinator {
     pub config: GroupConfig,
@@ -210,38 +194,17 @@ impl GroupCoordinator {
             records.len() as i64,
             "one offset per record"
         );
-        Ok(Written {
-            partition,
-            base_offset: info.base_offset,
-            last_offset: info.last_offset,
-            durable_after: info.durable_after,
-        })
+        Ok(Written::new(partition, &info))
     }
 
     /// Waits until an append is durable as the flush policy asks and replicated to the ISR
     /// (acks=-1 semantics for coordinator writes), up to `offsets.commit.timeout.ms`.
     async fn replicated(&self, written: &Written) -> Result<(), ResponseError> {
         let deadline = tokio::time::Instant::now() + self.config.commit_timeout;
-        if let Some(offset) = written.durable_after {
-            match tokio::time::timeout_at(deadline, written.partition.log.wait_durable(offset))
-                .await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(ResponseError::NotCoordinator),
-                Err(_) => return Err(ResponseError::RequestTimedOut),
-            }
-        }
-        if written
-            .partition
-            .wait_for_high_watermark(written.last_offset, deadline)
-            .await
-        {
-            Ok(())
-        } else if written.partition.is_leader() {
-            Err(ResponseError::RequestTimedOut)
-        } else {
-            Err(ResponseError::NotCoordinator)
-        }
+        written.replicated(deadline).await.map_err(|e| match e {
+            WriteFailed::NotLeader => ResponseError::NotCoordinator,
+            WriteFailed::TimedOut => ResponseError::RequestTimedOut,
+        })
     }
 
     /// The record that stores a group's metadata.

@@ -104,6 +104,22 @@ pub struct ProducerStateManager {
     producers: HashMap<i64, ProducerEntry>,
     /// The open and not yet replicated transactions (for the LSO).
     pub txns: OpenTxns,
+    /// KIP-890 verification guards: a producer whose first transactional write here is being
+    /// verified with its coordinator. A marker for the producer clears its guard, so a write
+    /// verified before the transaction ended cannot start a new one.
+    verifying: HashMap<i64, u64>,
+    next_guard: u64,
+}
+
+/// Where an append comes from, as Kafka's `AppendOrigin` distinguishes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOrigin {
+    /// A producer; a transactional batch that does not continue an open transaction here
+    /// needs the verification guard its verification was started with.
+    Client { verification: Option<u64> },
+    /// A coordinator writing on a producer's behalf (TxnOffsetCommit): only the producer
+    /// epoch is checked.
+    Coordinator,
 }
 
 impl ProducerStateManager {
@@ -201,6 +217,64 @@ impl ProducerStateManager {
         Ok(check)
     }
 
+    /// Checks a batch from `origin` before a leader writes it: as [`Self::check_batch`] for a
+    /// client (plus KIP-890's verification of a transaction's first write here), the epoch
+    /// alone for a coordinator.
+    pub fn check_append(
+        &self,
+        batch: &BatchView<'_>,
+        origin: AppendOrigin,
+    ) -> Result<SequenceCheck, ProducerError> {
+        let pid = batch.producer_id();
+        match origin {
+            AppendOrigin::Coordinator => {
+                if let Some(entry) = self.producers.get(&pid) {
+                    if batch.producer_epoch() < entry.epoch {
+                        return Err(ProducerError::InvalidProducerEpoch(format!(
+                            "Epoch of producer {pid} is {}, which is smaller than the last seen \
+                             epoch {}",
+                            batch.producer_epoch(),
+                            entry.epoch
+                        )));
+                    }
+                }
+                Ok(SequenceCheck::Append)
+            }
+            AppendOrigin::Client { verification } => {
+                let check = self.check_batch(batch)?;
+                let opens_txn = batch.is_transactional()
+                    && self
+                        .producers
+                        .get(&pid)
+                        .is_none_or(|e| e.current_txn_first_offset.is_none());
+                if check == SequenceCheck::Append
+                    && opens_txn
+                    && (verification.is_none() || self.verifying.get(&pid) != verification.as_ref())
+                {
+                    return Err(ProducerError::InvalidTxnState(
+                        "Record was not part of an ongoing transaction".into(),
+                    ));
+                }
+                Ok(check)
+            }
+        }
+    }
+
+    /// Starts verifying producer `pid`'s transactional write: `None` when it already has an
+    /// open transaction here (no verification needed), else the guard its append must carry.
+    pub fn start_verification(&mut self, pid: i64) -> Option<u64> {
+        if self
+            .producers
+            .get(&pid)
+            .is_some_and(|e| e.current_txn_first_offset.is_some())
+        {
+            return None;
+        }
+        self.next_guard += 1;
+        self.verifying.insert(pid, self.next_guard);
+        Some(self.next_guard)
+    }
+
     /// Checks an end-transaction marker before a leader writes it: its producer epoch may not
     /// be older than the producer's, nor its coordinator epoch older than the last marker's.
     pub fn check_marker(
@@ -245,6 +319,7 @@ impl ProducerStateManager {
             .or_insert_with(|| ProducerEntry::new(epoch, now_ms));
         entry.set_epoch(epoch);
         entry.coordinator_epoch = entry.coordinator_epoch.max(marker.coordinator_epoch);
+        self.verifying.remove(&pid);
         entry.last_timestamp = timestamp;
         entry.last_append_ms = entry.last_append_ms.max(now_ms);
         let first_offset = entry.current_txn_first_offset.take()?;
@@ -310,6 +385,7 @@ impl ProducerStateManager {
         if batch.is_transactional() && entry.current_txn_first_offset.is_none() {
             entry.current_txn_first_offset = Some(base_offset);
             self.txns.begin(pid, base_offset);
+            self.verifying.remove(&pid);
         }
     }
 

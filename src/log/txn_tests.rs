@@ -9,7 +9,7 @@ use super::batch::{validate_produce_batch, BatchIter};
 use super::cleaner::{clean_once, CleanerConfig};
 use super::config::LogConfig;
 use super::partition_log::{LogError, PartitionLog};
-use super::producer_state::ProducerError;
+use super::producer_state::{AppendOrigin, ProducerError};
 use super::segment::file_name;
 use super::testing::{keyed_batch, transactional_batch};
 use super::txn::{self, AbortedTxn, EndTxnMarker, MarkerType};
@@ -39,7 +39,10 @@ fn txn_append(log: &PartitionLog, pid: i64, seq: i32, n: usize) -> Result<i64, L
         .collect();
     let raw = transactional_batch(&refs, Compression::None, (pid, 0, seq));
     let view = validate_produce_batch(&raw).expect("valid");
-    log.append_as_leader(&view, 1, 100).map(|i| i.base_offset)
+    // As the produce path does: verify the partition with the coordinator (KIP-890) first.
+    let verification = log.start_verification(pid);
+    log.append_from(&view, 1, 100, AppendOrigin::Client { verification })
+        .map(|i| i.base_offset)
 }
 
 fn plain_append(log: &PartitionLog, key: &str) -> i64 {
@@ -151,6 +154,35 @@ fn producer_rules_for_transactions() {
         (1, 5)
     );
     assert_eq!(producers[0].current_txn_start_offset, -1);
+}
+
+#[test]
+fn a_transaction_starts_only_with_a_verification_no_marker_ended() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), true);
+    let raw = transactional_batch(&[(Some("k"), Some("v"), 1)], Compression::None, (9, 0, 0));
+    let view = validate_produce_batch(&raw).expect("valid");
+    // Unverified: refused.
+    assert!(matches!(
+        log.append_as_leader(&view, 1, 100),
+        Err(LogError::Producer(ProducerError::InvalidTxnState(_)))
+    ));
+    // Verified, but a marker for the producer lands in between (the transaction ended while
+    // the produce was in flight): refused, so it cannot open a hanging transaction.
+    let verification = log.start_verification(9);
+    marker(&log, 9, MarkerType::Abort).expect("marker");
+    assert!(matches!(
+        log.append_from(&view, 1, 100, AppendOrigin::Client { verification }),
+        Err(LogError::Producer(ProducerError::InvalidTxnState(_)))
+    ));
+    // Verified and undisturbed: it opens the transaction; later writes need no verification.
+    let verification = log.start_verification(9);
+    log.append_from(&view, 1, 100, AppendOrigin::Client { verification })
+        .expect("append");
+    assert_eq!(log.start_verification(9), None);
+    let raw = transactional_batch(&[(Some("k"), Some("v"), 1)], Compression::None, (9, 0, 1));
+    let view = validate_produce_batch(&raw).expect("valid");
+    log.append_as_leader(&view, 1, 100).expect("append");
 }
 
 #[test]

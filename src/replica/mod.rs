@@ -10,11 +10,13 @@
 //! This layer gets the narrow handles it needs (the log manager, the metadata quorum for ISR
 //! proposals and leader addresses), never the broker.
 
+pub mod broker_clients;
 pub mod client;
 pub mod fetcher;
 pub mod isr;
 pub mod partition;
 pub mod replication;
+pub mod transactions;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -31,6 +33,7 @@ pub use crate::log::now_ms;
 use crate::log::TopicDefaults;
 use crate::meta::image::MetadataImage;
 pub use partition::{Partition, PartitionError, PartitionState};
+pub use transactions::{WriteFailed, Written};
 
 /// Bytes a topic took in and served here. Counters only grow: they live as long as the topic
 /// exists, whichever of its partitions this broker hosts or leads at the moment.
@@ -106,6 +109,8 @@ pub struct ReplicaManager {
     counters: Mutex<HashMap<String, Arc<TopicCounters>>>,
     /// Follower fetchers, one per leader followed.
     pub fetchers: fetcher::FetcherManager,
+    /// Connections to other brokers for the coordinators' requests.
+    pub brokers: broker_clients::BrokerClients,
 }
 
 impl ReplicaManager {
@@ -116,6 +121,7 @@ impl ReplicaManager {
         settings: ReplicaSettings,
     ) -> Self {
         Self {
+            brokers: broker_clients::BrokerClients::new(node_id, settings.clone()),
             node_id,
             logs,
             topic_defaults,

@@ -265,9 +265,15 @@ impl Partition {
         self.counters
             .bytes_in
             .fetch_add(info.size as u64, Ordering::Relaxed);
+        self.appended();
+        Ok(info)
+    }
+
+    /// After an append as leader: wakes followers' fetches and moves the high watermark if
+    /// the ISR is this broker alone.
+    pub(super) fn appended(&self) {
         self.appended.notify_waiters();
         self.maybe_advance_high_watermark();
-        Ok(info)
     }
 
     /// Waits until the high watermark passes `offset` (acks=-1), leadership is lost, or
@@ -337,7 +343,7 @@ impl Partition {
 
     /// Completes on the next append as leader: what a follower's fetch waits for (the high
     /// watermark moves only after followers fetch). Enable it before checking, as above.
-    pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {
+    pub fn next_append(&self) -> tokio::sync::futures::Notified<'_> {
         self.appended.notified()
     }
 }

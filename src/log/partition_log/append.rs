@@ -17,7 +17,7 @@ use bytes::Bytes;
 use super::{transactions, AppendInfo, LogError, PartitionLog, WriterState};
 use crate::log::batch::{self, BatchView};
 use crate::log::config::{LogConfig, TimestampType};
-use crate::log::producer_state::SequenceCheck;
+use crate::log::producer_state::{AppendOrigin, SequenceCheck};
 use crate::log::segment::LogSegment;
 use crate::log::txn::{self, EndTxnMarker};
 
@@ -56,6 +56,29 @@ impl PartitionLog {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
+        self.append_from(
+            batch,
+            leader_epoch,
+            now_ms,
+            AppendOrigin::Client { verification: None },
+        )
+    }
+
+    /// Starts KIP-890 verification of producer `pid`'s first transactional write here: the
+    /// guard to append with once its coordinator confirmed the partition is in the
+    /// transaction, or `None` when the producer already has a transaction open here.
+    pub fn start_verification(&self, pid: i64) -> Option<u64> {
+        self.writer.lock().producers.start_verification(pid)
+    }
+
+    /// Appends a batch as leader on behalf of `origin` (see [`AppendOrigin`]).
+    pub fn append_from(
+        &self,
+        batch: &BatchView<'_>,
+        leader_epoch: i32,
+        now_ms: i64,
+        origin: AppendOrigin,
+    ) -> Result<AppendInfo, LogError> {
         let config = self.config();
         if batch.size() > config.max_message_bytes {
             return Err(LogError::MessageTooLarge {
@@ -67,7 +90,7 @@ impl PartitionLog {
             .then(|| batch::with_log_append_time(batch.as_bytes(), now_ms));
         let raw: &[u8] = stamped.as_deref().unwrap_or(batch.as_bytes());
         let mut writer = self.writer.lock();
-        if let SequenceCheck::Duplicate(meta) = writer.producers.check_batch(batch)? {
+        if let SequenceCheck::Duplicate(meta) = writer.producers.check_append(batch, origin)? {
             return Ok(AppendInfo {
                 base_offset: meta.first_offset,
                 last_offset: meta.last_offset,
