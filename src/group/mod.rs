@@ -18,6 +18,7 @@ mod offsets;
 pub mod records;
 pub mod state;
 mod topic;
+mod txn_offsets;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use membership::{ClientInfo, DescribedGroup, ListedGroup};
 pub use offsets::{Committed, CommittedOffset, OffsetCommit, OffsetDeleteResult};
 use records::{partition_for, GroupValue, OffsetValue, RecordKey};
 use state::{Group, GroupTiming};
+pub use txn_offsets::TxnCommitter;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
@@ -67,10 +69,12 @@ pub struct GroupConfig {
     pub commit_timeout: Duration,
 }
 
-/// One group and its committed offsets.
+/// One group, its committed offsets, and offsets committed inside transactions not yet
+/// decided, by producer id.
 pub struct GroupEntry {
     pub group: Group,
     pub offsets: HashMap<(String, i32), CommittedOffset>,
+    pub pending_txn: HashMap<i64, txn_offsets::PendingOffsets>,
 }
 
 pub type GroupHandle = Arc<Mutex<GroupEntry>>;
@@ -151,6 +155,7 @@ impl GroupCoordinator {
                 Arc::new(Mutex::new(GroupEntry {
                     group: Group::new(id, now_ms()),
                     offsets: HashMap::new(),
+                    pending_txn: HashMap::new(),
                 }))
             })
             .clone()
@@ -262,7 +267,7 @@ impl GroupCoordinator {
     /// Replays a `__consumer_offsets` partition into groups and offsets.
     fn load(&self, p: i32, leader_epoch: i32, partition: &Partition) {
         let started = Instant::now();
-        let replay = Replay::of(p, partition);
+        let mut replay = Replay::of(p, partition);
         let now = Instant::now();
         let now_wall = now_ms();
         let mut entries: HashMap<String, GroupEntry> = HashMap::new();
@@ -272,18 +277,31 @@ impl GroupCoordinator {
                 GroupEntry {
                     group: Group::restore(id, value, now, now_wall),
                     offsets: HashMap::new(),
+                    pending_txn: HashMap::new(),
                 },
             );
         }
+        let pending = replay.pending_by_group();
         for ((group, topic, partition), committed) in replay.offsets {
             entries
                 .entry(group.clone())
                 .or_insert_with(|| GroupEntry {
                     group: Group::new(&group, now_wall),
                     offsets: HashMap::new(),
+                    pending_txn: HashMap::new(),
                 })
                 .offsets
                 .insert((topic, partition), committed);
+        }
+        for (group, pending) in pending {
+            entries
+                .entry(group.clone())
+                .or_insert_with(|| GroupEntry {
+                    group: Group::new(&group, now_wall),
+                    offsets: HashMap::new(),
+                    pending_txn: HashMap::new(),
+                })
+                .pending_txn = pending;
         }
         let count = entries.len();
         {
@@ -303,17 +321,34 @@ impl GroupCoordinator {
 }
 
 /// What a `__consumer_offsets` partition holds, replayed record by record (the latest record
-/// per key wins; a tombstone removes).
+/// per key wins; a tombstone removes). A producer's transactional records wait for its
+/// marker: a COMMIT applies them, an ABORT drops them, and those still undecided at the end
+/// are the producers' pending offsets.
 #[derive(Default)]
 struct Replay {
     offsets: HashMap<(String, String, i32), CommittedOffset>,
     metadata: HashMap<String, GroupValue>,
+    /// By producer id: (key, value, record offset), in log order.
+    pending: HashMap<i64, Vec<(RecordKey, Option<Vec<u8>>, i64)>>,
 }
 
 impl Replay {
     fn of(p: i32, partition: &Partition) -> Self {
         let mut replay = Replay::default();
         partition.log.for_each_batch(|b| {
+            if b.is_control() {
+                if let Some(marker) = crate::log::txn::parse_marker(b) {
+                    let commit = marker.kind == crate::log::txn::MarkerType::Commit;
+                    for (key, value, offset) in
+                        replay.pending.remove(&b.producer_id()).unwrap_or_default()
+                    {
+                        if commit {
+                            replay.apply(key, value.as_deref(), offset);
+                        }
+                    }
+                }
+                return;
+            }
             let mut bytes = Bytes::copy_from_slice(b.as_bytes());
             let set = match kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes) {
                 Ok(set) => set,
@@ -327,6 +362,13 @@ impl Replay {
                     continue;
                 };
                 match RecordKey::decode(key) {
+                    Ok(Some(key)) if b.is_transactional() => {
+                        replay.pending.entry(b.producer_id()).or_default().push((
+                            key,
+                            r.value.as_deref().map(<[u8]>::to_vec),
+                            r.offset,
+                        ));
+                    }
                     Ok(Some(key)) => replay.apply(key, r.value.as_deref(), r.offset),
                     Ok(None) => {}
                     Err(e) => {
@@ -336,6 +378,40 @@ impl Replay {
             }
         });
         replay
+    }
+
+    /// The undecided transactional offsets, by group: producer id -> pending offsets.
+    fn pending_by_group(&mut self) -> HashMap<String, HashMap<i64, txn_offsets::PendingOffsets>> {
+        let mut out: HashMap<String, HashMap<i64, txn_offsets::PendingOffsets>> = HashMap::new();
+        for (pid, records) in self.pending.drain() {
+            for (key, value, record_offset) in records {
+                let (
+                    RecordKey::Offset {
+                        group,
+                        topic,
+                        partition,
+                    },
+                    Some(v),
+                ) = (key, value)
+                else {
+                    continue;
+                };
+                if let Ok(value) = OffsetValue::decode(&v) {
+                    out.entry(group)
+                        .or_default()
+                        .entry(pid)
+                        .or_default()
+                        .insert(
+                            (topic, partition),
+                            CommittedOffset {
+                                value,
+                                record_offset,
+                            },
+                        );
+                }
+            }
+        }
+        out
     }
 
     fn apply(&mut self, key: RecordKey, value: Option<&[u8]>, record_offset: i64) {

@@ -44,7 +44,7 @@ pub struct OffsetDeleteResult {
     pub topics: Vec<(String, Vec<(i32, i16)>)>,
 }
 
-fn offset_key(group: &str, topic: &str, partition: i32) -> Bytes {
+pub(super) fn offset_key(group: &str, topic: &str, partition: i32) -> Bytes {
     RecordKey::Offset {
         group: group.to_string(),
         topic: topic.to_string(),
@@ -56,7 +56,12 @@ fn offset_key(group: &str, topic: &str, partition: i32) -> Bytes {
 impl GroupEntry {
     /// Takes in a replicated offset record, unless a later record for the same partition is
     /// already in.
-    fn commit_replicated(&mut self, topic: &str, partition: i32, committed: CommittedOffset) {
+    pub(super) fn commit_replicated(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        committed: CommittedOffset,
+    ) {
         let key = (topic.to_string(), partition);
         if self
             .offsets
