@@ -328,9 +328,12 @@ impl GroupCoordinator {
 struct Replay {
     offsets: HashMap<(String, String, i32), CommittedOffset>,
     metadata: HashMap<String, GroupValue>,
-    /// By producer id: (key, value, record offset), in log order.
-    pending: HashMap<i64, Vec<(RecordKey, Option<Vec<u8>>, i64)>>,
+    /// By producer id: its transactional records, in log order.
+    pending: HashMap<i64, Vec<PendingRecord>>,
 }
+
+/// A transactional record waiting for its marker: key, value, offset in the log.
+type PendingRecord = (RecordKey, Option<Vec<u8>>, i64);
 
 impl Replay {
     fn of(p: i32, partition: &Partition) -> Self {

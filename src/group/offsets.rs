@@ -384,6 +384,7 @@ mod tests {
         let mut entry = GroupEntry {
             group: Group::new("g", 0),
             offsets: Default::default(),
+            pending_txn: std::collections::HashMap::new(),
         };
         // Two commits to one partition, written at log offsets 10 and 11, whose replication
         // waits finish in the opposite order.

@@ -243,6 +243,20 @@ pub fn validate_produce_batch(records: &[u8]) -> Result<BatchView<'_>, BatchErro
     Ok(view)
 }
 
+/// The producer fields of a batch's header, read without validating the batch: (producer
+/// id, producer epoch, transactional). `None` when `buf` is shorter than a header.
+pub fn peek_producer(buf: &[u8]) -> Option<(i64, i16, bool)> {
+    if buf.len() < HEADER_SIZE {
+        return None;
+    }
+    let view = BatchView::new(&buf[..HEADER_SIZE]);
+    Some((
+        view.producer_id(),
+        view.producer_epoch(),
+        view.is_transactional(),
+    ))
+}
+
 /// Iterates over the complete batches at the start of `buf`, checking only the size prefix.
 /// Stops at the first incomplete batch. Used on data that was validated when it was written.
 pub struct BatchIter<'a> {
