@@ -216,6 +216,9 @@ public final class TxnCheck {
                 }
                 prod.sendOffsetsToTransaction(next, con.groupMetadata());
                 if (txns % 3 == 2) {
+                    // flush first: records still in the accumulator when the abort starts are
+                    // dropped unsent, and the check below wants the aborted copies in the log
+                    prod.flush();
                     prod.abortTransaction();
                     aborted++;
                     // process the same records again: back to the committed offsets
