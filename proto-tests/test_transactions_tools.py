@@ -1,0 +1,159 @@
+"""Kafka's own transaction tools against an open transaction (issue 14), Kafka 4.x jars:
+
+- kafka-transactions (org.apache.kafka.tools.TransactionsCommand): `list` shows the
+  transactional id Ongoing at its coordinator, `describe` its producer id, epoch, timeout and
+  partitions, `describe-producers` the open transaction's first offset on a partition,
+  `find-hanging` finds nothing while the coordinator knows the partition, and `abort
+  --start-offset` ends the transaction on one partition (the Admin client's WriteTxnMarkers to
+  the partition leader): the LSO of that partition reaches the high watermark and
+  read_committed never shows the aborted records, while the other partition stays open until
+  the producer aborts for itself.
+- kafka-dump-log (org.apache.kafka.tools.DumpLogSegments) reads the segment after a clean
+  shutdown: transactional batches, COMMIT and ABORT control batches with the coordinator epoch,
+  and the `.txnindex` entries of the aborted transactions with their producer id and offsets.
+
+One broker of its own (it is stopped for kafka-dump-log); PROTO_TESTS_TARGET=kafka runs the
+same against Apache Kafka.
+"""
+import re
+import uuid
+
+from confluent_kafka import Producer
+
+from clients import LOG
+from javatools import kafka_tool
+from targets import partition_dir
+from transactions import (READ_COMMITTED, READ_UNCOMMITTED, eventually, offsets_of,
+                          read_partition, txn_broker, create_topic)
+
+PER = 3
+
+
+def table(out):
+    """Rows of ToolsUtils.prettyPrintTable output as dicts by header."""
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert lines, "no table printed"
+    headers = lines[0].split()
+    return [dict(zip(headers, line.split())) for line in lines[1:]]
+
+
+def tool(broker, *args):
+    res = kafka_tool("kafka-transactions", broker, *args)
+    return res.stdout
+
+
+def test_kafka_transactions_and_dump_log(tmp_path):
+    broker = txn_broker(tmp_path / "broker").start()
+    try:
+        run(broker)
+    finally:
+        if broker.alive():
+            broker.stop()
+
+
+def run(broker):
+    topic, txn_id = f"tools-{uuid.uuid4().hex[:8]}", f"tools-txn-{uuid.uuid4().hex[:8]}"
+    create_topic(broker.bootstrap, topic, 2)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": txn_id,
+                  "transaction.timeout.ms": 600000, "logger": LOG})
+    p.init_transactions(30)
+    p.begin_transaction()
+    for part in (0, 1):
+        for i in range(PER):
+            p.produce(topic, b"open-%d-%d" % (part, i), partition=part)
+    assert p.flush(30) == 0
+
+    listed = [r for r in table(tool(broker, "list")) if r["TransactionalId"] == txn_id]
+    assert len(listed) == 1, tool(broker, "list")
+    assert listed[0]["TransactionState"] == "Ongoing", listed
+    pid = int(listed[0]["ProducerId"])
+    assert pid >= 0
+
+    desc = tool(broker, "describe", "--transactional-id", txn_id)
+    row = table(desc)[0]
+    assert int(row["ProducerId"]) == pid and row["TransactionState"] == "Ongoing", desc
+    assert row["TransactionTimeoutMs"] == "600000", desc
+    assert f"{topic}-0" in desc and f"{topic}-1" in desc, desc
+    epoch = int(row["ProducerEpoch"])
+
+    producers = table(tool(broker, "describe-producers", "--topic", topic, "--partition", "0"))
+    mine = [r for r in producers if int(r["ProducerId"]) == pid]
+    assert len(mine) == 1, producers
+    assert int(mine[0]["ProducerEpoch"]) == epoch, mine
+    assert mine[0]["CurrentTransactionStartOffset"] == "0", mine
+    assert int(mine[0]["LastSequence"]) == PER - 1, mine
+
+    # the coordinator lists both partitions: nothing hangs, however short the timeout
+    hanging = table(tool(broker, "find-hanging", "--topic", topic,
+                         "--max-transaction-timeout", "0"))
+    assert hanging == [], hanging
+
+    assert offsets_of(broker, topic, [0, 1], READ_COMMITTED) == {0: 0, 1: 0}
+    tool(broker, "abort", "--topic", topic, "--partition", "0", "--start-offset", "0")
+    # an ABORT marker on partition 0 only: its LSO moves past it, partition 1 stays open
+    eventually(lambda: offsets_of(broker, topic, [0], READ_COMMITTED) == {0: PER + 1}, 30,
+               "partition 0 stable after kafka-transactions abort")
+    assert offsets_of(broker, topic, [0, 1], READ_UNCOMMITTED) == {0: PER + 1, 1: PER}
+    assert offsets_of(broker, topic, [1], READ_COMMITTED) == {1: 0}
+    assert read_partition(broker.bootstrap, topic, 0, "read_committed") == []
+    producers = table(tool(broker, "describe-producers", "--topic", topic, "--partition", "0"))
+    assert [r["CurrentTransactionStartOffset"] for r in producers
+            if int(r["ProducerId"]) == pid] == ["None"], producers
+
+    # the producer aborts for itself (markers on both partitions), then commits one
+    p.abort_transaction(30)
+    p.begin_transaction()
+    for part in (0, 1):
+        p.produce(topic, b"committed-%d" % part, partition=part)
+    p.commit_transaction(30)
+    # partition 0: 3 aborted, marker (tool), marker (producer), 1 committed, marker
+    eventually(lambda: offsets_of(broker, topic, [0, 1], READ_COMMITTED) == {0: PER + 4, 1: PER + 3},
+               30, "both partitions stable after the commit")
+    got = [v for _, v in read_partition(broker.bootstrap, topic, 0, "read_committed")]
+    assert got == [b"committed-0"], got
+    desc = table(tool(broker, "describe", "--transactional-id", txn_id))[0]
+    assert desc["TransactionState"] == "CompleteCommit", desc
+    del p
+
+    code = broker.stop()
+    assert code == 0, f"clean shutdown exited {code}"
+    dump_log(partition_dir(broker, topic, 0), pid)
+
+
+BATCH = re.compile(r"^baseOffset: (\d+) lastOffset: (\d+) count: (\d+) .*producerId: (-?\d+) "
+                   r"producerEpoch: (-?\d+) .*isTransactional: (\w+) isControl: (\w+)")
+MARKER = re.compile(r"^\| offset: (\d+) .*endTxnMarker: (ABORT|COMMIT) coordinatorEpoch: (\d+)")
+TXN_ENTRY = re.compile(r"^version: (\d+) producerId: (\d+) firstOffset: (\d+) lastOffset: (\d+) "
+                       r"lastStableOffset: (\d+)$")
+
+
+def dump_log(pdir, pid):
+    logs = sorted(pdir.glob("*.log"))
+    res = kafka_tool("kafka-dump-log", None, "--files", ",".join(map(str, logs)),
+                     "--deep-iteration", "--print-data-log")
+    out = res.stdout + res.stderr
+    assert "exception" not in out.lower() and "corrupt" not in out.lower(), out[-3000:]
+    batches = [BATCH.match(line).groups() for line in res.stdout.splitlines()
+               if line.startswith("baseOffset: ")]
+    markers = [MARKER.match(line).groups() for line in res.stdout.splitlines()
+               if "endTxnMarker" in line]
+    # (base offset, producer id, transactional, control)
+    shape = [(int(b[0]), int(b[3]), b[5], b[6]) for b in batches]
+    assert shape[0] == (0, pid, "true", "false"), shape
+    controls = [(s[0]) for s in shape if s[3] == "true"]
+    assert controls == [PER, PER + 1, PER + 3], f"control batches at {controls}: {shape}"
+    assert all(s[1] == pid and s[2] == "true" for s in shape), shape
+    assert [(int(m[0]), m[1]) for m in markers] == \
+        [(PER, "ABORT"), (PER + 1, "ABORT"), (PER + 3, "COMMIT")], markers
+
+    indexes = sorted(pdir.glob("*.txnindex"))
+    assert indexes, f"no .txnindex in {sorted(p.name for p in pdir.iterdir())}"
+    res = kafka_tool("kafka-dump-log", None, "--files", ",".join(map(str, indexes)))
+    entries = [TXN_ENTRY.match(line).groups() for line in res.stdout.splitlines()
+               if line.startswith("version: ")]
+    # the tool's abort covers 0..3; the producer's own abort has no data on partition 0
+    # (Kafka writes an index entry for it too: first = last = its marker)
+    assert entries, res.stdout
+    first = entries[0]
+    assert (int(first[1]), int(first[2]), int(first[3])) == (pid, 0, PER), entries
+    assert all(int(e[1]) == pid for e in entries), entries
