@@ -38,7 +38,8 @@ cache the kernel can drop, while RssAnon is the process's own memory.
 Environment:
   BENCH_SCALE=1      multiplies W1/W2/W3/W6/PERF/SEC sizes and W4's duration (0.05: a smoke run)
   BENCH_REPS=3       repetitions per workload and broker
-  BENCH_WORKLOADS    comma-separated subset of W1,W2,W3,W4,W5,W6,PERF,SEC (W3 runs with W1)
+  BENCH_WORKLOADS    comma-separated subset of W1,W2,W3,W4,W5,W6,PERF,SEC,TXN (W3 runs with
+                     W1; TXN: transactional produce, scripts/bench_txn.py)
   BENCH_MERGE=1      keep the other workloads' runs of an existing BENCH_OUT/results.json (a
                      re-run of some workloads, e.g. SEC alone); their meta goes to meta.reruns
   BENCH_SEC_MODES    comma-separated subset of PLAINTEXT,SSL,SASL_PLAINTEXT,SASL_PLAINTEXT+ACL
@@ -67,13 +68,15 @@ import time
 import uuid
 from pathlib import Path
 
+import bench_txn
+
 REPO = Path(__file__).resolve().parent.parent
 GiB = 1 << 30
 
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 WORKLOADS = [w.strip().upper() for w in
-             os.environ.get("BENCH_WORKLOADS", "W1,W2,W3,W4,W5,W6,PERF,SEC").split(",") if w.strip()]
+             os.environ.get("BENCH_WORKLOADS", "W1,W2,W3,W4,W5,W6,PERF,SEC,TXN").split(",") if w.strip()]
 OUT = Path(os.environ.get("BENCH_OUT", REPO / "docs" / "bench"))
 KAFKA_HEAP = os.environ.get("KAFKA_HEAP", "1g")
 KAFKA_LIB = Path(os.environ.get("KAFKA_LIB", REPO / ".deps" / "kafka-bench" / "kafka-4.3.1"))
@@ -1034,6 +1037,7 @@ def machine_info():
                   "W4b_seconds": W4B_SECONDS, "producers": PRODUCERS, "consumers": CONSUMERS,
                   "W5_topics": W5_TOPICS, "W5_idle_s": W5_IDLE_S, "warmup_bytes": WARMUP_BYTES,
                   "W6_warmup_bytes": W6_WARMUP_BYTES, "SEC_bytes": SEC_BYTES,
+                  "TXN_bytes": bench_txn.txn_bytes(SCALE),
                   "SEC_modes": [m for _, m in SEC_MODES]},
         "loadavg_start": os.getloadavg(),
     }
@@ -1046,6 +1050,8 @@ def workload_of(wid):
     """The BENCH_WORKLOADS entry that produces a result id (W3 runs with W1)."""
     if wid.startswith("SEC-"):
         return "SEC"
+    if wid.startswith("TXN-"):
+        return "TXN"
     return {"W3": "W1", "W4b": "W4", "PERF-P": "PERF", "PERF-C": "PERF"}.get(wid, wid)
 
 
@@ -1073,7 +1079,7 @@ def main():
             reruns[w] = info
 
     plan = []
-    for w in ("W1", "W2", "W4", "W5", "W6", "PERF", "SEC"):
+    for w in ("W1", "W2", "W4", "W5", "W6", "PERF", "SEC", "TXN"):
         if w == "W1" and not ({"W1", "W3"} & set(WORKLOADS)):
             continue
         if w != "W1" and w not in WORKLOADS:
@@ -1108,6 +1114,8 @@ def main():
                 out = run_w6(kind, run_dir)
             elif w == "SEC":
                 out = run_sec(kind, run_dir, *mode)
+            elif w == "TXN":
+                out = bench_txn.run_txn(sys.modules[__name__], kind, run_dir)
             else:
                 out = run_perf(kind, run_dir)
             for wid, metrics in out.items():
@@ -1120,6 +1128,7 @@ def main():
             log(f"    FAILED: {msg[:3000]}")
             wids = {"W1": ["W1", "W3"] if "W3" in WORKLOADS else ["W1"], "W4": ["W4", "W4b"],
                     "PERF": ["PERF-P", "PERF-C"],
+                    "TXN": [f"TXN-{n}" for n in bench_txn.TXN_SIZES],
                     "SEC": [f"SEC-{mode[0]}-P", f"SEC-{mode[0]}-C"] if mode else []}.get(w, [w])
             for wid in wids:
                 results["runs"].append({"workload": wid, "broker": kind, "rep": rep, "ok": False,
