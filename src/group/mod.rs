@@ -35,6 +35,7 @@ pub use membership::{ClientInfo, DescribedGroup, ListedGroup};
 pub use offsets::{Committed, CommittedOffset, OffsetCommit, OffsetDeleteResult};
 use records::{partition_for, GroupValue, OffsetValue, RecordKey};
 use state::{Group, GroupTiming};
+pub use topic::{coordinator_address, ensure_internal_topic, CoordinatorAddress};
 pub use txn_offsets::TxnCommitter;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -87,6 +88,27 @@ pub struct GroupCoordinator {
     /// `__consumer_offsets` partitions this broker coordinates and has loaded, with the
     /// leader epoch they were loaded in.
     loaded: Mutex<HashMap<i32, i32>>,
+}
+
+/// How a coordinator's set of loaded state partitions (partition -> leader epoch) must change
+/// to match the partitions it leads now: (those to unload, those to load). A partition led
+/// again in a newer epoch is both: leadership left and came back between two images seen,
+/// and what was loaded may miss what another coordinator wrote meanwhile.
+pub fn leadership_changes(
+    loaded: &HashMap<i32, i32>,
+    led: &HashMap<i32, i32>,
+) -> (Vec<i32>, Vec<(i32, i32)>) {
+    let gone = loaded
+        .iter()
+        .filter(|(p, epoch)| led.get(p) != Some(epoch))
+        .map(|(p, _)| *p)
+        .collect();
+    let new = led
+        .iter()
+        .filter(|(p, epoch)| loaded.get(p) != Some(epoch))
+        .map(|(p, e)| (*p, *e))
+        .collect();
+    (gone, new)
 }
 
 /// Maps a failed `__consumer_offsets` append to what Kafka answers group clients.
@@ -226,30 +248,15 @@ impl GroupCoordinator {
     /// Loads newly led `__consumer_offsets` partitions and forgets those no longer led.
     /// Blocking: it reads whole partitions (called with the metadata, off the async workers).
     pub fn sync_partitions(&self) {
-        let hosted = self.replicas.hosted();
-        let led: HashMap<i32, i32> = hosted
-            .get(OFFSETS_TOPIC)
-            .map(|t| {
-                t.partitions
-                    .iter()
-                    .filter(|(_, p)| p.is_leader())
-                    .map(|(i, p)| (*i, p.leader_epoch()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let current: HashMap<i32, i32> = self.loaded.lock().clone();
-        for (p, epoch) in &current {
-            // Gone, or led again in a newer epoch (leadership left and came back between two
-            // images we saw): what we hold may miss what another coordinator wrote meanwhile.
-            if led.get(p) != Some(epoch) {
-                self.unload(*p);
-            }
+        let led = self.replicas.led_partitions(OFFSETS_TOPIC);
+        let current = self.loaded.lock().clone();
+        let (gone, new) = leadership_changes(&current, &led);
+        for p in gone {
+            self.unload(p);
         }
-        for (p, epoch) in &led {
-            if current.get(p) != Some(epoch) {
-                if let Some(partition) = self.replicas.partition(OFFSETS_TOPIC, *p) {
-                    self.load(*p, *epoch, &partition);
-                }
+        for (p, epoch) in new {
+            if let Some(partition) = self.replicas.partition(OFFSETS_TOPIC, p) {
+                self.load(p, epoch, &partition);
             }
         }
     }

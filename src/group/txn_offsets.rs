@@ -13,7 +13,7 @@ use kafka_protocol::ResponseError;
 use super::offsets::{offset_key, CommittedOffset, OffsetCommit};
 use super::records::{partition_for, OffsetValue};
 use super::state::NONE;
-use super::{GroupCoordinator, GroupEntry, OFFSETS_TOPIC};
+use super::{append_error, GroupCoordinator, GroupEntry, OFFSETS_TOPIC};
 use crate::log::batch::{self, BatchProducer};
 use crate::log::producer_state::AppendOrigin;
 use crate::log::producer_state::ProducerError;
@@ -54,13 +54,7 @@ fn txn_append_error(e: &PartitionError) -> ResponseError {
         PartitionError::Log(LogError::Producer(ProducerError::InvalidProducerEpoch(_))) => {
             ResponseError::InvalidProducerEpoch
         }
-        PartitionError::NotLeader | PartitionError::Log(LogError::Io(_)) => {
-            ResponseError::NotCoordinator
-        }
-        PartitionError::Log(LogError::MessageTooLarge { .. }) => {
-            ResponseError::InvalidCommitOffsetSize
-        }
-        _ => ResponseError::CoordinatorNotAvailable,
+        _ => append_error(e),
     }
 }
 

@@ -188,6 +188,21 @@ impl ReplicaManager {
         self.hosted.load_full()
     }
 
+    /// The partitions of `topic` this broker leads, with their leader epochs.
+    pub fn led_partitions(&self, topic: &str) -> HashMap<i32, i32> {
+        self.hosted
+            .load()
+            .get(topic)
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|(_, p)| p.is_leader())
+                    .map(|(i, p)| (*i, p.leader_epoch()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Brings the hosted partitions in line with `image`: drops partitions of deleted (or
     /// re-created) topics, opens newly assigned ones, and updates leadership, ISR and configs.
     /// Blocking (file I/O): called by the one task that follows the metadata, on a blocking

@@ -251,22 +251,8 @@ impl Partition {
         required_acks: i16,
         now_ms: i64,
     ) -> Result<AppendInfo, PartitionError> {
-        if !self.is_leader() {
-            return Err(PartitionError::NotLeader);
-        }
-        if required_acks == -1
-            && (self.state.read().isr.len() as i32) < self.log.config().min_insync_replicas
-        {
-            return Err(PartitionError::NotEnoughReplicas);
-        }
-        let info = self
-            .log
-            .append_as_leader(batch, self.leader_epoch(), now_ms)?;
-        self.counters
-            .bytes_in
-            .fetch_add(info.size as u64, Ordering::Relaxed);
-        self.appended();
-        Ok(info)
+        let client = crate::log::producer_state::AppendOrigin::Client { verification: None };
+        self.append_from(batch, required_acks, now_ms, client)
     }
 
     /// After an append as leader: wakes followers' fetches and moves the high watermark if

@@ -207,28 +207,15 @@ impl TransactionCoordinator {
     /// loaded transactions that were preparing to commit or abort, the markers go out again.
     /// Blocking: it reads whole partitions (called with the metadata, off the async workers).
     pub fn sync_partitions(self: &Arc<Self>) {
-        let hosted = self.replicas.hosted();
-        let led: HashMap<i32, i32> = hosted
-            .get(TRANSACTION_STATE_TOPIC)
-            .map(|t| {
-                t.partitions
-                    .iter()
-                    .filter(|(_, p)| p.is_leader())
-                    .map(|(i, p)| (*i, p.leader_epoch()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let led = self.replicas.led_partitions(TRANSACTION_STATE_TOPIC);
         let current = self.loaded.lock().clone();
-        for (p, epoch) in &current {
-            if led.get(p) != Some(epoch) {
-                self.unload(*p);
-            }
+        let (gone, new) = crate::group::leadership_changes(&current, &led);
+        for p in gone {
+            self.unload(p);
         }
-        for (p, epoch) in &led {
-            if current.get(p) != Some(epoch) {
-                if let Some(partition) = self.replicas.partition(TRANSACTION_STATE_TOPIC, *p) {
-                    self.load(*p, *epoch, &partition);
-                }
+        for (p, epoch) in new {
+            if let Some(partition) = self.replicas.partition(TRANSACTION_STATE_TOPIC, p) {
+                self.load(p, epoch, &partition);
             }
         }
     }

@@ -3,15 +3,12 @@
 //! its leaders; and FindCoordinator for transactions.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use kafka_protocol::ResponseError;
 
 use super::{TransactionCoordinator, TRANSACTION_STATE_TOPIC};
-use crate::meta::controller::{self, CreateDefaults, CreateTopicError, TopicSpec};
-
-/// How long FindCoordinator waits for a just-created `__transaction_state` to be hosted here.
-const HOSTED_WAIT: Duration = Duration::from_secs(10);
+use crate::group::{coordinator_address, ensure_internal_topic, CoordinatorAddress};
+use crate::meta::controller::TopicSpec;
 
 impl TransactionCoordinator {
     /// The broker that coordinates `transactional_id` (creating `__transaction_state` if
@@ -20,26 +17,10 @@ impl TransactionCoordinator {
         &self,
         transactional_id: &str,
         listener: &str,
-    ) -> Result<(i32, String, i32), (ResponseError, String)> {
+    ) -> Result<CoordinatorAddress, (ResponseError, String)> {
         self.ensure_state_topic().await?;
-        let image = self.meta.image();
         let p = self.partition_for(transactional_id);
-        let leader = image
-            .topic(TRANSACTION_STATE_TOPIC)
-            .and_then(|t| t.partitions.iter().find(|x| x.partition == p))
-            .map(|x| x.leader)
-            .unwrap_or(-1);
-        match image
-            .brokers
-            .get(&leader)
-            .and_then(|b| b.endpoint(listener))
-        {
-            Some((host, port)) => Ok((leader, host.to_string(), port)),
-            None => Err((
-                ResponseError::CoordinatorNotAvailable,
-                "The coordinator is not available.".into(),
-            )),
-        }
+        coordinator_address(&self.meta.image(), TRANSACTION_STATE_TOPIC, p, listener)
     }
 
     /// Where `transactional_id` is coordinated, on the inter-broker listener (-1 when the
@@ -89,29 +70,6 @@ impl TransactionCoordinator {
             assignments: None,
             configs,
         };
-        let defaults = CreateDefaults {
-            num_partitions: config.state_partitions,
-            replication_factor: 1,
-        };
-        let created = controller::create_topics(
-            &self.meta,
-            &[spec],
-            defaults,
-            crate::log::config::validate_topic_overrides,
-            false,
-        )
-        .await
-        .pop()
-        .expect("one result per topic");
-        match created {
-            Ok(_) | Err(CreateTopicError::AlreadyExists(_)) => {
-                self.replicas
-                    .wait_for_image(self.meta.image().version, HOSTED_WAIT)
-                    .await;
-                tracing::info!("created {TRANSACTION_STATE_TOPIC}");
-                Ok(())
-            }
-            Err(e) => Err((ResponseError::CoordinatorNotAvailable, e.to_string())),
-        }
+        ensure_internal_topic(&self.meta, &self.replicas, spec).await
     }
 }
