@@ -12,10 +12,15 @@
   shutdown: transactional batches, COMMIT and ABORT control batches with the coordinator epoch,
   and the `.txnindex` entries of the aborted transactions with their producer id and offsets.
 
-One broker of its own (it is stopped for kafka-dump-log); PROTO_TESTS_TARGET=kafka runs the
-same against Apache Kafka.
+- transactional.id.expiration.ms: a transactional id idle for longer is forgotten
+  (DescribeTransactions answers TRANSACTIONAL_ID_NOT_FOUND, and the next InitProducerId gets a
+  new producer id at epoch 0), while an id in use is kept.
+
+Each test has a broker of its own (the first stops it for kafka-dump-log);
+PROTO_TESTS_TARGET=kafka runs the same against Apache Kafka.
 """
 import re
+import time
 import uuid
 
 from confluent_kafka import Producer
@@ -23,8 +28,11 @@ from confluent_kafka import Producer
 from clients import LOG
 from javatools import kafka_tool
 from targets import partition_dir
-from transactions import (READ_COMMITTED, READ_UNCOMMITTED, eventually, offsets_of,
-                          read_partition, txn_broker, create_topic)
+import wire
+from transactions import (NONE, READ_COMMITTED, READ_UNCOMMITTED, TRANSACTIONAL_ID_NOT_FOUND,
+                          Conn, RawTxn, create_topic, eventually, offsets_of, read_compact_string,
+                          read_partition, txn_broker)
+from wire import compact_string, uvarint
 
 PER = 3
 
@@ -157,3 +165,79 @@ def dump_log(pdir, pid):
     first = entries[0]
     assert (int(first[1]), int(first[2]), int(first[3])) == (pid, 0, PER), entries
     assert all(int(e[1]) == pid for e in entries), entries
+
+
+# --- transactional.id.expiration.ms ------------------------------------------------------------
+
+def describe_transactions_v0(cid, ids):
+    return (wire.header_v2(65, 0, cid) + uvarint(len(ids) + 1)
+            + b"".join(compact_string(i) for i in ids) + uvarint(0))
+
+
+def read_describe_transactions_v0(r):
+    """{transactional id: (error, state, producer id, epoch)}"""
+    r.skip_tags()
+    r.i32()  # throttle_time_ms
+
+    def partitions(r):
+        read_compact_string(r)
+        r.compact_array(lambda r: r.i32())
+        r.skip_tags()
+
+    def state(r):
+        error, tid, st = r.i16(), read_compact_string(r), read_compact_string(r)
+        r.i32()  # timeout
+        r.i64()  # start time
+        pid, epoch = r.i64(), r.i16()
+        r.compact_array(partitions)
+        r.skip_tags()
+        return tid, (error, st, pid, epoch)
+    out = dict(r.compact_array(state))
+    r.skip_tags()
+    return out
+
+
+def describe(broker, txn_id):
+    with Conn(broker) as c:
+        return c.call(describe_transactions_v0, read_describe_transactions_v0, [txn_id])[txn_id]
+
+
+def one_transaction(broker, txn_id, topic):
+    t = RawTxn(broker, txn_id)
+    try:
+        assert t.add_partitions({topic: [0]}) == {(topic, 0): NONE}
+        assert t.produce(topic, 0, [b"x"])["error"] == NONE
+        assert t.end(True) == NONE
+        return t.pid, t.epoch
+    finally:
+        t.close()
+
+
+def test_transactional_id_expiration(tmp_path):
+    broker = txn_broker(tmp_path / "broker", {
+        "transactional.id.expiration.ms": 2000,
+        "transaction.remove.expired.transaction.cleanup.interval.ms": 500}).start()
+    try:
+        topic = f"expire-{uuid.uuid4().hex[:8]}"
+        create_topic(broker.bootstrap, topic, 1)
+        idle, busy = f"idle-{uuid.uuid4().hex[:8]}", f"busy-{uuid.uuid4().hex[:8]}"
+        pid, epoch = one_transaction(broker, idle, topic)
+        assert describe(broker, idle)[0] == NONE
+        # `busy` stays in use: a transaction every half second, each re-initialising the id
+        busy_pid, _ = one_transaction(broker, busy, topic)
+
+        def expired():
+            return describe(broker, idle)[0] == TRANSACTIONAL_ID_NOT_FOUND
+        deadline = time.monotonic() + 30
+        while not expired():
+            assert time.monotonic() < deadline, f"{idle} never expired: {describe(broker, idle)}"
+            again, _ = one_transaction(broker, busy, topic)
+            assert again == busy_pid, "the busy id lost its producer id"
+            time.sleep(0.5)
+        st = describe(broker, busy)
+        assert st[0] == NONE and st[2] == busy_pid, st
+        # a forgotten id starts over: a new producer id at epoch 0
+        new_pid, new_epoch = one_transaction(broker, idle, topic)
+        assert new_pid != pid and new_epoch == 0, (pid, epoch, new_pid, new_epoch)
+    finally:
+        broker.stop()
