@@ -23,7 +23,7 @@ import uuid
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from clients import LOG
-from javatools import JAVA_CLASSES, JAVA_LIB, JVM_OPTS, _java, require_java
+from javatools import JVM_OPTS, _java, java_classpath
 from transactions import create_topic, stop_module_broker, txn_broker
 
 import subprocess
@@ -40,7 +40,6 @@ class StreamsApp:
     """WordCountEos as a process; stdout lines go to a queue."""
 
     def __init__(self, workdir, bootstrap, app_id, src, dst, state_dir):
-        require_java()
         self.args = [bootstrap, app_id, src, dst, str(state_dir),
                      os.environ.get("WORDCOUNT_GUARANTEE", "exactly_once_v2")]
         self.log_path = workdir / "streams.log"
@@ -50,7 +49,7 @@ class StreamsApp:
 
     def start(self):
         self.starts += 1
-        cp = f"{JAVA_CLASSES}{os.pathsep}{JAVA_LIB}/*"
+        cp = java_classpath()
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start #{self.starts} =====\n".encode())
             log.flush()

@@ -36,7 +36,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 import wire
 from clients import LOG
 from conftest import REPO, Broker, free_ports
-from javatools import JAVA_CLASSES, JAVA_LIB, JVM_OPTS, _java, require_java
+from javatools import JVM_OPTS, _java, java_classpath
 from targets import TARGET, KafkaReferenceBroker, new_target
 from wire import Reader, compact_string, i8, i16, i32, i64, uvarint
 
@@ -601,9 +601,8 @@ class TxnWorker:
 
     def __init__(self, workdir, bootstrap, topic, partitions, txn_id, per_partition=3,
                  txn_timeout_ms=60000, extra=()):
-        require_java()
         self.log_path = Path(workdir) / f"txn-worker-{txn_id}.log"
-        cp = f"{JAVA_CLASSES}{os.pathsep}{JAVA_LIB}/*"
+        cp = java_classpath()
         cmd = [_java(), *JVM_OPTS, "-cp", cp, "gregor.prototests.TxnWorker", bootstrap, topic,
                str(partitions), txn_id, str(per_partition), str(txn_timeout_ms), *extra]
         self._err = open(self.log_path, "ab")
