@@ -12,6 +12,8 @@
   shutdown: transactional batches, COMMIT and ABORT control batches with the coordinator epoch,
   and the `.txnindex` entries of the aborted transactions with their producer id and offsets.
 
+- The log cleaner on a compacted topic: an aborted transaction's records go at once, its ABORT
+  marker once delete.retention.ms has passed; committed records and their markers stay.
 - transactional.id.expiration.ms: a transactional id idle for longer is forgotten
   (DescribeTransactions answers TRANSACTIONAL_ID_NOT_FOUND, and the next InitProducerId gets a
   new producer id at epoch 0), while an id in use is kept.
@@ -241,3 +243,68 @@ def test_transactional_id_expiration(tmp_path):
         assert new_pid != pid and new_epoch == 0, (pid, epoch, new_pid, new_epoch)
     finally:
         broker.stop()
+
+
+# --- the log cleaner --------------------------------------------------------------------------
+
+CLEANER_BROKER = {"log.cleaner.backoff.ms": 200}
+COMPACTED = {"cleanup.policy": "compact", "segment.ms": "100", "min.cleanable.dirty.ratio": "0.01",
+             "delete.retention.ms": "3000"}
+
+
+def test_cleaner_drops_aborted_data_then_its_marker(tmp_path):
+    """A compacted topic (segments rolled every 100 ms, cleaned as soon as dirty): the cleaner
+    removes an aborted transaction's records at once, and its ABORT marker once
+    delete.retention.ms has passed since the first cleaning that kept it. The committed
+    records and their COMMIT markers stay; read_committed reads the same before and after."""
+    broker = txn_broker(tmp_path / "broker", CLEANER_BROKER).start()
+    try:
+        topic = f"clean-{uuid.uuid4().hex[:8]}"
+        create_topic(broker.bootstrap, topic, 1, config=COMPACTED)
+        p = Producer({"bootstrap.servers": broker.bootstrap, "logger": LOG,
+                      "transactional.id": f"clean-txn-{uuid.uuid4().hex[:8]}"})
+        p.init_transactions(30)
+
+        def txn(values, commit):
+            p.begin_transaction()
+            for k, v in values:
+                p.produce(topic, v, key=k, partition=0)
+            assert p.flush(30) == 0
+            (p.commit_transaction if commit else p.abort_transaction)(30)
+
+        txn([(b"k%d" % i, b"aborted-%d" % i) for i in range(3)], commit=False)  # 0-2, marker 3
+        txn([(b"k%d" % i, b"committed-%d" % i) for i in range(3)], commit=True)  # 4-6, marker 7
+        committed = [(4 + i, b"committed-%d" % i) for i in range(3)]
+        time.sleep(0.3)
+        txn([(b"roll", b"roll-1")], commit=True)  # a new segment: 8, marker 9
+
+        def uncommitted():
+            return read_partition(broker.bootstrap, topic, 0, "read_uncommitted")
+        eventually(lambda: uncommitted() == committed + [(8, b"roll-1")], 30,
+                   "the aborted records cleaned away")
+        assert read_partition(broker.bootstrap, topic, 0, "read_committed") == \
+            committed + [(8, b"roll-1")]
+        # after delete.retention.ms, another roll and cleaning: the ABORT marker goes too
+        time.sleep(3.5)
+        txn([(b"roll", b"roll-2")], commit=True)  # 10, marker 11
+        time.sleep(0.3)
+        txn([(b"roll", b"roll-3")], commit=True)  # 12, marker 13
+        # roll-1 is replaced by roll-2; roll-3 is in the active segment, never cleaned
+        eventually(lambda: [o for o, _ in uncommitted()] == [4, 5, 6, 10, 12], 30,
+                   "roll-1 compacted away")
+        # The marker gets its horizon in the first pass that finds its transaction empty (for
+        # Kafka, possibly only the one after roll-2), and goes in the first pass after it: one
+        # that expired horizons trigger on their own, dirty or not.
+        time.sleep(3 + 2)
+        del p
+        assert broker.stop() == 0
+        pdir = partition_dir(broker, topic, 0)
+        res = kafka_tool("kafka-dump-log", None, "--files",
+                         ",".join(map(str, sorted(pdir.glob("*.log")))), "--deep-iteration")
+        markers = [(int(m[0]), m[1]) for m in (MARKER.match(line).groups()
+                   for line in res.stdout.splitlines() if "endTxnMarker" in line)]
+        assert (3, "ABORT") not in markers, f"the ABORT marker outlived delete.retention.ms: {markers}"
+        assert (7, "COMMIT") in markers, f"the COMMIT marker of kept records: {markers}"
+    finally:
+        if broker.alive():
+            broker.stop()
