@@ -46,6 +46,8 @@ Environment:
   BENCH_OUT          output directory (docs/bench)
   BENCH_WORKDIR      where data directories go (a fresh temporary directory)
   BENCH_W6_KAFKA=1   also run the 3-node Kafka cluster for W6 (0: Gregor only)
+  BENCH_KINDS        gregor,kafka (default), or gregor alone: two Gregor builds compared in
+                     runs of their own (GREGOR_BIN), e.g. before and after a hot-path change
   BENCH_PRODUCERS=2, BENCH_CONSUMERS=2   client instances in W1, W2, W6 / W3
   KAFKA_HEAP=1g      Kafka's -Xmx/-Xms
   KAFKA_LIB          Kafka's classpath directory (set by the shell script)
@@ -83,6 +85,9 @@ KAFKA_LIB = Path(os.environ.get("KAFKA_LIB", REPO / ".deps" / "kafka-bench" / "k
 GREGOR_BIN = Path(os.environ.get("GREGOR_BIN", REPO / "target" / "release" / "gregor"))
 BENCH_BIN = Path(os.environ.get("BENCH_BIN", REPO / "target" / "rdkafka" / "release" / "gregor-bench"))
 W6_KAFKA = os.environ.get("BENCH_W6_KAFKA", "1") == "1"
+# Which brokers run: both by default; "gregor" alone compares two Gregor builds (GREGOR_BIN)
+# run one after the other, e.g. the cost of a change to the hot path.
+KINDS = [k.strip() for k in os.environ.get("BENCH_KINDS", "gregor,kafka").split(",") if k.strip()]
 
 PARTITIONS = 6
 W1_BYTES = int(2 * GiB * SCALE)
@@ -1089,7 +1094,7 @@ def main():
             # machine's load does not favour one mode (the ACL comparison is 5%).
             modes = [None] if w != "SEC" else SEC_MODES if rep % 2 else SEC_MODES[::-1]
             for mode in modes:
-                for kind in ("gregor", "kafka"):
+                for kind in KINDS:
                     if w == "W6" and kind == "kafka" and not W6_KAFKA:
                         continue
                     plan.append((w, rep, kind, mode))
