@@ -164,6 +164,7 @@ pub fn partition_error_code(e: &PartitionError) -> ResponseError {
         }
         PartitionError::Log(LogError::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,
         PartitionError::Log(LogError::MessageTooLarge { .. }) => ResponseError::MessageTooLarge,
+        PartitionError::Log(LogError::InvalidTimestamp { .. }) => ResponseError::InvalidTimestamp,
         PartitionError::Log(LogError::Io(_)) => ResponseError::KafkaStorageError,
     }
 }

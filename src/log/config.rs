@@ -18,6 +18,11 @@ pub struct LogConfig {
     pub index_interval_bytes: usize,
     pub max_message_bytes: usize,
     pub timestamp_type: TimestampType,
+    /// CreateTime timestamps may be at most this far ahead of the broker's clock
+    /// (`message.timestamp.after.max.ms`).
+    pub timestamp_after_max_ms: i64,
+    /// ... and at most this far behind it (`message.timestamp.before.max.ms`).
+    pub timestamp_before_max_ms: i64,
     /// fsync after this many messages (Kafka's default, i64::MAX, means never force).
     pub flush_messages: i64,
     /// fsync when this much time passed since the last flush (i64::MAX means never force).
@@ -37,6 +42,30 @@ pub struct LogConfig {
 }
 
 impl LogConfig {
+    /// Checks a CreateTime batch's timestamps against the broker's clock, as Kafka's
+    /// `message.timestamp.{before,after}.max.ms` do: from the batch header (its first and its
+    /// max timestamp), so nothing is decompressed. Returns the offending timestamp and the
+    /// accepted range.
+    pub fn check_timestamps(
+        &self,
+        first_ms: i64,
+        max_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), (i64, i64, i64)> {
+        if self.timestamp_type != TimestampType::CreateTime {
+            return Ok(());
+        }
+        let earliest = now_ms.saturating_sub(self.timestamp_before_max_ms);
+        let latest = now_ms.saturating_add(self.timestamp_after_max_ms);
+        // -1 is "no timestamp", never checked
+        for ts in [first_ms, max_ms] {
+            if ts != -1 && (ts < earliest || ts > latest) {
+                return Err((ts, earliest, latest));
+            }
+        }
+        Ok(())
+    }
+
     /// The age after which the active segment is rolled: `segment.ms`, or for compacted logs
     /// at most `max.compaction.lag.ms` (the active segment is never cleaned), as in Kafka.
     pub fn max_segment_ms(&self) -> i64 {
@@ -65,6 +94,14 @@ enum Kind {
     Bool,
     /// A fraction between 0 and 1.
     Ratio,
+    /// An integer in [min, max], or the one value `or` (a codec level's "the codec's default").
+    Level {
+        min: i64,
+        max: i64,
+        or: Option<i64>,
+    },
+    /// Kafka's throttled-replica list: empty, `*`, or `partition:broker` pairs.
+    ThrottledReplicas,
 }
 
 /// One topic config key: its name, the broker config key that supplies its default, Kafka's
@@ -88,8 +125,14 @@ pub const MIN_SEGMENT_BYTES: i64 = 1024 * 1024;
 pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     def("cleanup.policy", "log.cleanup.policy", "delete", Kind::List(&["delete", "compact"]),
         "The retention policy for old log segments: delete (by time or size) or compact."),
+    def("compression.gzip.level", "compression.gzip.level", "-1", Kind::Level { min: 1, max: 9, or: Some(-1) },
+        "The gzip level when compression.type is gzip. No effect in Gregor: batches are stored as the producer compressed them."),
+    def("compression.lz4.level", "compression.lz4.level", "9", Kind::Level { min: 1, max: 17, or: None },
+        "The lz4 level when compression.type is lz4. No effect in Gregor: batches are stored as the producer compressed them."),
     def("compression.type", "compression.type", "producer", Kind::Choice(COMPRESSION_TYPES),
-        "The final compression type for the topic; 'producer' keeps the codec the producer used."),
+        "The final compression type for the topic; 'producer' keeps the codec the producer used. Gregor stores every batch as the producer compressed it, whatever this says."),
+    def("compression.zstd.level", "compression.zstd.level", "3", Kind::Level { min: -131072, max: 22, or: None },
+        "The zstd level when compression.type is zstd. No effect in Gregor: batches are stored as the producer compressed them."),
     def("delete.retention.ms", "log.cleaner.delete.retention.ms", "86400000", Kind::Long { min: 0 },
         "How long delete tombstones are kept for compacted topics."),
     def("file.delete.delay.ms", "log.segment.delete.delay.ms", "60000", Kind::Long { min: 0 },
@@ -98,12 +141,24 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "Force an fsync of the log after this many messages (1: before every acknowledgement)."),
     def("flush.ms", "log.flush.interval.ms", "9223372036854775807", Kind::Long { min: 0 },
         "Force an fsync of the log when this much time has passed since the last one."),
+    def("follower.replication.throttled.replicas", "", "", Kind::ThrottledReplicas,
+        "Replicas (partition:broker, or *) whose follower-side replication is throttled. Stored and reported; no effect in Gregor, which has no replication throttles."),
     def("index.interval.bytes", "log.index.interval.bytes", "4096", Kind::Int { min: 0 },
         "How frequently an entry is added to the offset index, in bytes of log."),
+    def("leader.replication.throttled.replicas", "", "", Kind::ThrottledReplicas,
+        "Replicas (partition:broker, or *) whose leader-side replication is throttled. Stored and reported; no effect in Gregor, which has no replication throttles."),
+    def("local.retention.bytes", "log.local.retention.bytes", "-2", Kind::Long { min: -2 },
+        "The local log size kept before tiered storage may delete it (-2: retention.bytes). No effect in Gregor, which has no tiered storage."),
+    def("local.retention.ms", "log.local.retention.ms", "-2", Kind::Long { min: -2 },
+        "The local log age kept before tiered storage may delete it (-2: retention.ms). No effect in Gregor, which has no tiered storage."),
     def("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms", "9223372036854775807", Kind::Long { min: 1 },
         "The maximum time a message remains ineligible for compaction."),
     def("max.message.bytes", "message.max.bytes", "1048588", Kind::Int { min: 0 },
         "The largest record batch size allowed, after compression."),
+    def("message.timestamp.after.max.ms", "log.message.timestamp.after.max.ms", "3600000", Kind::Long { min: 0 },
+        "How far a CreateTime timestamp may be ahead of the broker's clock; a batch whose max timestamp is later is refused with INVALID_TIMESTAMP."),
+    def("message.timestamp.before.max.ms", "log.message.timestamp.before.max.ms", "9223372036854775807", Kind::Long { min: 0 },
+        "How far a CreateTime timestamp may be behind the broker's clock; a batch whose first timestamp is older is refused with INVALID_TIMESTAMP."),
     def("message.timestamp.type", "log.message.timestamp.type", "CreateTime", Kind::Choice(&["CreateTime", "LogAppendTime"]),
         "Whether the timestamp in the message is the producer's create time or the broker's log append time."),
     def("min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio", "0.5", Kind::Ratio,
@@ -112,7 +167,15 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "The minimum time a message remains uncompacted in the log."),
     def("min.insync.replicas", "min.insync.replicas", "1", Kind::Int { min: 1 },
         "The minimum number of in-sync replicas that must acknowledge a write with acks=all."),
-    def("retention.bytes", "log.retention.bytes", "-1", Kind::Long { min: -1 },
+    def("preallocate", "log.preallocate", "false", Kind::Bool,
+        "Preallocate the file of a new segment. No effect in Gregor, which appends segment files as it writes them."),
+    def("remote.log.copy.disable", "", "false", Kind::Bool,
+        "Stop copying segments to tiered storage. No effect in Gregor, which has no tiered storage."),
+    def("remote.log.delete.on.disable", "", "false", Kind::Bool,
+        "Delete the topic's tiered data when remote storage is turned off. No effect in Gregor, which has no tiered storage."),
+    def("remote.storage.enable", "", "false", Kind::Bool,
+        "Move closed segments to tiered storage. Gregor has no tiered storage: only false is accepted, as Kafka refuses true when tiered storage is off in the broker."),
+    def("retention.bytes", "log.retention.bytes", "-1", Kind::Long { min: i64::MIN },
         "The maximum size a partition's log can grow to before old segments are deleted (-1: no limit)."),
     def("retention.ms", "log.retention.ms", "604800000", Kind::Long { min: -1 },
         "The maximum time a log segment is retained before it is deleted (-1: no time limit)."),
@@ -160,13 +223,14 @@ impl TopicConfigDef {
             Kind::Int { .. } => 3,
             Kind::Long { .. } => 5,
             Kind::Ratio => 6,
-            Kind::List(_) => 7,
+            Kind::List(_) | Kind::ThrottledReplicas => 7,
+            Kind::Level { .. } => 3,
         }
     }
 
     /// Whether APPEND and SUBTRACT apply (list-typed configs).
     pub fn is_list(&self) -> bool {
-        matches!(self.kind, Kind::List(_))
+        matches!(self.kind, Kind::List(_) | Kind::ThrottledReplicas)
     }
 }
 
@@ -229,6 +293,29 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
             Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
             _ => Err(format!("{}: Value must be between 0 and 1", bad())),
         },
+        Kind::Level { min, max, or } => match value.trim().parse::<i32>() {
+            Ok(v) if (min..=max).contains(&i64::from(v)) || Some(i64::from(v)) == or => Ok(()),
+            Ok(_) => Err(match or {
+                Some(or) => format!("{}: Value must be between {min} and {max}, or {or}", bad()),
+                None => format!("{}: Value must be between {min} and {max}", bad()),
+            }),
+            Err(_) => Err(format!("{}: Not a number of type INT", bad())),
+        },
+        Kind::ThrottledReplicas => {
+            let items: Vec<&str> = value.split(',').map(str::trim).collect();
+            let pair = |i: &str| {
+                i.split_once(':')
+                    .is_some_and(|(p, b)| p.parse::<u32>().is_ok() && b.parse::<u32>().is_ok())
+            };
+            if value.trim().is_empty() || value.trim() == "*" || items.iter().all(|i| pair(i)) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{}: must be the literal '*' or a list of replicas in the format [partitionId]:[brokerId],[partitionId]:[brokerId],...",
+                    bad()
+                ))
+            }
+        }
     }
 }
 
@@ -243,6 +330,7 @@ pub fn broker_synonyms(def: &TopicConfigDef) -> Vec<(&'static str, Option<&'stat
             ("log.retention.hours", Some("168")),
         ],
         "segment.ms" => vec![("log.roll.ms", None), ("log.roll.hours", Some("168"))],
+        _ if def.broker_key.is_empty() => vec![],
         _ => vec![(def.broker_key, Some(def.default))],
     }
 }
@@ -252,6 +340,12 @@ pub fn broker_synonyms(def: &TopicConfigDef) -> Vec<(&'static str, Option<&'stat
 pub fn validate_topic_overrides(configs: &BTreeMap<String, String>) -> Result<(), String> {
     for (k, v) in configs {
         validate_topic_config(k, v)?;
+    }
+    if configs
+        .get("remote.storage.enable")
+        .is_some_and(|v| v.trim() == "true")
+    {
+        return Err("Tiered Storage functionality is disabled in the broker. Topic cannot be configured with remote log storage.".to_string());
     }
     let long = |k: &str| configs.get(k).and_then(|v| v.trim().parse::<i64>().ok());
     if let (Some(min), Some(max)) = (long("min.compaction.lag.ms"), long("max.compaction.lag.ms")) {
@@ -284,11 +378,14 @@ impl TopicDefaults {
         let mut values = BTreeMap::new();
         let mut from_broker = std::collections::BTreeSet::new();
         for def in TOPIC_CONFIGS {
-            if settings.contains_key(def.broker_key) || settings.contains_key(def.name) {
+            if (!def.broker_key.is_empty() && settings.contains_key(def.broker_key))
+                || settings.contains_key(def.name)
+            {
                 from_broker.insert(def.name);
             }
-            let v = settings
-                .get(def.broker_key)
+            let v = Some(def.broker_key)
+                .filter(|k| !k.is_empty())
+                .and_then(|k| settings.get(k))
                 .or_else(|| settings.get(def.name))
                 .cloned()
                 .unwrap_or_else(|| def.default.to_string());
@@ -382,6 +479,8 @@ impl TopicDefaults {
             } else {
                 TimestampType::CreateTime
             },
+            timestamp_after_max_ms: long("message.timestamp.after.max.ms", 3_600_000),
+            timestamp_before_max_ms: long("message.timestamp.before.max.ms", i64::MAX),
             flush_messages: long("flush.messages", i64::MAX),
             flush_ms: long("flush.ms", i64::MAX),
             retention_ms: long("retention.ms", 604_800_000),
@@ -418,6 +517,104 @@ impl Default for LogConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kafka_4_3_topic_config_is_known_with_kafkas_default() {
+        // LogConfig.configKeys() of Kafka 4.3.1, with their defaults (internal ones aside)
+        let kafka = [
+            ("cleanup.policy", "delete"),
+            ("compression.gzip.level", "-1"),
+            ("compression.lz4.level", "9"),
+            ("compression.type", "producer"),
+            ("compression.zstd.level", "3"),
+            ("delete.retention.ms", "86400000"),
+            ("file.delete.delay.ms", "60000"),
+            ("flush.messages", "9223372036854775807"),
+            ("flush.ms", "9223372036854775807"),
+            ("follower.replication.throttled.replicas", ""),
+            ("index.interval.bytes", "4096"),
+            ("leader.replication.throttled.replicas", ""),
+            ("local.retention.bytes", "-2"),
+            ("local.retention.ms", "-2"),
+            ("max.compaction.lag.ms", "9223372036854775807"),
+            ("max.message.bytes", "1048588"),
+            ("message.timestamp.after.max.ms", "3600000"),
+            ("message.timestamp.before.max.ms", "9223372036854775807"),
+            ("message.timestamp.type", "CreateTime"),
+            ("min.cleanable.dirty.ratio", "0.5"),
+            ("min.compaction.lag.ms", "0"),
+            ("min.insync.replicas", "1"),
+            ("preallocate", "false"),
+            ("remote.log.copy.disable", "false"),
+            ("remote.log.delete.on.disable", "false"),
+            ("remote.storage.enable", "false"),
+            ("retention.bytes", "-1"),
+            ("retention.ms", "604800000"),
+            ("segment.bytes", "1073741824"),
+            ("segment.index.bytes", "10485760"),
+            ("segment.jitter.ms", "0"),
+            ("segment.ms", "604800000"),
+            ("unclean.leader.election.enable", "false"),
+        ];
+        let ours: Vec<(&str, &str)> = TOPIC_CONFIGS.iter().map(|d| (d.name, d.default)).collect();
+        assert_eq!(ours, kafka);
+        for (name, default) in kafka {
+            validate_topic_config(name, default).unwrap();
+        }
+    }
+
+    #[test]
+    fn new_kinds_validate_as_kafka_does() {
+        for ok in [
+            ("compression.gzip.level", "-1"),
+            ("compression.gzip.level", "9"),
+            ("compression.zstd.level", "-131072"),
+            ("leader.replication.throttled.replicas", "*"),
+            ("leader.replication.throttled.replicas", "0:1, 1:2"),
+            ("local.retention.ms", "-2"),
+            ("retention.bytes", "-5"),
+        ] {
+            assert!(validate_topic_config(ok.0, ok.1).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            ("compression.gzip.level", "0"),
+            ("compression.lz4.level", "18"),
+            ("leader.replication.throttled.replicas", "0-1"),
+            ("local.retention.ms", "-3"),
+            ("message.timestamp.after.max.ms", "-1"),
+            ("preallocate", "yes"),
+        ] {
+            assert!(validate_topic_config(bad.0, bad.1).is_err(), "{bad:?}");
+        }
+        let tiered = BTreeMap::from([("remote.storage.enable".to_string(), "true".to_string())]);
+        assert!(validate_topic_overrides(&tiered)
+            .unwrap_err()
+            .contains("Tiered Storage"));
+    }
+
+    #[test]
+    fn timestamps_are_checked_from_the_header() {
+        let c = LogConfig::default();
+        let now = 1_800_000_000_000;
+        assert!(c
+            .check_timestamps(now - 86_400_000, now + 3_600_000, now)
+            .is_ok());
+        assert_eq!(
+            c.check_timestamps(now, now + 3_600_001, now),
+            Err((now + 3_600_001, now - i64::MAX, now + 3_600_000))
+        );
+        assert!(c.check_timestamps(-1, -1, now).is_ok());
+        let strict = LogConfig {
+            timestamp_before_max_ms: 1000,
+            ..LogConfig::default()
+        };
+        assert!(strict.check_timestamps(now - 1001, now, now).is_err());
+        let append = LogConfig {
+            timestamp_type: TimestampType::LogAppendTime,
+            ..strict
+        };
+        assert!(append.check_timestamps(0, i64::MAX, now).is_ok());
+    }
 
     #[test]
     fn kafka_defaults() {

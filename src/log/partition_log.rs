@@ -67,6 +67,12 @@ pub enum LogError {
     },
     #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
     MessageTooLarge { size: usize, max: usize },
+    #[error("Timestamp {timestamp} of message is out of range. The timestamp should be within [{earliest}, {latest}]")]
+    InvalidTimestamp {
+        timestamp: i64,
+        earliest: i64,
+        latest: i64,
+    },
     #[error(transparent)]
     Producer(#[from] ProducerError),
     #[error("i/o: {0}")]

@@ -86,6 +86,13 @@ impl PartitionLog {
                 max: config.max_message_bytes,
             });
         }
+        config
+            .check_timestamps(batch.base_timestamp(), batch.max_timestamp(), now_ms)
+            .map_err(|(timestamp, earliest, latest)| LogError::InvalidTimestamp {
+                timestamp,
+                earliest,
+                latest,
+            })?;
         let stamped: Option<Bytes> = (config.timestamp_type == TimestampType::LogAppendTime)
             .then(|| batch::with_log_append_time(batch.as_bytes(), now_ms));
         let raw: &[u8] = stamped.as_deref().unwrap_or(batch.as_bytes());
