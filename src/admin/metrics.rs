@@ -344,6 +344,21 @@ fn render_partitions(broker: &Broker, out: &mut String) {
         })
         .count();
     let _ = writeln!(out, "gregor_under_replicated_partitions {under}");
+    for (name, help, value) in [
+        (
+            "gregor_isr_shrinks_total",
+            "ISR shrinks this broker proposed as leader (followers that fell behind).",
+            broker.replicas.isr_changes.shrinks.load(Ordering::Relaxed),
+        ),
+        (
+            "gregor_isr_expands_total",
+            "ISR expansions this broker proposed as leader (followers that caught up).",
+            broker.replicas.isr_changes.expands.load(Ordering::Relaxed),
+        ),
+    ] {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
 
     // Per-topic counters outlive leadership moves, so they never go down.
     let by_topic: Vec<(String, u64, u64)> = broker
@@ -473,6 +488,22 @@ fn render_raft(broker: &Broker, out: &mut String) {
         "Voters in the metadata quorum.",
     );
     let _ = writeln!(out, "gregor_raft_voters {}", s.voters.len());
+    if s.leader == Some(s.node_id) {
+        let image = broker.image();
+        let offline = image
+            .topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| p.leader < 0)
+            .count();
+        header(
+            out,
+            "gregor_offline_partitions",
+            "gauge",
+            "Partitions without a leader, reported by the active controller only (as Kafka's OfflinePartitionsCount).",
+        );
+        let _ = writeln!(out, "gregor_offline_partitions {offline}");
+    }
     header(
         out,
         "gregor_fenced_brokers",

@@ -42,6 +42,14 @@ pub struct TopicCounters {
     pub bytes_out: AtomicU64,
 }
 
+/// ISR changes this broker made as leader, counted once applied (Kafka's IsrShrinksPerSec and
+/// IsrExpandsPerSec).
+#[derive(Debug, Default)]
+pub struct IsrChanges {
+    pub shrinks: AtomicU64,
+    pub expands: AtomicU64,
+}
+
 /// Replication settings, with Kafka's names.
 #[derive(Debug, Clone)]
 pub struct ReplicaSettings {
@@ -106,6 +114,7 @@ pub struct ReplicaManager {
     counters: Mutex<HashMap<String, Arc<TopicCounters>>>,
     /// Follower fetchers, one per leader followed.
     pub fetchers: fetcher::FetcherManager,
+    pub isr_changes: IsrChanges,
 }
 
 impl ReplicaManager {
@@ -125,6 +134,7 @@ impl ReplicaManager {
             applied: watch::Sender::new(0),
             counters: Mutex::new(HashMap::new()),
             fetchers: fetcher::FetcherManager::default(),
+            isr_changes: IsrChanges::default(),
         }
     }
 
