@@ -21,6 +21,7 @@ pub mod sasl;
 pub mod scram;
 pub mod session;
 pub mod topics;
+pub mod tracing;
 
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::ResponseError;

@@ -13,8 +13,11 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use tracing::Instrument as _;
+
 use super::code;
 use super::session::Session;
+use super::tracing::Traced;
 use crate::broker::Broker;
 use crate::log::batch::{self, BatchError};
 use crate::log::LogError;
@@ -48,10 +51,14 @@ pub async fn handle(
     session: &Session,
     version: i16,
     req: ProduceRequest,
+    traced: &Traced,
 ) -> ProduceOutcome {
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
     let image = broker.image();
+    if traced.on() {
+        trace_request(broker, &req, traced);
+    }
     // Append everything first, in request order; only then wait for replication.
     let mut appended: Vec<(String, Vec<(i32, PartitionResult)>)> = Vec::new();
     for topic in req.topic_data {
@@ -73,6 +80,7 @@ pub async fn handle(
                         &name,
                         pd.index,
                         pd.records.as_deref(),
+                        traced,
                     )
                 } else {
                     Err((ResponseError::InvalidRequiredAcks, None))
@@ -87,7 +95,7 @@ pub async fn handle(
     for (_, results) in appended.iter_mut() {
         for (_, result) in results.iter_mut() {
             if let Ok(a) = result {
-                if let Err(e) = acknowledged(a, acks, deadline).await {
+                if let Err(e) = acknowledged(a, acks, deadline, traced).await {
                     *result = Err((e, None));
                 }
             }
@@ -119,15 +127,56 @@ pub async fn handle(
     ProduceOutcome::Respond(ProduceResponse::default().with_responses(responses))
 }
 
+/// Before any append: names the destination of a single-topic request, and joins the trace of
+/// the first batch whose first record carries a `traceparent` header. Uncompressed batches are
+/// read in place; compressed ones only for topics with `gregor.trace.headers=true`.
+fn trace_request(broker: &Broker, req: &ProduceRequest, traced: &Traced) {
+    if let [topic] = req.topic_data.as_slice() {
+        let partition = match topic.partition_data.as_slice() {
+            [one] => Some(one.index),
+            _ => None,
+        };
+        traced.destination(topic.name.0.as_str(), partition);
+    }
+    let mut found: Vec<Vec<u8>> = Vec::new();
+    for topic in &req.topic_data {
+        for pd in &topic.partition_data {
+            let Some(records) = pd.records.as_deref() else {
+                continue;
+            };
+            let Some((_, view)) = batch::BatchIter::new(records).next() else {
+                continue;
+            };
+            let decompress = view.codec().is_ok_and(|c| c != batch::Codec::None)
+                && broker
+                    .replicas
+                    .partition(topic.name.0.as_str(), pd.index)
+                    .is_some_and(|p| p.log.config().trace_headers);
+            if let Some(value) =
+                crate::log::trace_header::first_record_header(&view, b"traceparent", decompress)
+            {
+                if !found.contains(&value) {
+                    found.push(value);
+                }
+            }
+        }
+    }
+    traced.follow_producers(found.iter().map(Vec::as_slice));
+}
+
 /// Waits, until `deadline`, for what must hold before an append is acknowledged: its fsync
 /// when the flush policy asked for one, and with acks=-1 the high watermark passing it.
 async fn acknowledged(
     a: &Appended,
     acks: i16,
     deadline: tokio::time::Instant,
+    traced: &Traced,
 ) -> Result<(), ResponseError> {
+    let (topic, index) = (&*a.partition.topic, a.partition.index);
     if let Some(offset) = a.durable_after {
-        match tokio::time::timeout_at(deadline, a.partition.log.wait_durable(offset)).await {
+        let durable = tokio::time::timeout_at(deadline, a.partition.log.wait_durable(offset))
+            .instrument(traced.fsync(topic, index));
+        match durable.await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(ResponseError::KafkaStorageError),
             Err(_) => return Err(ResponseError::RequestTimedOut),
@@ -137,6 +186,7 @@ async fn acknowledged(
         && !a
             .partition
             .wait_for_high_watermark(a.last_offset, deadline)
+            .instrument(traced.replication_wait(topic, index))
             .await
     {
         return Err(if a.partition.is_leader() {
@@ -187,6 +237,7 @@ fn produce_partition(
     topic: &str,
     index: i32,
     records: Option<&[u8]>,
+    traced: &Traced,
 ) -> PartitionResult {
     let Some(partition) = broker.replicas.partition(topic, index) else {
         let image = broker.image();
@@ -225,7 +276,12 @@ fn produce_partition(
             Some("zstd requires produce request version 7 or later".into()),
         ));
     }
-    match partition.append_as_leader(&view, acks, now_ms()) {
+    let span = traced.append(topic, index, view.size());
+    let appended = span.in_scope(|| partition.append_as_leader(&view, acks, now_ms()));
+    if let Ok(info) = &appended {
+        span.record("messaging.kafka.offset", info.base_offset);
+    }
+    match appended {
         Ok(info) => Ok(Appended {
             partition: partition.clone(),
             last_offset: info.last_offset,

@@ -34,6 +34,9 @@ pub struct LogConfig {
     pub min_cleanable_dirty_ratio: f64,
     pub min_compaction_lag_ms: i64,
     pub max_compaction_lag_ms: i64,
+    /// `gregor.trace.headers`: a traced produce may decompress the start of a compressed
+    /// batch to read its first record's `traceparent`.
+    pub trace_headers: bool,
 }
 
 impl LogConfig {
@@ -98,6 +101,8 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "Force an fsync of the log after this many messages (1: before every acknowledgement)."),
     def("flush.ms", "log.flush.interval.ms", "9223372036854775807", Kind::Long { min: 0 },
         "Force an fsync of the log when this much time has passed since the last one."),
+    def("gregor.trace.headers", "gregor.trace.headers", "false", Kind::Bool,
+        "Gregor: with OpenTelemetry tracing on, decompress the start of each compressed produced batch to find its first record's traceparent header (uncompressed batches are always read in place)."),
     def("index.interval.bytes", "log.index.interval.bytes", "4096", Kind::Int { min: 0 },
         "How frequently an entry is added to the offset index, in bytes of log."),
     def("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms", "9223372036854775807", Kind::Long { min: 1 },
@@ -398,6 +403,9 @@ impl TopicDefaults {
                 .unwrap_or(0.5),
             min_compaction_lag_ms: long("min.compaction.lag.ms", 0).max(0),
             max_compaction_lag_ms: long("max.compaction.lag.ms", i64::MAX).max(1),
+            trace_headers: get("gregor.trace.headers")
+                .trim()
+                .eq_ignore_ascii_case("true"),
         }
     }
 }

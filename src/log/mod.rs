@@ -13,6 +13,7 @@ pub mod producer_state;
 pub mod records;
 pub mod retention;
 pub mod segment;
+pub mod trace_header;
 
 pub use config::TopicDefaults;
 pub use partition_log::{AppendInfo, FollowerAppend, LogError, PartitionLog, ReadResult};
