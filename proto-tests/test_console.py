@@ -12,6 +12,7 @@ bob (DESCRIBE only) is refused, as a consumer with bob's principal would be.
 """
 import base64
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -185,6 +186,24 @@ def test_group_pages_show_member_assignment_and_lag(cluster_console):
     chart = d.find_element("id", "lag-chart")
     assert int(chart.get_attribute("data-points")) >= 1, "the lag chart drew its samples"
     b.screenshot("console-group")
+
+
+def test_group_lag_metric_comes_once_from_the_coordinator(cluster_console):
+    """gregor_consumer_group_lag (the dashboard's lag panel, the lag alert) is exported by the
+    group's coordinator only, so summing it over the cluster counts each partition once."""
+    c, _, _ = cluster_console
+    coordinator = group_coordinator(c)
+    pattern = re.compile(r'^gregor_consumer_group_lag\{group="%s",topic="%s",partition="(\d+)"\} '
+                         r'(\d+)$' % (GROUP, TOPIC), re.M)
+
+    def lags():
+        found = {}
+        for i, n in c.nodes.items():
+            with _HTTP.open(url(n, "/metrics"), timeout=5) as r:
+                found[i] = {int(p): int(v) for p, v in pattern.findall(r.read().decode())}
+        return found if found[coordinator] == LAG else None
+    found = wait_until(lags, 20, "the coordinator's lag metric", interval=1)
+    assert all(not v for i, v in found.items() if i != coordinator), found
 
 
 def test_message_browser_shows_values_and_headers(cluster_console):
