@@ -57,7 +57,7 @@ pub async fn handle(
     let valid_acks = matches!(acks, -1..=1);
     let image = broker.image();
     if traced.on() {
-        trace_request(broker, &req, traced);
+        name_destination(&req, traced);
     }
     // Append everything first, in request order; only then wait for replication.
     let mut appended: Vec<(String, Vec<(i32, PartitionResult)>)> = Vec::new();
@@ -127,10 +127,8 @@ pub async fn handle(
     ProduceOutcome::Respond(ProduceResponse::default().with_responses(responses))
 }
 
-/// Before any append: names the destination of a single-topic request, and joins the trace of
-/// the first batch whose first record carries a `traceparent` header. Uncompressed batches are
-/// read in place; compressed ones only for topics with `gregor.trace.headers=true`.
-fn trace_request(broker: &Broker, req: &ProduceRequest, traced: &Traced) {
+/// Names the destination of a traced single-topic request (and partition).
+fn name_destination(req: &ProduceRequest, traced: &Traced) {
     if let [topic] = req.topic_data.as_slice() {
         let partition = match topic.partition_data.as_slice() {
             [one] => Some(one.index),
@@ -138,6 +136,13 @@ fn trace_request(broker: &Broker, req: &ProduceRequest, traced: &Traced) {
         };
         traced.destination(topic.name.0.as_str(), partition);
     }
+}
+
+/// The distinct W3C `traceparent` values on the first record of the request's batches, for
+/// the request's span (its parent and links), looked up only while tracing is on.
+/// Uncompressed batches are read in place; compressed ones only for topics with
+/// `gregor.trace.headers=true`.
+pub fn traceparents(broker: &Broker, req: &ProduceRequest) -> Vec<Vec<u8>> {
     let mut found: Vec<Vec<u8>> = Vec::new();
     for topic in &req.topic_data {
         for pd in &topic.partition_data {
@@ -161,7 +166,7 @@ fn trace_request(broker: &Broker, req: &ProduceRequest, traced: &Traced) {
             }
         }
     }
-    traced.follow_producers(found.iter().map(Vec::as_slice));
+    found
 }
 
 /// Waits, until `deadline`, for what must hold before an append is acknowledged: its fsync

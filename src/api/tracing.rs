@@ -3,14 +3,22 @@
 //! fsync, replication wait, fetch wait).
 //!
 //! Every span here has the target [`TARGET`], which the log output never records and only the
-//! OTLP layer (when configured, `serve/telemetry.rs`) does. With export off the span macros
-//! find no interested layer and return disabled spans: their fields are never evaluated, so
-//! nothing is formatted or allocated. Callers check [`Traced::on`] before any work done only
-//! for a span (such as looking for a `traceparent` header).
+//! OTLP layer (when configured, `serve/telemetry.rs`) does.
+//!
+//! Sampling is decided here, at the head, before any span exists ([`Sampler`], from the
+//! standard `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`): a request that is not
+//! sampled gets no span at all, so with export off, or at 1%, the other requests cost one
+//! atomic load and a random number (building a span's OpenTelemetry data is what costs, and
+//! the SDK would build it for every span before its own sampler drops it). The exporter's SDK
+//! sampler then takes every span it is given. Callers check [`Traced::on`] before any work done
+//! only for a span.
 //!
 //! A produced batch whose first record carries a W3C `traceparent` header makes the request
 //! span a child of that remote span: the broker's produce span, and its children, join the
-//! producer's trace. Further distinct trace contexts in the same request become span links.
+//! producer's trace (and with a parent-based sampler, follow its sampling decision). Further
+//! distinct trace contexts in the same request become span links.
+
+use std::sync::OnceLock;
 
 use kafka_protocol::messages::ApiKey;
 use opentelemetry::trace::TraceContextExt as _;
@@ -47,30 +55,6 @@ impl Traced {
             if let Some(p) = partition {
                 self.span
                     .record("messaging.kafka.destination.partition", i64::from(p));
-            }
-        }
-    }
-
-    /// Joins the trace of the first `traceparent` found; the others become links. Must run
-    /// before any child span exists (the span has not started until then).
-    pub fn follow_producers<'a>(&self, traceparents: impl IntoIterator<Item = &'a [u8]>) {
-        if !self.on() {
-            return;
-        }
-        let mut parent: Option<SpanContext> = None;
-        for value in traceparents {
-            let Some(remote) = parse_traceparent(value) else {
-                continue;
-            };
-            match &parent {
-                None => {
-                    let cx = opentelemetry::Context::new().with_remote_span_context(remote.clone());
-                    if self.span.set_parent(cx).is_ok() {
-                        parent = Some(remote);
-                    }
-                }
-                Some(p) if p.trace_id() == remote.trace_id() => {}
-                Some(_) => self.span.add_link(remote),
             }
         }
     }
@@ -116,9 +100,92 @@ impl Traced {
     }
 }
 
-/// The span of one request: `messaging.system=kafka`, the operation for Produce and Fetch,
-/// and the client id.
-pub fn request_span(key: ApiKey, client_id: Option<&str>) -> Traced {
+/// Which requests are traced: `OTEL_TRACES_SAMPLER` (`always_on`, `always_off`,
+/// `traceidratio`, and the `parentbased_` forms of each; default `parentbased_always_on`) with
+/// `OTEL_TRACES_SAMPLER_ARG` (the ratio, default 1.0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampler {
+    /// The share of requests without a sampled parent that are traced.
+    pub ratio: f64,
+    /// A request whose producer sent a trace context follows that context's decision.
+    pub parent_based: bool,
+}
+
+impl Sampler {
+    /// The sampler the standard variables ask for (`var`: the environment, or a test's map).
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let set = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let name = set("OTEL_TRACES_SAMPLER").unwrap_or_else(|| "parentbased_always_on".into());
+        let ratio = || -> Result<f64, String> {
+            match set("OTEL_TRACES_SAMPLER_ARG") {
+                None => Ok(1.0),
+                Some(a) => a
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| format!("OTEL_TRACES_SAMPLER_ARG={a:?}: a ratio in [0, 1]")),
+            }
+        };
+        let (parent_based, rest) = match name.to_ascii_lowercase().strip_prefix("parentbased_") {
+            Some(rest) => (true, rest.to_string()),
+            None => (false, name.to_ascii_lowercase()),
+        };
+        let ratio = match rest.as_str() {
+            "always_on" => 1.0,
+            "always_off" => 0.0,
+            "traceidratio" => ratio()?,
+            _ => {
+                return Err(format!(
+                    "OTEL_TRACES_SAMPLER={name:?}: Gregor samples with always_on, always_off, \
+                     traceidratio or their parentbased_ forms"
+                ))
+            }
+        };
+        Ok(Self {
+            ratio,
+            parent_based,
+        })
+    }
+
+    /// Whether a request with this remote parent (or none) is traced.
+    fn sampled(&self, parent: Option<&SpanContext>) -> bool {
+        match parent {
+            Some(p) if self.parent_based => p.is_sampled(),
+            _ => self.ratio >= 1.0 || (self.ratio > 0.0 && rand::random::<f64>() < self.ratio),
+        }
+    }
+}
+
+/// The sampler of the process, set once when OTLP export starts; unset, nothing is traced.
+static SAMPLER: OnceLock<Sampler> = OnceLock::new();
+
+/// Turns request tracing on (once, when the OTLP exporter is installed).
+pub fn enable(sampler: Sampler) {
+    let _ = SAMPLER.set(sampler);
+}
+
+/// Whether any request may be traced: only then is work done to decide (such as reading a
+/// produced batch's `traceparent`).
+pub fn enabled() -> bool {
+    SAMPLER.get().is_some()
+}
+
+/// The span of one request, when it is sampled: `messaging.system=kafka`, the operation for
+/// Produce and Fetch, and the client id. `traceparents`: the W3C trace contexts its batches
+/// carry (Produce); the first valid one is the span's parent, the others links.
+pub fn request_span(key: ApiKey, client_id: Option<&str>, traceparents: &[Vec<u8>]) -> Traced {
+    let Some(sampler) = SAMPLER.get() else {
+        return Traced::none();
+    };
+    let mut remotes = traceparents.iter().filter_map(|t| parse_traceparent(t));
+    let parent = remotes.next();
+    if !sampler.sampled(parent.as_ref()) {
+        return Traced::none();
+    }
     let operation = match key {
         ApiKey::Produce => Some("publish"),
         ApiKey::Fetch => Some("receive"),
@@ -132,6 +199,18 @@ pub fn request_span(key: ApiKey, client_id: Option<&str>) -> Traced {
         messaging.client.id = client_id,
         messaging.destination.name = Empty,
         messaging.kafka.destination.partition = Empty);
+    if let Some(parent) = &parent {
+        // Before any child span exists: the span has not started until then.
+        let cx = opentelemetry::Context::new().with_remote_span_context(parent.clone());
+        let _ = span.set_parent(cx);
+        let mut linked = vec![parent.trace_id()];
+        for remote in remotes {
+            if !linked.contains(&remote.trace_id()) {
+                linked.push(remote.trace_id());
+                span.add_link(remote);
+            }
+        }
+    }
     Traced { span }
 }
 
@@ -216,9 +295,76 @@ mod tests {
     }
 
     #[test]
-    fn spans_are_disabled_without_a_subscriber() {
-        let traced = request_span(ApiKey::Produce, Some("client"));
+    fn no_span_while_tracing_is_off() {
+        let traced = request_span(ApiKey::Produce, Some("client"), &[]);
         assert!(!traced.on());
         assert!(traced.append("t", 0, 10).is_disabled());
+    }
+
+    fn sampler(vars: &[(&str, &str)]) -> Result<Sampler, String> {
+        let map: std::collections::HashMap<_, _> = vars.iter().copied().collect();
+        Sampler::from_env(|k| map.get(k).map(|v| v.to_string()))
+    }
+
+    #[test]
+    fn samplers_from_the_standard_variables() {
+        let on = Sampler {
+            ratio: 1.0,
+            parent_based: true,
+        };
+        assert_eq!(sampler(&[]), Ok(on));
+        assert_eq!(
+            sampler(&[
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.01")
+            ]),
+            Ok(Sampler {
+                ratio: 0.01,
+                parent_based: true
+            })
+        );
+        assert_eq!(
+            sampler(&[("OTEL_TRACES_SAMPLER", "always_off")]),
+            Ok(Sampler {
+                ratio: 0.0,
+                parent_based: false
+            })
+        );
+        assert_eq!(
+            sampler(&[("OTEL_TRACES_SAMPLER", "traceidratio")]).map(|s| s.ratio),
+            Ok(1.0)
+        );
+        assert!(sampler(&[("OTEL_TRACES_SAMPLER", "jaeger_remote")]).is_err());
+        assert!(sampler(&[
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "1.5")
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn parent_based_sampling_follows_the_producer() {
+        let sampled =
+            parse_traceparent(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
+        let unsampled =
+            parse_traceparent(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00").unwrap();
+        let never_roots = Sampler {
+            ratio: 0.0,
+            parent_based: true,
+        };
+        assert!(never_roots.sampled(Some(&sampled)));
+        assert!(!never_roots.sampled(Some(&unsampled)));
+        assert!(!never_roots.sampled(None));
+        let always = Sampler {
+            ratio: 1.0,
+            parent_based: false,
+        };
+        assert!(always.sampled(Some(&unsampled)) && always.sampled(None));
+        let some = Sampler {
+            ratio: 0.25,
+            parent_based: true,
+        };
+        let n = (0..20_000).filter(|_| some.sampled(None)).count();
+        assert!((4_000..6_000).contains(&n), "{n}");
     }
 }

@@ -10,8 +10,9 @@
 //!
 //! The standard variables apply: `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf`, the default,
 //! or `grpc`), `OTEL_SERVICE_NAME` (default `gregor`), `OTEL_RESOURCE_ATTRIBUTES`,
-//! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` (default `parentbased_always_on`), and
-//! the exporter's `OTEL_EXPORTER_OTLP_*` timeout and header variables. Spans are exported in
+//! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` (default `parentbased_always_on`;
+//! Gregor applies them itself, before a request's span exists: `api/tracing.rs`), and the
+//! exporter's `OTEL_EXPORTER_OTLP_*` timeout and header variables. Spans are exported in
 //! batches from a background thread; HTTP exports run on the broker's runtime (hyper), gRPC
 //! ones through tonic.
 
@@ -25,7 +26,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::api::tracing::TARGET;
+use crate::api::tracing::{Sampler, TARGET};
 use crate::config::LogFormat;
 
 /// How the spans leave the process.
@@ -36,9 +37,10 @@ pub enum Protocol {
 }
 
 /// What the environment asks of trace export, before anything is built.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExportSettings {
     pub protocol: Protocol,
+    pub sampler: Sampler,
 }
 
 /// Reads the OTLP settings from `var` (the environment, or a test's map). `Ok(None)`: export
@@ -71,7 +73,8 @@ pub fn export_settings(
             ))
         }
     };
-    Ok(Some(ExportSettings { protocol }))
+    let sampler = Sampler::from_env(&var)?;
+    Ok(Some(ExportSettings { protocol, sampler }))
 }
 
 /// The trace pipeline, flushed at shutdown.
@@ -132,7 +135,8 @@ pub fn init(format: LogFormat, level: &str, node_id: i32) -> Result<Telemetry, S
     tracing_subscriber::registry().with(fmt).with(otel).init();
     match outcome {
         Ok(Some(s)) => {
-            tracing::info!(protocol = ?s.protocol, "exporting traces over OTLP");
+            crate::api::tracing::enable(s.sampler);
+            tracing::info!(protocol = ?s.protocol, sampler = ?s.sampler, "exporting traces over OTLP");
             Ok(Telemetry { provider })
         }
         Ok(None) => Ok(Telemetry { provider: None }),
@@ -160,7 +164,9 @@ fn provider(settings: &ExportSettings, node_id: i32) -> Result<SdkTracerProvider
     if std::env::var("OTEL_SERVICE_NAME").map_or(true, |v| v.trim().is_empty()) {
         resource = resource.with_service_name("gregor");
     }
+    // Requests are sampled before their span exists (api/tracing.rs): the SDK takes every span.
     Ok(SdkTracerProvider::builder()
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
         .with_batch_exporter(exporter)
         .with_resource(resource.build())
         .build())
@@ -255,7 +261,11 @@ mod tests {
         assert_eq!(
             on,
             Ok(Some(ExportSettings {
-                protocol: Protocol::HttpProtobuf
+                protocol: Protocol::HttpProtobuf,
+                sampler: Sampler {
+                    ratio: 1.0,
+                    parent_based: true
+                }
             }))
         );
         let off = settings(&[
@@ -292,6 +302,17 @@ mod tests {
         assert!(settings(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ])
+        .is_err());
+        let sampled = settings(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.01"),
+        ]);
+        assert_eq!(sampled.unwrap().unwrap().sampler.ratio, 0.01);
+        assert!(settings(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("OTEL_TRACES_SAMPLER", "xray"),
         ])
         .is_err());
     }

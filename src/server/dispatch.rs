@@ -295,7 +295,15 @@ async fn route(
     correlation_id: i32,
     request: ApiRequest,
 ) -> Reply {
-    let traced = api::tracing::request_span(key, client_id.as_deref());
+    let traced = if api::tracing::enabled() {
+        let traceparents = match &request {
+            ApiRequest::Produce(r) => api::produce::traceparents(broker, r),
+            _ => Vec::new(),
+        };
+        api::tracing::request_span(key, client_id.as_deref(), &traceparents)
+    } else {
+        Traced::none()
+    };
     let span = traced.span.clone();
     route_traced(
         broker,
