@@ -1136,7 +1136,8 @@ def main():
             wids = {"W1": ["W1", "W3"] if "W3" in WORKLOADS else ["W1"], "W4": ["W4", "W4b"],
                     "PERF": ["PERF-P", "PERF-C"],
                     "SEC": [f"SEC-{mode[0]}-P", f"SEC-{mode[0]}-C"] if mode else [],
-                    "TRACE": [f"TRACE-{mode[0]}-P"] if mode else []}.get(w, [w])
+                    "TRACE": [f"TRACE-{mode[0]}-P", f"TRACE-{mode[0]}-R"] if mode else []
+                    }.get(w, [w])
             for wid in wids:
                 results["runs"].append({"workload": wid, "broker": kind, "rep": rep, "ok": False,
                                         "error": msg[:4000]})
