@@ -1041,7 +1041,7 @@ def machine_info():
                   "W5_topics": W5_TOPICS, "W5_idle_s": W5_IDLE_S, "warmup_bytes": WARMUP_BYTES,
                   "W6_warmup_bytes": W6_WARMUP_BYTES, "SEC_bytes": SEC_BYTES,
                   "SEC_modes": [m for _, m in SEC_MODES],
-                  "TRACE_modes": [t for t, _, _ in bench_trace.TRACE_MODES]},
+                  "TRACE_modes": [m[0] for m in bench_trace.TRACE_MODES]},
         "loadavg_start": os.getloadavg(),
     }
 
