@@ -12,6 +12,7 @@ It reports; it never fails on a number.
   .deps/venv/bin/python scripts/bench_console.py
 """
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "proto-tests"))
 
-from confluent_kafka import Consumer, Producer  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from cluster import Cluster, wait_until  # noqa: E402
@@ -67,15 +68,17 @@ def main():
         consumer.subscribe([names[0]])
         wait_until(lambda: consumer.poll(0.5) is not None and consumer.assignment(), 60,
                    "the group's member is assigned")
-        consumer.commit(asynchronous=False)
+        # A committed offset on every partition: the group page lists lag for all of them.
+        consumer.commit(offsets=[TopicPartition(names[0], part, 1) for part in range(PARTITIONS)],
+                        asynchronous=False)
         time.sleep(12)  # two sampler rounds, for the group's lag chart and the throughput page
         controller = c.controller()
         node = c.node(next(i for i in sorted(c.nodes) if i != controller))
         base = f"http://127.0.0.1:{node.admin_port}"
         pages = [("cluster", "/console/cluster"), ("topics", "/console/topics"),
-                 ("topic (100 partitions)", f"/console/topics/{names[1]}"),
+                 (f"topic ({PARTITIONS} partitions)", f"/console/topics/{names[-1]}"),
                  ("groups", "/console/groups"), ("group", "/console/groups/console-bench"),
-                 ("messages", f"/console/messages?topic={names[1]}&partition=7&offset=0"),
+                 ("messages", f"/console/messages?topic={names[-1]}&partition=7&offset=0"),
                  ("throughput", "/console/throughput")]
         rows = []
         from browser import Browser
@@ -108,6 +111,7 @@ def main():
         if consumer is not None:
             consumer.close()
         c.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
