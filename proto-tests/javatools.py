@@ -1,5 +1,6 @@
 """Runs the Java proto-test programs (proto-tests/java/src) and Kafka's own CLI tools from the
-jars that scripts/install-java-deps.sh puts in .deps/java/lib (Kafka 4.x from Maven Central).
+jars that scripts/install-java-deps.sh puts in .deps/java/jars/<pom hash> (Kafka 4.x from Maven
+Central).
 
     java_main("gregor.prototests.AdminCheck", bootstrap, prefix)   -> CompletedProcess (text)
     kafka_tool("kafka-topics", broker, "--list")                   -> CompletedProcess (text)
@@ -8,16 +9,20 @@ jars that scripts/install-java-deps.sh puts in .deps/java/lib (Kafka 4.x from Ma
 A Java program prints "PASS name" / "FAIL name: message" per section (see Checks.java) and exits
 non-zero when any section failed. To add a tool, put its main class in TOOLS.
 """
+import hashlib
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-JAVA_LIB = REPO / ".deps" / "java" / "lib"
+JAVA_POM = REPO / "proto-tests" / "java" / "pom.xml"
+# Where scripts/install-java-deps.sh puts the pom's jars: a directory per version of the pom.
+JAVA_LIB = REPO / ".deps" / "java" / "jars" / hashlib.sha256(JAVA_POM.read_bytes()).hexdigest()[:16]
 JAVA_CLASSES = REPO / ".deps" / "java" / "classes"
 JAVA_SRC = REPO / "proto-tests" / "java" / "src"
 
@@ -32,6 +37,7 @@ TOOLS = {
     "kafka-log-dirs": "org.apache.kafka.tools.LogDirsCommand",
     "kafka-consumer-groups": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
     "kafka-dump-log": "org.apache.kafka.tools.DumpLogSegments",      # no broker needed
+    "kafka-transactions": "org.apache.kafka.tools.TransactionsCommand",
     "kafka-storage": "kafka.tools.StorageTool",
     "kafka-server-start": "kafka.Kafka",
 }
@@ -50,21 +56,39 @@ def _java():
 
 
 def require_java():
-    """Fails the test (with the fix) when the jars are missing; compiles stale test programs."""
-    if not list(JAVA_LIB.glob("kafka-clients-*.jar")) or not list(JAVA_LIB.glob("kafka_2.13-*.jar")):
+    """Fails the test (with the fix) when the jars are missing. Returns the directory of the
+    compiled test programs: one per version of their sources (a hash of paths and contents),
+    compiled on first use, so that worktrees sharing .deps never overwrite each other's."""
+    if not (JAVA_LIB / ".complete").exists():
         pytest.fail(f"Kafka jars missing from {JAVA_LIB}: run scripts/install-java-deps.sh")
-    stamp = JAVA_CLASSES / ".compiled"
     sources = sorted(JAVA_SRC.rglob("*.java"))
-    if not stamp.exists() or any(s.stat().st_mtime > stamp.stat().st_mtime for s in sources):
-        shutil.rmtree(JAVA_CLASSES, ignore_errors=True)
-        JAVA_CLASSES.mkdir(parents=True)
-        javac = shutil.which("javac") or "javac"
-        res = subprocess.run([javac, "-nowarn", "-encoding", "UTF-8", "--release", "17",
-                              "-cp", f"{JAVA_LIB}/*", "-d", str(JAVA_CLASSES),
-                              *map(str, sources)], capture_output=True, text=True)
-        if res.returncode != 0:
-            pytest.fail(f"javac failed:\n{res.stdout}{res.stderr}")
-        stamp.touch()
+    digest = hashlib.sha256()
+    digest.update(JAVA_LIB.name.encode())  # the jars compiled against
+    for src in sources:
+        digest.update(str(src.relative_to(JAVA_SRC)).encode() + b"\0" + src.read_bytes() + b"\0")
+    out = JAVA_CLASSES / digest.hexdigest()[:16]
+    if (out / ".compiled").exists():
+        return out
+    JAVA_CLASSES.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=JAVA_CLASSES, prefix=".javac-"))
+    javac = shutil.which("javac") or "javac"
+    res = subprocess.run([javac, "-nowarn", "-encoding", "UTF-8", "--release", "17",
+                          "-cp", f"{JAVA_LIB}/*", "-d", str(tmp), *map(str, sources)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        pytest.fail(f"javac failed:\n{res.stdout}{res.stderr}")
+    (tmp / ".compiled").touch()
+    try:
+        tmp.rename(out)
+    except OSError:  # compiled meanwhile by another run: theirs is the same
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def java_classpath():
+    """The classpath of the test programs and the Kafka jars (compiling them if needed)."""
+    return f"{require_java()}{os.pathsep}{JAVA_LIB}/*"
 
 
 def _run(cmd, input, timeout, check, what):
@@ -88,8 +112,7 @@ def _tail(s, n=4000):
 
 def java_main(main, *args, input=None, timeout=180, check=False, jvm_opts=()):
     """Runs a class from proto-tests/java/src (compiled on demand) with the Kafka jars."""
-    require_java()
-    cp = f"{JAVA_CLASSES}{os.pathsep}{JAVA_LIB}/*"
+    cp = java_classpath()
     cmd = [_java(), *JVM_OPTS, *jvm_opts, "-cp", cp, main, *map(str, args)]
     return _run(cmd, input, timeout, check, f"java {main} {' '.join(map(str, args))}")
 

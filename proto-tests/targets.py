@@ -1,5 +1,5 @@
 """The broker a test runs against: Gregor by default, or Apache Kafka itself (from the jars in
-.deps/java/lib) with PROTO_TESTS_TARGET=kafka, to check that a test asserts Kafka's behaviour:
+.deps/java/jars) with PROTO_TESTS_TARGET=kafka, to check that a test asserts Kafka's behaviour:
 
     PROTO_TESTS_TARGET=kafka .deps/venv/bin/python -m pytest proto-tests/test_java_client.py
 

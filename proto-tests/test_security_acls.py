@@ -37,7 +37,6 @@ from security import (CLUSTER_AUTHORIZATION_FAILED, GROUP_AUTHORIZATION_FAILED,
                       delete_acls, describe_acls, eventually, high_watermark,
                       list_topic_names, new_secure_target, produce, rdkafka_conf, sasl,
                       sasl_session, serving, wait_for)
-from targets import TARGET
 
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
 UNKNOWN_TOPIC_OR_PARTITION = 3
@@ -200,10 +199,8 @@ def test_create_topics_needs_create_and_create_acls_needs_cluster_alter(broker, 
 
 def test_transactional_id_needs_write(broker, certs):
     """init_transactions without WRITE on the transactional id: FindCoordinator / InitProducerId
-    answer TRANSACTIONAL_ID_AUTHORIZATION_FAILED. With it, that refusal is gone, and Kafka then
-    runs the transaction. Gregor has no transactions (its README: transactional ids are refused
-    with COORDINATOR_NOT_AVAILABLE), so against Gregor this test checks the authorization
-    only."""
+    answer TRANSACTIONAL_ID_AUTHORIZATION_FAILED. With it, that refusal is gone, and the
+    transaction runs: a read_committed consumer sees its record."""
     topic, txn = name("acl-txn"), name("acl-txn-id")
     create_topics(broker, certs, [topic])
     create_acls(broker, certs, [acl("User:bob", "topic", topic, "WRITE")])
@@ -223,8 +220,6 @@ def test_transactional_id_needs_write(broker, certs):
     code, p = wait_for(lambda: (lambda r: r if r[0] != TRANSACTIONAL_ID_AUTHORIZATION_FAILED
                                 else None)(init(5)),
                        30, "WRITE on the transactional id reached the authorizer")
-    if TARGET == "gregor" and code != 0:
-        return  # no transaction coordinator to go further with
     assert code == 0, code
     p.begin_transaction()
     p.produce(topic, b"in-a-transaction", partition=0)

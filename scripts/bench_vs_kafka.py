@@ -41,7 +41,9 @@ cache the kernel can drop, while RssAnon is the process's own memory.
 Environment:
   BENCH_SCALE=1      multiplies W1/W2/W3/W6/PERF/SEC sizes and W4's duration (0.05: a smoke run)
   BENCH_REPS=3       repetitions per workload and broker
-  BENCH_WORKLOADS    comma-separated subset of W1,W2,W3,W4,W5,W6,PERF,SEC,TRACE (W3 runs with W1)
+  BENCH_WORKLOADS    comma-separated subset of W1,W2,W3,W4,W5,W6,PERF,SEC,TXN,TRACE (W3 runs
+                     with W1; TXN: transactional produce, scripts/bench_txn.py; TRACE: tracing
+                     on W1, scripts/bench_trace.py)
   BENCH_MERGE=1      keep the other workloads' runs of an existing BENCH_OUT/results.json (a
                      re-run of some workloads, e.g. SEC alone); their meta goes to meta.reruns
   BENCH_SEC_MODES    comma-separated subset of PLAINTEXT,SSL,SASL_PLAINTEXT,SASL_PLAINTEXT+ACL
@@ -49,6 +51,8 @@ Environment:
   BENCH_OUT          output directory (docs/bench)
   BENCH_WORKDIR      where data directories go (a fresh temporary directory)
   BENCH_W6_KAFKA=1   also run the 3-node Kafka cluster for W6 (0: Gregor only)
+  BENCH_KINDS        gregor,kafka (default), or gregor alone: two Gregor builds compared in
+                     runs of their own (GREGOR_BIN), e.g. before and after a hot-path change
   BENCH_PRODUCERS=2, BENCH_CONSUMERS=2   client instances in W1, W2, W6 / W3
   KAFKA_HEAP=1g      Kafka's -Xmx/-Xms
   KAFKA_LIB          Kafka's classpath directory (set by the shell script)
@@ -72,6 +76,7 @@ import uuid
 from pathlib import Path
 
 import bench_trace
+import bench_txn
 
 REPO = Path(__file__).resolve().parent.parent
 GiB = 1 << 30
@@ -79,13 +84,16 @@ GiB = 1 << 30
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 WORKLOADS = [w.strip().upper() for w in
-             os.environ.get("BENCH_WORKLOADS", "W1,W2,W3,W4,W5,W6,PERF,SEC,TRACE").split(",") if w.strip()]
+             os.environ.get("BENCH_WORKLOADS", "W1,W2,W3,W4,W5,W6,PERF,SEC,TXN,TRACE").split(",") if w.strip()]
 OUT = Path(os.environ.get("BENCH_OUT", REPO / "docs" / "bench"))
 KAFKA_HEAP = os.environ.get("KAFKA_HEAP", "1g")
 KAFKA_LIB = Path(os.environ.get("KAFKA_LIB", REPO / ".deps" / "kafka-bench" / "kafka-4.3.1"))
 GREGOR_BIN = Path(os.environ.get("GREGOR_BIN", REPO / "target" / "release" / "gregor"))
 BENCH_BIN = Path(os.environ.get("BENCH_BIN", REPO / "target" / "rdkafka" / "release" / "gregor-bench"))
 W6_KAFKA = os.environ.get("BENCH_W6_KAFKA", "1") == "1"
+# Which brokers run: both by default; "gregor" alone compares two Gregor builds (GREGOR_BIN)
+# run one after the other, e.g. the cost of a change to the hot path.
+KINDS = [k.strip() for k in os.environ.get("BENCH_KINDS", "gregor,kafka").split(",") if k.strip()]
 
 PARTITIONS = 6
 W1_BYTES = int(2 * GiB * SCALE)
@@ -1040,6 +1048,7 @@ def machine_info():
                   "W4b_seconds": W4B_SECONDS, "producers": PRODUCERS, "consumers": CONSUMERS,
                   "W5_topics": W5_TOPICS, "W5_idle_s": W5_IDLE_S, "warmup_bytes": WARMUP_BYTES,
                   "W6_warmup_bytes": W6_WARMUP_BYTES, "SEC_bytes": SEC_BYTES,
+                  "TXN_bytes": bench_txn.txn_bytes(SCALE),
                   "SEC_modes": [m for _, m in SEC_MODES],
                   "TRACE_modes": [m[0] for m in bench_trace.TRACE_MODES]},
         "loadavg_start": os.getloadavg(),
@@ -1053,6 +1062,8 @@ def workload_of(wid):
     """The BENCH_WORKLOADS entry that produces a result id (W3 runs with W1)."""
     if wid.startswith("SEC-"):
         return "SEC"
+    if wid.startswith("TXN-"):
+        return "TXN"
     if wid.startswith("TRACE-"):
         return "TRACE"
     return {"W3": "W1", "W4b": "W4", "PERF-P": "PERF", "PERF-C": "PERF"}.get(wid, wid)
@@ -1082,7 +1093,7 @@ def main():
             reruns[w] = info
 
     plan = []
-    for w in ("W1", "W2", "W4", "W5", "W6", "PERF", "SEC", "TRACE"):
+    for w in ("W1", "W2", "W4", "W5", "W6", "PERF", "SEC", "TXN", "TRACE"):
         if w == "W1" and not ({"W1", "W3"} & set(WORKLOADS)):
             continue
         if w != "W1" and w not in WORKLOADS:
@@ -1094,7 +1105,7 @@ def main():
             modes = {"SEC": SEC_MODES, "TRACE": bench_trace.TRACE_MODES}.get(w, [None])
             modes = modes if rep % 2 else modes[::-1]
             for mode in modes:
-                for kind in ("gregor", "kafka"):
+                for kind in KINDS:
                     if w == "W6" and kind == "kafka" and not W6_KAFKA:
                         continue
                     if w == "TRACE" and kind == "kafka":  # Kafka has no broker-side tracing
@@ -1121,6 +1132,8 @@ def main():
                 out = run_w6(kind, run_dir)
             elif w == "SEC":
                 out = run_sec(kind, run_dir, *mode)
+            elif w == "TXN":
+                out = bench_txn.run_txn(sys.modules[__name__], kind, run_dir)
             elif w == "TRACE":
                 out = bench_trace.run_trace(sys.modules[__name__], run_dir, *mode)
             else:
@@ -1135,6 +1148,7 @@ def main():
             log(f"    FAILED: {msg[:3000]}")
             wids = {"W1": ["W1", "W3"] if "W3" in WORKLOADS else ["W1"], "W4": ["W4", "W4b"],
                     "PERF": ["PERF-P", "PERF-C"],
+                    "TXN": [f"TXN-{n}" for n in bench_txn.TXN_SIZES],
                     "SEC": [f"SEC-{mode[0]}-P", f"SEC-{mode[0]}-C"] if mode else [],
                     "TRACE": [f"TRACE-{mode[0]}-P", f"TRACE-{mode[0]}-R"] if mode else []
                     }.get(w, [w])

@@ -91,6 +91,14 @@ METRICS = [
     ("PERF-C", "mb_per_s", "kafka-consumer-perf-test fetch (MB/s)", "higher", None),
     ("PERF-C", "msgs_per_s", "kafka-consumer-perf-test fetch (msgs/s)", "higher", None),
     ("PERF-C", "broker_cpu_s", "broker CPU (s)", "lower", None),
+    ("TXN-0", "mb_per_s", "Java producer, no transactions (MB/s)", "higher", None),
+    ("TXN-0", "broker_cpu_s", "broker CPU (s)", "lower", None),
+    ("TXN-100", "mb_per_s", "transactions of 100 records (MB/s)", "higher", None),
+    ("TXN-100", "txns_per_s", "transactions of 100 records (commits/s)", "higher", None),
+    ("TXN-100", "broker_cpu_s", "broker CPU (s)", "lower", None),
+    ("TXN-10000", "mb_per_s", "transactions of 10,000 records (MB/s)", "higher", None),
+    ("TXN-10000", "txns_per_s", "transactions of 10,000 records (commits/s)", "higher", None),
+    ("TXN-10000", "broker_cpu_s", "broker CPU (s)", "lower", None),
 ]
 
 WORKLOAD_TEXT = {
@@ -113,6 +121,10 @@ WORKLOAD_TEXT = {
     "TRACE": "W1's produce on Gregor with OpenTelemetry tracing off, and exporting to a Jaeger v2 at "
              "0%, 1% and 100% sampling, and at 1% reading traceparent headers of compressed batches: "
              "see *Tracing*",
+    "TXN-0": "the Java producer (bench/kafka/TxnProducerBench.java), {TXN} of 1 KiB records, acks=all, "
+             "idempotent, linger 5 ms, lz4, 6 partitions, no transactions",
+    "TXN-100": "TXN-0's load in transactions of 100 records (a commit every 100 sends)",
+    "TXN-10000": "TXN-0's load in transactions of 10,000 records",
 }
 
 # SEC: (id tag, mode as shown); produce is SEC-<tag>-P, consume SEC-<tag>-C.
@@ -458,7 +470,9 @@ def main():
                       rerun_w6=rerun_text(meta, "W6r"),
                       topics=sizes["W5_topics"],
                       SEC=human_bytes(meta.get("reruns", {}).get("SEC", meta)["sizes"].get(
-                          "SEC_bytes", sizes["W1_bytes"])))
+                          "SEC_bytes", sizes["W1_bytes"])),
+                      TXN=human_bytes(meta.get("reruns", {}).get("TXN", meta)["sizes"].get(
+                          "TXN_bytes", 0)))
           for k, v in WORKLOAD_TEXT.items()}
     full = meta["scale"] >= 1
     st = [r["metrics"]["stored_mb"] / r["metrics"]["raw_mb"] for r in runs if r["ok"]
@@ -532,7 +546,8 @@ def main():
     L.append("### Workloads\n")
     L.append("| id | workload |")
     L.append("|---|---|")
-    for k in ("W1", "W2", "W3", "W4", "W4b", "W5", "W6", "W6r", "PERF-P", "PERF-C", "SEC", "TRACE"):
+    for k in ("W1", "W2", "W3", "W4", "W4b", "W5", "W6", "W6r", "PERF-P", "PERF-C", "SEC",
+              "TXN-0", "TXN-100", "TXN-10000", "TRACE"):
         if any(r["workload"] == k or (k in ("SEC", "TRACE") and r["workload"].startswith(k + "-"))
                for r in runs):
             L.append(f"| {k} | {wl[k]} |")

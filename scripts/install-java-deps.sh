@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the Java proto-tests need, from Maven Central only: the Apache Kafka client,
-# CLI tools and broker jars (for DumpLogSegments) with their runtime dependencies, pinned in
-# proto-tests/java/pom.xml, into .deps/java/lib/; then compiles proto-tests/java/src with plain
-# javac into .deps/java/classes/. Safe to run again: it skips what is already there. Needs a
-# JDK 17+ and Maven (installed from Debian's packages when missing; root or sudo then).
+# CLI tools, broker and Streams jars with their runtime dependencies, pinned in
+# proto-tests/java/pom.xml, into .deps/java/jars/<hash of the pom>/ (proto-tests/javatools.py
+# finds them there by the same hash, and compiles proto-tests/java/src with plain javac on first
+# use). One directory per pom, so worktrees that share .deps never take each other's jars
+# away. Safe to run again: it skips what is already there. Needs a JDK 17+ and Maven (installed
+# from Debian's packages when missing; root or sudo then).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 POM=proto-tests/java/pom.xml
-SRC=proto-tests/java/src
-LIB=.deps/java/lib
-CLASSES=.deps/java/classes
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
@@ -21,12 +20,10 @@ if ! command -v mvn >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1; then
         maven default-jdk-headless
 fi
 
-# Jars: fetched again only when the pom changes (or a jar went missing).
-STAMP=$LIB/.pom.sha256
+# Jars: fetched once per version of the pom.
 want=$(sha256sum "$POM" | cut -d' ' -f1)
-if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ] \
-        || ! ls "$LIB"/kafka-clients-*.jar "$LIB"/kafka-tools-*.jar "$LIB"/kafka_2.13-*.jar \
-            >/dev/null 2>&1; then
+LIB=.deps/java/jars/${want:0:16}
+if [ ! -f "$LIB/.complete" ]; then
     rm -rf "$LIB"
     mkdir -p "$LIB"
     log=$(mktemp)
@@ -37,18 +34,7 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ] \
         exit 1
     fi
     rm -f "$log"
-    echo "$want" > "$STAMP"
-fi
-
-# Test programs: recompiled when any source is newer than the stamp (or the jars changed).
-CSTAMP=$CLASSES/.compiled
-if [ ! -f "$CSTAMP" ] || [ "$STAMP" -nt "$CSTAMP" ] \
-        || [ -n "$(find "$SRC" -name '*.java' -newer "$CSTAMP" -print -quit)" ]; then
-    rm -rf "$CLASSES"
-    mkdir -p "$CLASSES"
-    find "$SRC" -name '*.java' -print0 \
-        | xargs -0 javac -nowarn -encoding UTF-8 --release 17 -cp "$LIB/*" -d "$CLASSES"
-    touch "$CSTAMP"
+    touch "$LIB/.complete"
 fi
 
 echo "java test deps ready: $(ls "$LIB" | grep -E "^kafka(-clients|-tools|_2\.13)-[0-9]" | tr '\n' ' ')"

@@ -40,21 +40,25 @@ fi
 scripts/install-java-deps.sh  # Kafka jars from Maven Central, for the Java proto-tests
 
 # franz-go (github.com/twmb/franz-go, through the Go module proxy at the versions pinned in
-# proto-tests/go/go.mod and go.sum): .deps/bin/franz-check for the security proto-tests, built
-# again only when its sources change.
+# proto-tests/go/go.mod and go.sum): .deps/bin/franz-check for the security proto-tests and
+# .deps/bin/franz-txn (a GroupTransactSession) for the transaction proto-tests, each built again
+# only when its sources change.
 FRANZ_SRC=proto-tests/go
-FRANZ_BIN=.deps/bin/franz-check
-FRANZ_STAMP=.deps/bin/.franz-check.sha256
-franz_want=$(cat "$FRANZ_SRC/go.mod" "$FRANZ_SRC/go.sum" "$FRANZ_SRC"/franzcheck/*.go | sha256sum | cut -d' ' -f1)
-if [ ! -x "$FRANZ_BIN" ] || [ ! -f "$FRANZ_STAMP" ] || [ "$(cat "$FRANZ_STAMP")" != "$franz_want" ]; then
-    if ! command -v go >/dev/null 2>&1; then
-        apt_install golang-go
+for prog in franzcheck:franz-check franztxn:franz-txn; do
+    dir=${prog%%:*}
+    FRANZ_BIN=.deps/bin/${prog##*:}
+    FRANZ_STAMP=.deps/bin/.${prog##*:}.sha256
+    franz_want=$(cat "$FRANZ_SRC/go.mod" "$FRANZ_SRC/go.sum" "$FRANZ_SRC/$dir"/*.go | sha256sum | cut -d' ' -f1)
+    if [ ! -x "$FRANZ_BIN" ] || [ ! -f "$FRANZ_STAMP" ] || [ "$(cat "$FRANZ_STAMP")" != "$franz_want" ]; then
+        if ! command -v go >/dev/null 2>&1; then
+            apt_install golang-go
+        fi
+        mkdir -p .deps/bin
+        (cd "$FRANZ_SRC" && CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false" \
+            go build -trimpath -o "$OLDPWD/$FRANZ_BIN" "./$dir")
+        echo "$franz_want" > "$FRANZ_STAMP"
     fi
-    mkdir -p .deps/bin
-    (cd "$FRANZ_SRC" && CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false" \
-        go build -trimpath -o "$OLDPWD/$FRANZ_BIN" ./franzcheck)
-    echo "$franz_want" > "$FRANZ_STAMP"
-fi
+done
 # Jaeger v2 (github.com/jaegertracing/jaeger/cmd/jaeger, through the Go module proxy at the
 # versions pinned in proto-tests/jaeger/go.mod and go.sum, with in-memory storage) receives the
 # broker's OTLP spans in proto-tests/test_tracing.py: .deps/bin/jaeger, built again only when

@@ -1,6 +1,6 @@
 //! Broker: the shared state every connection and handler works through — configuration, the
-//! metadata quorum (and its image), the replicas hosted here, the group coordinator, the
-//! request counters and the shutdown signal. Only the top of the stack (`server`, `api`,
+//! metadata quorum (and its image), the replicas hosted here, the group and transaction
+//! coordinators, the request counters and the shutdown signal. Only the top of the stack (`server`, `api`,
 //! `admin`, `serve`) sees it; the layers below get the narrow handles they need.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +17,7 @@ use crate::meta::image::MetadataImage;
 use crate::meta::producer_ids::ProducerIdAllocator;
 use crate::meta::MetadataQuorum;
 use crate::replica::ReplicaManager;
+use crate::txn::TransactionCoordinator;
 
 /// How long a handler waits for a metadata change it made to be hosted here.
 const HOSTED_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -25,8 +26,9 @@ pub struct Broker {
     pub config: Config,
     pub meta: MetadataQuorum,
     pub replicas: Arc<ReplicaManager>,
-    pub producer_ids: ProducerIdAllocator,
-    pub groups: GroupCoordinator,
+    pub producer_ids: Arc<ProducerIdAllocator>,
+    pub groups: Arc<GroupCoordinator>,
+    pub txns: Arc<TransactionCoordinator>,
     pub metrics: Metrics,
     /// Cancelled when the broker starts shutting down.
     pub shutdown: CancellationToken,
@@ -43,18 +45,30 @@ impl Broker {
         replicas: Arc<ReplicaManager>,
         incarnation_id: uuid::Uuid,
     ) -> Arc<Self> {
+        let producer_ids = Arc::new(ProducerIdAllocator::new(config.node_id));
+        let groups = Arc::new(GroupCoordinator::new(
+            config.kafka.group.clone(),
+            replicas.clone(),
+            meta.clone(),
+        ));
+        let shutdown = CancellationToken::new();
+        let txns = Arc::new(TransactionCoordinator::new(
+            config.kafka.txn.clone(),
+            replicas.clone(),
+            meta.clone(),
+            groups.clone(),
+            producer_ids.clone(),
+            shutdown.clone(),
+        ));
         Arc::new(Self {
-            producer_ids: ProducerIdAllocator::new(config.node_id),
-            groups: GroupCoordinator::new(
-                config.kafka.group.clone(),
-                replicas.clone(),
-                meta.clone(),
-            ),
+            producer_ids,
+            groups,
+            txns,
             metrics: Metrics::default(),
             config,
             meta,
             replicas,
-            shutdown: CancellationToken::new(),
+            shutdown,
             incarnation_id,
             serving: AtomicBool::new(false),
         })

@@ -1,7 +1,7 @@
 //! The direction of dependency between Gregor's modules (DESIGN.md, "Source layout"):
 //!
 //! ```text
-//! server, admin, serve ─▶ api ─▶ group ─▶ replica ─▶ log
+//! server, admin, serve ─▶ api ─▶ txn ─▶ group ─▶ replica ─▶ log
 //!                                  └─────────┴──▶ meta
 //! durable, kafka_uuid: leaves that log and meta both use
 //! security: a leaf (TLS, principals, SASL mechanisms) that meta, replica and api use
@@ -31,11 +31,16 @@ const RULES: &[(&str, &[&str])] = &[
         &["replica", "log", "meta", "durable", "kafka_uuid"],
     ),
     (
+        "txn",
+        &["group", "replica", "log", "meta", "durable", "kafka_uuid"],
+    ),
+    (
         "api",
         &[
             "broker",
             "config",
             "group",
+            "txn",
             "replica",
             "log",
             "meta",

@@ -38,9 +38,14 @@ fn api_versions_and_kip511_fallback() {
         .api_keys
         .iter()
         .any(|k| k.api_key == 1 && k.max_version >= 12));
-    assert!(
-        !resp.api_keys.iter().any(|k| k.api_key == 24),
-        "no transactions (AddPartitionsToTxn) are advertised"
+    let end_txn = resp
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == 26)
+        .expect("EndTxn is advertised");
+    assert_eq!(
+        end_txn.max_version, 4,
+        "EndTxn v5 (KIP-890 part 2) is not offered"
     );
 
     // A version from the future: v0-layout answer with UNSUPPORTED_VERSION and the ranges.

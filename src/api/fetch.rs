@@ -1,5 +1,6 @@
 //! Fetch for consumers and follower replicas: whole batches (below the high watermark for
-//! consumers, up to the log end for followers), sliced straight from segment
+//! consumers, below the last stable offset with the aborted transactions among them for
+//! read_committed ones, up to the log end for followers), sliced straight from segment
 //! mappings. A fetch that has less than `min_bytes` waits (up to `max_wait_ms`) for an append
 //! to any of its partitions to wake it; there is no polling timer.
 
@@ -9,9 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{
-    EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
 };
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
@@ -35,11 +36,15 @@ struct Wanted {
     current_leader_epoch: i32,
     max_bytes: usize,
     last_fetched_epoch: i32,
+    /// isolation_level READ_COMMITTED: read up to the last stable offset and report aborted
+    /// transactions.
+    read_committed: bool,
     target: Result<Arc<Partition>, ResponseError>,
 }
 
 /// Kafka's session epochs: -1 closes (or skips) a session, 0 asks for a new one.
 const FINAL_EPOCH: i32 = -1;
+const READ_COMMITTED: i8 = 1;
 const INITIAL_EPOCH: i32 = 0;
 
 pub async fn handle(
@@ -134,6 +139,7 @@ fn resolve(
                 } else {
                     -1
                 },
+                read_committed: !follower && req.isolation_level == READ_COMMITTED,
                 target,
             });
         }
@@ -165,7 +171,7 @@ async fn answer(
         let mut wakeups: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
             hosted.iter().map(|p| Box::pin(p.data_arrived())).collect();
         if replica_id.is_some() {
-            wakeups.extend(hosted.iter().map(|p| Box::pin(p.appended())));
+            wakeups.extend(hosted.iter().map(|p| Box::pin(p.next_append())));
         }
         for w in wakeups.iter_mut() {
             w.as_mut().enable();
@@ -266,14 +272,31 @@ fn consumer_read(
     min_one: bool,
     version: i16,
 ) -> (Result<PartitionData, PartitionData>, usize) {
-    match partition.read(w.fetch_offset, w.current_leader_epoch, limit, min_one) {
+    let read = partition.read(
+        w.fetch_offset,
+        w.current_leader_epoch,
+        limit,
+        min_one,
+        w.read_committed,
+    );
+    match read {
         Ok(read) => {
             let bytes = read.result.records.len();
+            let aborted = read.aborted.map(|txns| {
+                txns.iter()
+                    .map(|t| {
+                        AbortedTransaction::default()
+                            .with_producer_id(ProducerId(t.producer_id))
+                            .with_first_offset(t.first_offset)
+                    })
+                    .collect()
+            });
             let data = PartitionData::default()
                 .with_partition_index(w.index)
                 .with_high_watermark(read.high_watermark)
                 .with_last_stable_offset(read.last_stable_offset)
                 .with_log_start_offset(read.log_start_offset)
+                .with_aborted_transactions(aborted)
                 .with_preferred_read_replica((-1).into())
                 .with_records(Some(read.result.records));
             (Ok(data), bytes)

@@ -51,10 +51,7 @@ pub async fn find_coordinator(
                         ResponseError::TransactionalIdAuthorizationFailed.to_string(),
                     ));
                 }
-                return Err((
-                    ResponseError::CoordinatorNotAvailable,
-                    "Transactions are not supported by this broker".to_string(),
-                ));
+                return broker.txns.find_coordinator(&key, &session.listener).await;
             }
             if req.key_type != KEY_TYPE_GROUP {
                 return Err((

@@ -16,12 +16,15 @@ pub mod log_dirs;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+pub mod produce_txn;
 pub mod producer_id;
 pub mod sasl;
 pub mod scram;
 pub mod session;
 pub mod topics;
 pub mod tracing;
+pub mod txn;
+pub mod txn_admin;
 
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::ResponseError;
@@ -74,6 +77,16 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
     (ApiKey::DescribeClientQuotas, 0, 1),
+    // Transactions, with the classic (TV1) protocol: EndTxn v5 and the epoch bump on every
+    // transaction (KIP-890 part 2) are not offered, nor is transaction.version 2.
+    (ApiKey::AddPartitionsToTxn, 0, 5),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::WriteTxnMarkers, 1, 1),
+    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 2),
+    (ApiKey::DescribeProducers, 0, 0),
 ];
 
 /// The lowest Produce version actually served.
@@ -144,6 +157,12 @@ pub fn partition_error_code(e: &PartitionError) -> ResponseError {
         PartitionError::Log(LogError::Producer(ProducerError::OutOfOrderSequence(_))) => {
             ResponseError::OutOfOrderSequenceNumber
         }
+        PartitionError::Log(LogError::Producer(ProducerError::InvalidTxnState(_))) => {
+            ResponseError::InvalidTxnState
+        }
+        PartitionError::Log(LogError::Producer(ProducerError::CoordinatorFenced(_))) => {
+            ResponseError::TransactionCoordinatorFenced
+        }
         PartitionError::Log(LogError::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,
         PartitionError::Log(LogError::MessageTooLarge { .. }) => ResponseError::MessageTooLarge,
         PartitionError::Log(LogError::Io(_)) => ResponseError::KafkaStorageError,
@@ -160,7 +179,8 @@ mod tests {
         assert!(!is_served(ApiKey::Produce, 2));
         assert!(is_served(ApiKey::Produce, 3));
         assert!(!is_served(ApiKey::Produce, 12));
-        assert!(!is_served(ApiKey::AddPartitionsToTxn, 0));
+        assert!(is_served(ApiKey::AddPartitionsToTxn, 0));
+        assert!(!is_served(ApiKey::EndTxn, 5));
     }
 
     #[test]

@@ -184,11 +184,14 @@ fn visible_offsets(
     Ok((map, denied))
 }
 
-/// A partition's answer: (offset, leader epoch, metadata, error).
+/// A partition's answer: (offset, leader epoch, metadata, error). With `unstable` (the
+/// request asked for stable offsets and a transaction has offsets pending for the partition)
+/// the answer is UNSTABLE_OFFSET_COMMIT, which clients retry.
 fn reported_in(
     topic: &str,
     v: Option<OffsetValue>,
     denied: &HashSet<String>,
+    unstable: bool,
 ) -> (i64, i32, StrBytes, i16) {
     if denied.contains(topic) {
         return (
@@ -196,6 +199,14 @@ fn reported_in(
             -1,
             StrBytes::default(),
             code(ResponseError::TopicAuthorizationFailed),
+        );
+    }
+    if unstable {
+        return (
+            -1,
+            -1,
+            StrBytes::default(),
+            code(ResponseError::UnstableOffsetCommit),
         );
     }
     let (offset, epoch, metadata) = reported(v);
@@ -212,7 +223,7 @@ pub fn fetch(
         let groups = req
             .groups
             .iter()
-            .map(|g| fetch_group(broker, session, g))
+            .map(|g| fetch_group(broker, session, g, req.require_stable))
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
@@ -228,7 +239,10 @@ pub fn fetch(
                     let partitions = parts
                         .into_iter()
                         .map(|(p, v)| {
-                            let (offset, epoch, metadata, error) = reported_in(&t, v, &denied);
+                            let unstable = req.require_stable
+                                && broker.groups.has_pending_offsets(&req.group_id, &t, p);
+                            let (offset, epoch, metadata, error) =
+                                reported_in(&t, v, &denied, unstable);
                             let mut r = OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(offset)
@@ -254,6 +268,7 @@ fn fetch_group(
     broker: &Broker,
     session: &Session,
     g: &OffsetFetchRequestGroup,
+    require_stable: bool,
 ) -> OffsetFetchResponseGroup {
     let wanted = g
         .topics
@@ -268,7 +283,10 @@ fn fetch_group(
                     let partitions = parts
                         .into_iter()
                         .map(|(p, v)| {
-                            let (offset, epoch, metadata, error) = reported_in(&t, v, &denied);
+                            let unstable = require_stable
+                                && broker.groups.has_pending_offsets(&g.group_id, &t, p);
+                            let (offset, epoch, metadata, error) =
+                                reported_in(&t, v, &denied, unstable);
                             OffsetFetchResponsePartitions::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(offset)

@@ -1,5 +1,6 @@
 //! Produce: validate each partition's record batch (framing, CRC32C, size), append it to the
-//! leader's log as received, and answer per partition. acks=0 gets no response.
+//! leader's log as received, and answer per partition. acks=0 gets no response. Transactional
+//! batches are authorized and verified first (`produce_txn.rs`).
 //!
 //! Every partition is appended first, in request order; then the request waits, with one
 //! deadline (`timeout_ms` from when the appends finished, as Kafka's DelayedProduce), for the
@@ -20,6 +21,7 @@ use super::session::Session;
 use super::tracing::Traced;
 use crate::broker::Broker;
 use crate::log::batch::{self, BatchError};
+use crate::log::producer_state::AppendOrigin;
 use crate::log::LogError;
 use crate::meta::acl::{AclOperation, ResourceType};
 use crate::replica::{now_ms, PartitionError};
@@ -55,6 +57,7 @@ pub async fn handle(
 ) -> ProduceOutcome {
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
+    let txn = super::produce_txn::prepare(broker, session, &req).await;
     let image = broker.image();
     if traced.on() {
         name_destination(&req, traced);
@@ -70,20 +73,20 @@ pub async fn handle(
             .partition_data
             .into_iter()
             .map(|pd| {
-                let result = if !authorized {
-                    Err((ResponseError::TopicAuthorizationFailed, None))
-                } else if valid_acks {
-                    produce_partition(
+                let origin = txn.origin(&name, pd.index);
+                let result = match origin {
+                    _ if !authorized => Err((ResponseError::TopicAuthorizationFailed, None)),
+                    Err(e) => Err((e, None)),
+                    Ok(origin) if valid_acks => produce_partition(
                         broker,
                         version,
                         acks,
-                        &name,
-                        pd.index,
+                        (&name, pd.index),
                         pd.records.as_deref(),
+                        origin,
                         traced,
-                    )
-                } else {
-                    Err((ResponseError::InvalidRequiredAcks, None))
+                    ),
+                    Ok(_) => Err((ResponseError::InvalidRequiredAcks, None)),
                 };
                 (pd.index, result)
             })
@@ -239,9 +242,9 @@ fn produce_partition(
     broker: &Broker,
     version: i16,
     acks: i16,
-    topic: &str,
-    index: i32,
+    (topic, index): (&str, i32),
     records: Option<&[u8]>,
+    origin: AppendOrigin,
     traced: &Traced,
 ) -> PartitionResult {
     let Some(partition) = broker.replicas.partition(topic, index) else {
@@ -282,7 +285,7 @@ fn produce_partition(
         ));
     }
     let span = traced.append(topic, index, view.size());
-    let appended = span.in_scope(|| partition.append_as_leader(&view, acks, now_ms()));
+    let appended = span.in_scope(|| partition.append_from(&view, acks, now_ms(), origin));
     if let Ok(info) = &appended {
         span.record("messaging.kafka.offset", info.base_offset);
     }

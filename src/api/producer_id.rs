@@ -1,6 +1,6 @@
 //! InitProducerId: hands idempotent producers a new producer id (epoch 0) from this broker's
-//! block of ids. Transactions are not offered: a transactional id gets its timeout validated
-//! and then COORDINATOR_NOT_AVAILABLE, since no transaction coordinator exists here.
+//! block of ids; a transactional producer's request goes to the transaction coordinator,
+//! which bumps its epoch and fences its zombies.
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
@@ -35,11 +35,22 @@ pub async fn handle(
         ) {
             return failed(ResponseError::TransactionalIdAuthorizationFailed);
         }
-        let timeout = req.transaction_timeout_ms;
-        if timeout <= 0 || timeout > broker.config.kafka.transaction_max_timeout_ms {
-            return failed(ResponseError::InvalidTransactionTimeout);
-        }
-        return failed(ResponseError::CoordinatorNotAvailable);
+        // KIP-360: a producer recovering from an error names its id and epoch.
+        let expected = match (req.producer_id.0, req.producer_epoch) {
+            (-1, -1) => None,
+            (pid, epoch) if pid >= 0 && epoch >= 0 => Some((pid, epoch)),
+            _ => return failed(ResponseError::InvalidRequest),
+        };
+        return match broker
+            .txns
+            .init_producer_id(id, req.transaction_timeout_ms, expected)
+            .await
+        {
+            Ok((pid, epoch)) => InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch),
+            Err(e) => failed(e),
+        };
     }
     let image = broker.image();
     if !session.allowed_on_cluster(&image, AclOperation::IdempotentWrite)

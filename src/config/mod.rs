@@ -6,6 +6,7 @@
 //! Their values may hold Kafka's config-provider variables (`${file:PATH:KEY}`, `${dir:DIR:FILE}`,
 //! `${env:NAME}`), which `providers` resolves before any setting is parsed.
 
+mod coordinators;
 pub mod providers;
 
 use std::collections::BTreeMap;
@@ -146,12 +147,13 @@ pub struct KafkaSettings {
     pub log_retention_check_interval_ms: u64,
     pub producer_id_expiration_ms: i64,
     pub producer_id_expiration_check_interval_ms: u64,
-    pub transaction_max_timeout_ms: i32,
     pub delete_topic_enable: bool,
     pub log_cleaner_backoff_ms: u64,
     /// Replication: `replica.lag.time.max.ms` and `replica.fetch.*`.
     pub replica: crate::replica::ReplicaSettings,
     pub group: crate::group::GroupConfig,
+    /// The transaction coordinator's `transaction.*` settings.
+    pub txn: crate::txn::TxnConfig,
     /// Broker fencing and leader elections by the active controller.
     pub controller: crate::meta::ControllerSettings,
     /// Every setting as given (config variables resolved), for topic defaults and
@@ -408,7 +410,15 @@ pub const BROKER_SETTINGS: &[(&str, &str, i8, &str)] = &[
     ("queued.max.request.bytes", "-1", 5, "The bytes of requests read and not yet handled, over all connections, before no more requests are read (backpressure). Gregor is bounded by default: -1 (Kafka's default, which there means unlimited) gives 256 MiB or twice socket.request.max.bytes, whichever is larger. At most one frame may overdraw it."),
     ("socket.request.max.bytes", "104857600", 3, "The maximum number of bytes in a socket request."),
     ("super.users", "", 2, "Principals allowed every operation whatever the ACLs say, separated by semicolons (User:admin;User:broker)."),
+    ("transaction.abort.timed.out.transaction.cleanup.interval.ms", "10000", 3, "How often transactions that passed their timeout are looked for and aborted."),
     ("transaction.max.timeout.ms", "900000", 3, "The maximum allowed timeout for transactions."),
+    ("transaction.partition.verification.enable", "true", 1, "Verify with the transaction coordinator that a partition is in the transaction before a producer's first transactional write to it (KIP-890)."),
+    ("transaction.remove.expired.transaction.cleanup.interval.ms", "3600000", 3, "How often transactional ids that passed transactional.id.expiration.ms are removed."),
+    ("transaction.state.log.min.isr", "2", 3, "min.insync.replicas of the transaction state topic (capped at its replication factor)."),
+    ("transaction.state.log.num.partitions", "50", 3, "The number of partitions of the transaction state topic (should not change after deployment)."),
+    ("transaction.state.log.replication.factor", "3", 4, "The replication factor of the transaction state topic (capped at the number of brokers)."),
+    ("transaction.state.log.segment.bytes", "104857600", 3, "The transaction state topic's segment bytes, kept small for faster log compaction and cache loads."),
+    ("transactional.id.expiration.ms", "604800000", 3, "How long the coordinator keeps a transactional id after its last transaction ended without a new one."),
 ];
 
 impl KafkaSettings {
@@ -462,7 +472,6 @@ impl KafkaSettings {
                 &raw,
                 "producer.id.expiration.check.interval.ms",
             )?,
-            transaction_max_timeout_ms: get(&raw, "transaction.max.timeout.ms")?,
             delete_topic_enable: get(&raw, "delete.topic.enable")?,
             log_cleaner_backoff_ms: get(&raw, "log.cleaner.backoff.ms")?,
             replica: crate::replica::ReplicaSettings {
@@ -474,7 +483,8 @@ impl KafkaSettings {
                 inter_broker_listener: String::new(),
                 inter_broker_security: Default::default(),
             },
-            group: group_config(&raw)?,
+            group: coordinators::group_config(&raw)?,
+            txn: coordinators::txn_config(&raw)?,
             controller: crate::meta::ControllerSettings {
                 broker_session_timeout: Duration::from_millis(get(
                     &raw,
@@ -588,7 +598,7 @@ fn authorizer_settings(
 }
 
 /// A broker setting parsed from `raw`, else from Kafka's default.
-fn get<T: std::str::FromStr>(raw: &BTreeMap<String, String>, key: &str) -> Result<T> {
+pub(super) fn get<T: std::str::FromStr>(raw: &BTreeMap<String, String>, key: &str) -> Result<T> {
     let default = BROKER_SETTINGS
         .iter()
         .find(|(n, _, _, _)| *n == key)
@@ -598,24 +608,6 @@ fn get<T: std::str::FromStr>(raw: &BTreeMap<String, String>, key: &str) -> Resul
     v.trim()
         .parse()
         .map_err(|_| anyhow!("[kafka] {key}: invalid value {v:?}"))
-}
-
-/// The group coordinator's settings (`group.*`, `offsets.*`).
-fn group_config(raw: &BTreeMap<String, String>) -> Result<crate::group::GroupConfig> {
-    let ms = |key: &str| get::<u64>(raw, key).map(Duration::from_millis);
-    Ok(crate::group::GroupConfig {
-        offsets_partitions: get(raw, "offsets.topic.num.partitions")?,
-        offsets_replication_factor: get(raw, "offsets.topic.replication.factor")?,
-        offsets_segment_bytes: get(raw, "offsets.topic.segment.bytes")?,
-        min_session_timeout: ms("group.min.session.timeout.ms")?,
-        max_session_timeout: ms("group.max.session.timeout.ms")?,
-        initial_rebalance_delay: ms("group.initial.rebalance.delay.ms")?,
-        max_size: get(raw, "group.max.size")?,
-        offsets_retention: Duration::from_secs(60 * get::<u64>(raw, "offsets.retention.minutes")?),
-        offsets_retention_check_interval: ms("offsets.retention.check.interval.ms")?,
-        offset_metadata_max_bytes: get(raw, "offset.metadata.max.bytes")?,
-        commit_timeout: ms("offsets.commit.timeout.ms")?,
-    })
 }
 
 /// Resolves the connection settings: (max.connections, max.connections.per.ip,

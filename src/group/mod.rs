@@ -18,6 +18,7 @@ mod offsets;
 pub mod records;
 pub mod state;
 mod topic;
+mod txn_offsets;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,11 +30,13 @@ use parking_lot::Mutex;
 
 use crate::log::{batch, LogError};
 use crate::meta::MetadataQuorum;
-use crate::replica::{now_ms, Partition, PartitionError, ReplicaManager};
+use crate::replica::{now_ms, Partition, PartitionError, ReplicaManager, WriteFailed, Written};
 pub use membership::{ClientInfo, DescribedGroup, ListedGroup};
 pub use offsets::{Committed, CommittedOffset, OffsetCommit, OffsetDeleteResult};
 use records::{partition_for, GroupValue, OffsetValue, RecordKey};
 use state::{Group, GroupTiming};
+pub use topic::{coordinator_address, ensure_internal_topic, CoordinatorAddress};
+pub use txn_offsets::TxnCommitter;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
@@ -67,29 +70,15 @@ pub struct GroupConfig {
     pub commit_timeout: Duration,
 }
 
-/// One group and its committed offsets.
+/// One group, its committed offsets, and offsets committed inside transactions not yet
+/// decided, by producer id.
 pub struct GroupEntry {
     pub group: Group,
     pub offsets: HashMap<(String, i32), CommittedOffset>,
+    pub pending_txn: HashMap<i64, txn_offsets::PendingOffsets>,
 }
 
 pub type GroupHandle = Arc<Mutex<GroupEntry>>;
-
-/// Records appended to `__consumer_offsets`, not yet known to be replicated.
-pub struct Written {
-    partition: Arc<Partition>,
-    /// The offset of the first record; the others follow densely.
-    base_offset: i64,
-    last_offset: i64,
-    durable_after: Option<i64>,
-}
-
-impl Written {
-    /// The log offset of the `i`th record of the append.
-    pub fn record_offset(&self, i: usize) -> i64 {
-        self.base_offset + i as i64
-    }
-}
 
 pub struct GroupCoordinator {
     pub config: GroupConfig,
@@ -99,6 +88,27 @@ pub struct GroupCoordinator {
     /// `__consumer_offsets` partitions this broker coordinates and has loaded, with the
     /// leader epoch they were loaded in.
     loaded: Mutex<HashMap<i32, i32>>,
+}
+
+/// How a coordinator's set of loaded state partitions (partition -> leader epoch) must change
+/// to match the partitions it leads now: (those to unload, those to load). A partition led
+/// again in a newer epoch is both: leadership left and came back between two images seen,
+/// and what was loaded may miss what another coordinator wrote meanwhile.
+pub fn leadership_changes(
+    loaded: &HashMap<i32, i32>,
+    led: &HashMap<i32, i32>,
+) -> (Vec<i32>, Vec<(i32, i32)>) {
+    let gone = loaded
+        .iter()
+        .filter(|(p, epoch)| led.get(p) != Some(epoch))
+        .map(|(p, _)| *p)
+        .collect();
+    let new = led
+        .iter()
+        .filter(|(p, epoch)| loaded.get(p) != Some(epoch))
+        .map(|(p, e)| (*p, *e))
+        .collect();
+    (gone, new)
 }
 
 /// Maps a failed `__consumer_offsets` append to what Kafka answers group clients.
@@ -167,6 +177,7 @@ impl GroupCoordinator {
                 Arc::new(Mutex::new(GroupEntry {
                     group: Group::new(id, now_ms()),
                     offsets: HashMap::new(),
+                    pending_txn: HashMap::new(),
                 }))
             })
             .clone()
@@ -210,38 +221,17 @@ impl GroupCoordinator {
             records.len() as i64,
             "one offset per record"
         );
-        Ok(Written {
-            partition,
-            base_offset: info.base_offset,
-            last_offset: info.last_offset,
-            durable_after: info.durable_after,
-        })
+        Ok(Written::new(partition, &info))
     }
 
     /// Waits until an append is durable as the flush policy asks and replicated to the ISR
     /// (acks=-1 semantics for coordinator writes), up to `offsets.commit.timeout.ms`.
     async fn replicated(&self, written: &Written) -> Result<(), ResponseError> {
         let deadline = tokio::time::Instant::now() + self.config.commit_timeout;
-        if let Some(offset) = written.durable_after {
-            match tokio::time::timeout_at(deadline, written.partition.log.wait_durable(offset))
-                .await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(ResponseError::NotCoordinator),
-                Err(_) => return Err(ResponseError::RequestTimedOut),
-            }
-        }
-        if written
-            .partition
-            .wait_for_high_watermark(written.last_offset, deadline)
-            .await
-        {
-            Ok(())
-        } else if written.partition.is_leader() {
-            Err(ResponseError::RequestTimedOut)
-        } else {
-            Err(ResponseError::NotCoordinator)
-        }
+        written.replicated(deadline).await.map_err(|e| match e {
+            WriteFailed::NotLeader => ResponseError::NotCoordinator,
+            WriteFailed::TimedOut => ResponseError::RequestTimedOut,
+        })
     }
 
     /// The record that stores a group's metadata.
@@ -258,30 +248,15 @@ impl GroupCoordinator {
     /// Loads newly led `__consumer_offsets` partitions and forgets those no longer led.
     /// Blocking: it reads whole partitions (called with the metadata, off the async workers).
     pub fn sync_partitions(&self) {
-        let hosted = self.replicas.hosted();
-        let led: HashMap<i32, i32> = hosted
-            .get(OFFSETS_TOPIC)
-            .map(|t| {
-                t.partitions
-                    .iter()
-                    .filter(|(_, p)| p.is_leader())
-                    .map(|(i, p)| (*i, p.leader_epoch()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let current: HashMap<i32, i32> = self.loaded.lock().clone();
-        for (p, epoch) in &current {
-            // Gone, or led again in a newer epoch (leadership left and came back between two
-            // images we saw): what we hold may miss what another coordinator wrote meanwhile.
-            if led.get(p) != Some(epoch) {
-                self.unload(*p);
-            }
+        let led = self.replicas.led_partitions(OFFSETS_TOPIC);
+        let current = self.loaded.lock().clone();
+        let (gone, new) = leadership_changes(&current, &led);
+        for p in gone {
+            self.unload(p);
         }
-        for (p, epoch) in &led {
-            if current.get(p) != Some(epoch) {
-                if let Some(partition) = self.replicas.partition(OFFSETS_TOPIC, *p) {
-                    self.load(*p, *epoch, &partition);
-                }
+        for (p, epoch) in new {
+            if let Some(partition) = self.replicas.partition(OFFSETS_TOPIC, p) {
+                self.load(p, epoch, &partition);
             }
         }
     }
@@ -299,7 +274,7 @@ impl GroupCoordinator {
     /// Replays a `__consumer_offsets` partition into groups and offsets.
     fn load(&self, p: i32, leader_epoch: i32, partition: &Partition) {
         let started = Instant::now();
-        let replay = Replay::of(p, partition);
+        let mut replay = Replay::of(p, partition);
         let now = Instant::now();
         let now_wall = now_ms();
         let mut entries: HashMap<String, GroupEntry> = HashMap::new();
@@ -309,18 +284,31 @@ impl GroupCoordinator {
                 GroupEntry {
                     group: Group::restore(id, value, now, now_wall),
                     offsets: HashMap::new(),
+                    pending_txn: HashMap::new(),
                 },
             );
         }
+        let pending = replay.pending_by_group();
         for ((group, topic, partition), committed) in replay.offsets {
             entries
                 .entry(group.clone())
                 .or_insert_with(|| GroupEntry {
                     group: Group::new(&group, now_wall),
                     offsets: HashMap::new(),
+                    pending_txn: HashMap::new(),
                 })
                 .offsets
                 .insert((topic, partition), committed);
+        }
+        for (group, pending) in pending {
+            entries
+                .entry(group.clone())
+                .or_insert_with(|| GroupEntry {
+                    group: Group::new(&group, now_wall),
+                    offsets: HashMap::new(),
+                    pending_txn: HashMap::new(),
+                })
+                .pending_txn = pending;
         }
         let count = entries.len();
         {
@@ -340,17 +328,37 @@ impl GroupCoordinator {
 }
 
 /// What a `__consumer_offsets` partition holds, replayed record by record (the latest record
-/// per key wins; a tombstone removes).
+/// per key wins; a tombstone removes). A producer's transactional records wait for its
+/// marker: a COMMIT applies them, an ABORT drops them, and those still undecided at the end
+/// are the producers' pending offsets.
 #[derive(Default)]
 struct Replay {
     offsets: HashMap<(String, String, i32), CommittedOffset>,
     metadata: HashMap<String, GroupValue>,
+    /// By producer id: its transactional records, in log order.
+    pending: HashMap<i64, Vec<PendingRecord>>,
 }
+
+/// A transactional record waiting for its marker: key, value, offset in the log.
+type PendingRecord = (RecordKey, Option<Vec<u8>>, i64);
 
 impl Replay {
     fn of(p: i32, partition: &Partition) -> Self {
         let mut replay = Replay::default();
         partition.log.for_each_batch(|b| {
+            if b.is_control() {
+                if let Some(marker) = crate::log::txn::parse_marker(b) {
+                    let commit = marker.kind == crate::log::txn::MarkerType::Commit;
+                    for (key, value, offset) in
+                        replay.pending.remove(&b.producer_id()).unwrap_or_default()
+                    {
+                        if commit {
+                            replay.apply(key, value.as_deref(), offset);
+                        }
+                    }
+                }
+                return;
+            }
             let mut bytes = Bytes::copy_from_slice(b.as_bytes());
             let set = match kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes) {
                 Ok(set) => set,
@@ -364,6 +372,13 @@ impl Replay {
                     continue;
                 };
                 match RecordKey::decode(key) {
+                    Ok(Some(key)) if b.is_transactional() => {
+                        replay.pending.entry(b.producer_id()).or_default().push((
+                            key,
+                            r.value.as_deref().map(<[u8]>::to_vec),
+                            r.offset,
+                        ));
+                    }
                     Ok(Some(key)) => replay.apply(key, r.value.as_deref(), r.offset),
                     Ok(None) => {}
                     Err(e) => {
@@ -373,6 +388,40 @@ impl Replay {
             }
         });
         replay
+    }
+
+    /// The undecided transactional offsets, by group: producer id -> pending offsets.
+    fn pending_by_group(&mut self) -> HashMap<String, HashMap<i64, txn_offsets::PendingOffsets>> {
+        let mut out: HashMap<String, HashMap<i64, txn_offsets::PendingOffsets>> = HashMap::new();
+        for (pid, records) in self.pending.drain() {
+            for (key, value, record_offset) in records {
+                let (
+                    RecordKey::Offset {
+                        group,
+                        topic,
+                        partition,
+                    },
+                    Some(v),
+                ) = (key, value)
+                else {
+                    continue;
+                };
+                if let Ok(value) = OffsetValue::decode(&v) {
+                    out.entry(group)
+                        .or_default()
+                        .entry(pid)
+                        .or_default()
+                        .insert(
+                            (topic, partition),
+                            CommittedOffset {
+                                value,
+                                record_offset,
+                            },
+                        );
+                }
+            }
+        }
+        out
     }
 
     fn apply(&mut self, key: RecordKey, value: Option<&[u8]>, record_offset: i64) {

@@ -44,7 +44,7 @@ pub struct OffsetDeleteResult {
     pub topics: Vec<(String, Vec<(i32, i16)>)>,
 }
 
-fn offset_key(group: &str, topic: &str, partition: i32) -> Bytes {
+pub(super) fn offset_key(group: &str, topic: &str, partition: i32) -> Bytes {
     RecordKey::Offset {
         group: group.to_string(),
         topic: topic.to_string(),
@@ -56,7 +56,12 @@ fn offset_key(group: &str, topic: &str, partition: i32) -> Bytes {
 impl GroupEntry {
     /// Takes in a replicated offset record, unless a later record for the same partition is
     /// already in.
-    fn commit_replicated(&mut self, topic: &str, partition: i32, committed: CommittedOffset) {
+    pub(super) fn commit_replicated(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        committed: CommittedOffset,
+    ) {
         let key = (topic.to_string(), partition);
         if self
             .offsets
@@ -379,6 +384,7 @@ mod tests {
         let mut entry = GroupEntry {
             group: Group::new("g", 0),
             offsets: Default::default(),
+            pending_txn: std::collections::HashMap::new(),
         };
         // Two commits to one partition, written at log offsets 10 and 11, whose replication
         // waits finish in the opposite order.

@@ -9,6 +9,9 @@ use kafka_protocol::ResponseError;
 
 use super::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::meta::controller::{self, CreateDefaults, CreateTopicError, TopicSpec};
+use crate::meta::image::MetadataImage;
+use crate::meta::MetadataQuorum;
+use crate::replica::ReplicaManager;
 
 /// How long FindCoordinator waits for a just-created `__consumer_offsets` to be hosted here.
 const HOSTED_WAIT: Duration = Duration::from_secs(10);
@@ -27,24 +30,8 @@ impl GroupCoordinator {
         listener: &str,
     ) -> Result<CoordinatorAddress, (ResponseError, String)> {
         self.ensure_offsets_topic().await?;
-        let image = self.meta.image();
         let p = self.partition_for(group);
-        let leader = image
-            .topic(OFFSETS_TOPIC)
-            .and_then(|t| t.partitions.iter().find(|x| x.partition == p))
-            .map(|x| x.leader)
-            .unwrap_or(-1);
-        match image
-            .brokers
-            .get(&leader)
-            .and_then(|b| b.endpoint(listener))
-        {
-            Some((host, port)) => Ok((leader, host.to_string(), port)),
-            None => Err((
-                ResponseError::CoordinatorNotAvailable,
-                "The coordinator is not available.".into(),
-            )),
-        }
+        coordinator_address(&self.meta.image(), OFFSETS_TOPIC, p, listener)
     }
 
     /// Creates `__consumer_offsets` if it does not exist yet. The replication factor is
@@ -71,29 +58,67 @@ impl GroupCoordinator {
             assignments: None,
             configs,
         };
-        let defaults = CreateDefaults {
-            num_partitions: config.offsets_partitions,
-            replication_factor: 1,
-        };
-        let created = controller::create_topics(
-            &self.meta,
-            &[spec],
-            defaults,
-            crate::log::config::validate_topic_overrides,
-            false,
-        )
-        .await
-        .pop()
-        .expect("one result per topic");
-        match created {
-            Ok(_) | Err(CreateTopicError::AlreadyExists(_)) => {
-                self.replicas
-                    .wait_for_image(self.meta.image().version, HOSTED_WAIT)
-                    .await;
-                tracing::info!("created {OFFSETS_TOPIC}");
-                Ok(())
-            }
-            Err(e) => Err((ResponseError::CoordinatorNotAvailable, e.to_string())),
+        ensure_internal_topic(&self.meta, &self.replicas, spec).await
+    }
+}
+
+/// Where the coordinator of a key whose state lives in `partition` of the internal `topic` is:
+/// that partition's leader, at its endpoint on `listener`. Shared with the transaction
+/// coordinator, whose `__transaction_state` works the same way.
+pub fn coordinator_address(
+    image: &MetadataImage,
+    topic: &str,
+    partition: i32,
+    listener: &str,
+) -> Result<CoordinatorAddress, (ResponseError, String)> {
+    let leader = image
+        .topic(topic)
+        .and_then(|t| t.partitions.iter().find(|x| x.partition == partition))
+        .map_or(-1, |x| x.leader);
+    match image
+        .brokers
+        .get(&leader)
+        .and_then(|b| b.endpoint(listener))
+    {
+        Some((host, port)) => Ok((leader, host.to_string(), port)),
+        None => Err((
+            ResponseError::CoordinatorNotAvailable,
+            "The coordinator is not available.".into(),
+        )),
+    }
+}
+
+/// Creates the internal topic `spec` describes (one Raft proposal, as CreateTopics), unless it
+/// exists already, and waits until this broker's replicas know it. Shared with the transaction
+/// coordinator.
+pub async fn ensure_internal_topic(
+    meta: &MetadataQuorum,
+    replicas: &ReplicaManager,
+    spec: TopicSpec,
+) -> Result<(), (ResponseError, String)> {
+    let name = spec.name.clone();
+    let defaults = CreateDefaults {
+        num_partitions: spec.num_partitions,
+        replication_factor: 1,
+    };
+    let created = controller::create_topics(
+        meta,
+        &[spec],
+        defaults,
+        crate::log::config::validate_topic_overrides,
+        false,
+    )
+    .await
+    .pop()
+    .expect("one result per topic");
+    match created {
+        Ok(_) | Err(CreateTopicError::AlreadyExists(_)) => {
+            replicas
+                .wait_for_image(meta.image().version, HOSTED_WAIT)
+                .await;
+            tracing::info!("created {name}");
+            Ok(())
         }
+        Err(e) => Err((ResponseError::CoordinatorNotAvailable, e.to_string())),
     }
 }

@@ -243,6 +243,20 @@ pub fn validate_produce_batch(records: &[u8]) -> Result<BatchView<'_>, BatchErro
     Ok(view)
 }
 
+/// The producer fields of a batch's header, read without validating the batch: (producer
+/// id, producer epoch, transactional). `None` when `buf` is shorter than a header.
+pub fn peek_producer(buf: &[u8]) -> Option<(i64, i16, bool)> {
+    if buf.len() < HEADER_SIZE {
+        return None;
+    }
+    let view = BatchView::new(&buf[..HEADER_SIZE]);
+    Some((
+        view.producer_id(),
+        view.producer_epoch(),
+        view.is_transactional(),
+    ))
+}
+
 /// Iterates over the complete batches at the start of `buf`, checking only the size prefix.
 /// Stops at the first incomplete batch. Used on data that was validated when it was written.
 pub struct BatchIter<'a> {
@@ -313,8 +327,27 @@ pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 
 /// Builds one uncompressed v2 batch (base offset 0, no producer) of `(key, value)` records,
 /// all stamped `timestamp`; a `None` value is a tombstone. Used by the broker's own writes
-/// (the group coordinator's `__consumer_offsets` records).
+/// (the coordinators' `__consumer_offsets` and `__transaction_state` records).
 pub fn encode_uncompressed_batch(records: &[KeyValue<'_>], timestamp: i64) -> Vec<u8> {
+    encode_records_batch(records, timestamp, None)
+}
+
+/// A coordinator's write on a producer's behalf: producer id and epoch, and whether the batch
+/// is part of the producer's transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub transactional: bool,
+}
+
+/// Like [`encode_uncompressed_batch`], written by `producer` when given (base sequence 0, as
+/// Kafka's coordinators write it).
+pub fn encode_records_batch(
+    records: &[KeyValue<'_>],
+    timestamp: i64,
+    producer: Option<BatchProducer>,
+) -> Vec<u8> {
     let mut body = Vec::new();
     for (delta, (key, value)) in records.iter().enumerate() {
         let mut rec = vec![0u8]; // attributes
@@ -333,24 +366,23 @@ pub fn encode_uncompressed_batch(records: &[KeyValue<'_>], timestamp: i64) -> Ve
         put_varint(&mut body, rec.len() as i64);
         body.extend_from_slice(&rec);
     }
-    let mut out = Vec::with_capacity(HEADER_SIZE + body.len());
-    out.extend_from_slice(&0i64.to_be_bytes()); // base offset
-    out.extend_from_slice(&((HEADER_SIZE - LOG_OVERHEAD + body.len()) as i32).to_be_bytes());
-    out.extend_from_slice(&0i32.to_be_bytes()); // partition leader epoch
-    out.push(2); // magic
-    out.extend_from_slice(&0u32.to_be_bytes()); // crc, below
-    out.extend_from_slice(&0i16.to_be_bytes()); // attributes
-    out.extend_from_slice(&(records.len() as i32 - 1).to_be_bytes());
-    out.extend_from_slice(&timestamp.to_be_bytes());
-    out.extend_from_slice(&timestamp.to_be_bytes());
-    out.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    out.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-    out.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
-    out.extend_from_slice(&(records.len() as i32).to_be_bytes());
-    out.extend_from_slice(&body);
-    let crc = crc32c::crc32c(&out[ATTRIBUTES..]);
-    out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
-    out
+    let header = HeaderFields {
+        base_offset: 0,
+        partition_leader_epoch: 0,
+        attributes: if producer.is_some_and(|p| p.transactional) {
+            TRANSACTIONAL_BIT
+        } else {
+            0
+        },
+        last_offset_delta: records.len() as i32 - 1,
+        base_timestamp: timestamp,
+        max_timestamp: timestamp,
+        producer_id: producer.map_or(-1, |p| p.producer_id),
+        producer_epoch: producer.map_or(-1, |p| p.producer_epoch),
+        base_sequence: if producer.is_some() { 0 } else { -1 },
+        records_count: records.len() as i32,
+    };
+    build_batch(&header, &body).expect("a coordinator's batch fits")
 }
 
 /// The header fields of a v2 batch that a writer chooses (the log cleaner, when it rewrites a

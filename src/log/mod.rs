@@ -14,6 +14,7 @@ pub mod records;
 pub mod retention;
 pub mod segment;
 pub mod trace_header;
+pub mod txn;
 
 pub use config::TopicDefaults;
 pub use partition_log::{AppendInfo, FollowerAppend, LogError, PartitionLog, ReadResult};
@@ -31,3 +32,5 @@ pub fn now_ms() -> i64 {
 mod partition_log_tests;
 #[cfg(test)]
 pub mod testing;
+#[cfg(test)]
+mod txn_tests;

@@ -27,10 +27,12 @@ use super::flusher::LogFlusher;
 use super::leader_epoch::LeaderEpochCache;
 use super::producer_state::{ProducerError, ProducerStateManager};
 use super::segment::LogSegment;
+use super::txn::AbortedIndex;
 use crate::durable::sync_dir;
 
 mod append;
 mod load;
+mod transactions;
 mod truncate;
 
 pub use append::FollowerAppend;
@@ -120,6 +122,13 @@ pub struct PartitionLog {
     /// A flush failed: appends can no longer be made durable (Kafka takes the log dir
     /// offline).
     io_failed: AtomicBool,
+    /// Aborted transactions, by marker offset (the `.txnindex` files hold the same).
+    aborted: Mutex<AbortedIndex>,
+    /// The first offset of an open or unreplicated transaction (`i64::MAX` when none):
+    /// read_committed readers stop there. Written under the writer lock.
+    first_unstable: AtomicI64,
+    /// The smallest marker offset still waiting for the high watermark (`i64::MAX` when none).
+    first_unreplicated_marker: AtomicI64,
 }
 
 impl PartitionLog {
@@ -436,8 +445,11 @@ impl PartitionLog {
 
     /// Rebuilds idempotent producers' state from the batch headers at or after the log
     /// start offset (at open, and after a truncation of the tail).
+    /// Replays every batch header into producer state, open transactions and the aborted
+    /// transaction index (whose `.txnindex` files are rewritten to match).
     fn rebuild_producer_state(&self, writer: &mut WriterState, now_ms: i64) {
         let mut producers = ProducerStateManager::default();
+        let mut aborted = AbortedIndex::default();
         self.for_each_batch(|b| {
             let append_time = if b.is_log_append_time() {
                 b.max_timestamp()
@@ -445,8 +457,14 @@ impl PartitionLog {
                 -1
             };
             producers.record_batch(b, b.base_offset(), append_time, now_ms);
+            transactions::replay_marker(&mut producers, &mut aborted, b, now_ms);
         });
         writer.producers = producers;
+        *self.aborted.lock() = aborted;
+        self.refresh_unstable(writer);
+        if let Err(e) = self.rewrite_txn_indexes() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "rewriting .txnindex files");
+        }
     }
 
     /// Drops idle producers (`producer.id.expiration.ms`).

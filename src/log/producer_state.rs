@@ -1,11 +1,15 @@
-//! Producer state for idempotent producers: per producer id, its epoch and the sequence ranges
-//! and offsets of its last five batches in this partition. Appends check against it so that a
-//! retried batch is recognised (and answered with its original offsets) and a gap or a stale
-//! epoch is refused, with Kafka's rules (`ProducerStateManager`, `ProducerAppendInfo`).
+//! Producer state for idempotent and transactional producers: per producer id, its epoch, the
+//! sequence ranges and offsets of its last five batches in this partition, its coordinator
+//! epoch and the first offset of its open transaction. Appends check against it so that a
+//! retried batch is recognised (and answered with its original offsets) and a gap, a stale
+//! epoch, a zombie coordinator's marker or a non-transactional write inside a transaction is
+//! refused, with Kafka's rules (`ProducerStateManager`, `ProducerAppendInfo`). The open
+//! transactions (`txn::OpenTxns`) decide the last stable offset.
 
 use std::collections::{HashMap, VecDeque};
 
 use super::batch::{increment_sequence, BatchView};
+use super::txn::{self, CompletedTxn, EndTxnMarker, OpenTxns};
 
 /// Kafka keeps the last five batches per producer (max.in.flight.requests.per.connection).
 pub const BATCHES_TO_RETAIN: usize = 5;
@@ -28,6 +32,45 @@ struct ProducerEntry {
     batches: VecDeque<BatchMetadata>,
     /// Wall-clock time of the last append, for `producer.id.expiration.ms`.
     last_append_ms: i64,
+    /// The largest record timestamp of the producer's last batch or marker.
+    last_timestamp: i64,
+    /// The epoch of the transaction coordinator that wrote this producer's last marker.
+    coordinator_epoch: i32,
+    /// Where the producer's open transaction starts, if one is open.
+    current_txn_first_offset: Option<i64>,
+}
+
+impl ProducerEntry {
+    fn new(epoch: i16, now_ms: i64) -> Self {
+        Self {
+            epoch,
+            batches: VecDeque::with_capacity(BATCHES_TO_RETAIN),
+            last_append_ms: now_ms,
+            last_timestamp: -1,
+            coordinator_epoch: -1,
+            current_txn_first_offset: None,
+        }
+    }
+
+    /// A new epoch starts a new sequence: the old batches no longer say anything.
+    fn set_epoch(&mut self, epoch: i16) {
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            self.batches.clear();
+        }
+    }
+}
+
+/// One producer as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerSnapshot {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    pub coordinator_epoch: i32,
+    /// -1 when no transaction is open.
+    pub current_txn_start_offset: i64,
 }
 
 /// What an append of an idempotent batch should do.
@@ -44,6 +87,12 @@ pub enum ProducerError {
     InvalidProducerEpoch(String),
     #[error("{0}")]
     OutOfOrderSequence(String),
+    /// A non-transactional write from a producer with an open transaction.
+    #[error("{0}")]
+    InvalidTxnState(String),
+    /// A marker from a coordinator older than one that already wrote for this producer.
+    #[error("{0}")]
+    CoordinatorFenced(String),
 }
 
 fn in_sequence(last_seq: i32, next_seq: i32) -> bool {
@@ -53,6 +102,24 @@ fn in_sequence(last_seq: i32, next_seq: i32) -> bool {
 #[derive(Debug, Default)]
 pub struct ProducerStateManager {
     producers: HashMap<i64, ProducerEntry>,
+    /// The open and not yet replicated transactions (for the LSO).
+    pub txns: OpenTxns,
+    /// KIP-890 verification guards: a producer whose first transactional write here is being
+    /// verified with its coordinator. A marker for the producer clears its guard, so a write
+    /// verified before the transaction ended cannot start a new one.
+    verifying: HashMap<i64, u64>,
+    next_guard: u64,
+}
+
+/// Where an append comes from, as Kafka's `AppendOrigin` distinguishes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOrigin {
+    /// A producer; a transactional batch that does not continue an open transaction here
+    /// needs the verification guard its verification was started with.
+    Client { verification: Option<u64> },
+    /// A coordinator writing on a producer's behalf (TxnOffsetCommit): only the producer
+    /// epoch is checked.
+    Coordinator,
 }
 
 impl ProducerStateManager {
@@ -110,15 +177,11 @@ impl ProducerStateManager {
 
     /// Records a batch that was written (or found while rebuilding from the log).
     pub fn record(&mut self, pid: i64, epoch: i16, batch: BatchMetadata, now_ms: i64) {
-        let entry = self.producers.entry(pid).or_insert_with(|| ProducerEntry {
-            epoch,
-            batches: VecDeque::with_capacity(BATCHES_TO_RETAIN),
-            last_append_ms: now_ms,
-        });
-        if epoch != entry.epoch {
-            entry.epoch = epoch;
-            entry.batches.clear();
-        }
+        let entry = self
+            .producers
+            .entry(pid)
+            .or_insert_with(|| ProducerEntry::new(epoch, now_ms));
+        entry.set_epoch(epoch);
         if entry.batches.len() == BATCHES_TO_RETAIN {
             entry.batches.pop_front();
         }
@@ -129,15 +192,163 @@ impl ProducerStateManager {
     /// Checks a producer's batch before it is written as leader. Batches without a producer
     /// id are not idempotent and always append.
     pub fn check_batch(&self, batch: &BatchView<'_>) -> Result<SequenceCheck, ProducerError> {
-        if batch.producer_id() < 0 {
+        let pid = batch.producer_id();
+        if pid < 0 {
             return Ok(SequenceCheck::Append);
         }
-        self.check(
-            batch.producer_id(),
+        let check = self.check(
+            pid,
             batch.producer_epoch(),
             batch.base_sequence(),
             batch.last_sequence(),
-        )
+        )?;
+        if check == SequenceCheck::Append && !batch.is_transactional() {
+            if let Some(first) = self
+                .producers
+                .get(&pid)
+                .and_then(|e| e.current_txn_first_offset)
+            {
+                return Err(ProducerError::InvalidTxnState(format!(
+                    "Expected transactional write from producer {pid}, whose transaction \
+                     started at offset {first}"
+                )));
+            }
+        }
+        Ok(check)
+    }
+
+    /// Checks a batch from `origin` before a leader writes it: as [`Self::check_batch`] for a
+    /// client (plus KIP-890's verification of a transaction's first write here), the epoch
+    /// alone for a coordinator.
+    pub fn check_append(
+        &self,
+        batch: &BatchView<'_>,
+        origin: AppendOrigin,
+    ) -> Result<SequenceCheck, ProducerError> {
+        let pid = batch.producer_id();
+        match origin {
+            AppendOrigin::Coordinator => {
+                if let Some(entry) = self.producers.get(&pid) {
+                    if batch.producer_epoch() < entry.epoch {
+                        return Err(ProducerError::InvalidProducerEpoch(format!(
+                            "Epoch of producer {pid} is {}, which is smaller than the last seen \
+                             epoch {}",
+                            batch.producer_epoch(),
+                            entry.epoch
+                        )));
+                    }
+                }
+                Ok(SequenceCheck::Append)
+            }
+            AppendOrigin::Client { verification } => {
+                let check = self.check_batch(batch)?;
+                let opens_txn = batch.is_transactional()
+                    && self
+                        .producers
+                        .get(&pid)
+                        .is_none_or(|e| e.current_txn_first_offset.is_none());
+                if check == SequenceCheck::Append
+                    && opens_txn
+                    && (verification.is_none() || self.verifying.get(&pid) != verification.as_ref())
+                {
+                    return Err(ProducerError::InvalidTxnState(
+                        "Record was not part of an ongoing transaction".into(),
+                    ));
+                }
+                Ok(check)
+            }
+        }
+    }
+
+    /// Starts verifying producer `pid`'s transactional write: `None` when it already has an
+    /// open transaction here (no verification needed), else the guard its append must carry.
+    pub fn start_verification(&mut self, pid: i64) -> Option<u64> {
+        if self
+            .producers
+            .get(&pid)
+            .is_some_and(|e| e.current_txn_first_offset.is_some())
+        {
+            return None;
+        }
+        self.next_guard += 1;
+        self.verifying.insert(pid, self.next_guard);
+        Some(self.next_guard)
+    }
+
+    /// Checks an end-transaction marker before a leader writes it: its producer epoch may not
+    /// be older than the producer's, nor its coordinator epoch older than the last marker's.
+    pub fn check_marker(
+        &self,
+        pid: i64,
+        epoch: i16,
+        coordinator_epoch: i32,
+    ) -> Result<(), ProducerError> {
+        let Some(entry) = self.producers.get(&pid) else {
+            return Ok(());
+        };
+        if epoch < entry.epoch {
+            return Err(ProducerError::InvalidProducerEpoch(format!(
+                "Epoch of producer {pid} is {epoch}, which is smaller than the last seen epoch {}",
+                entry.epoch
+            )));
+        }
+        if coordinator_epoch < entry.coordinator_epoch {
+            return Err(ProducerError::CoordinatorFenced(format!(
+                "Invalid coordinator epoch for producerId {pid}: {coordinator_epoch} (zombie), {} \
+                 (current)",
+                entry.coordinator_epoch
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records an end-transaction marker written at `offset`: the producer's open transaction
+    /// (if any) is complete. Returns it, with the LSO Kafka records for an abort.
+    pub fn record_marker(
+        &mut self,
+        pid: i64,
+        epoch: i16,
+        marker: EndTxnMarker,
+        offset: i64,
+        timestamp: i64,
+        now_ms: i64,
+    ) -> Option<(CompletedTxn, i64)> {
+        let entry = self
+            .producers
+            .entry(pid)
+            .or_insert_with(|| ProducerEntry::new(epoch, now_ms));
+        entry.set_epoch(epoch);
+        entry.coordinator_epoch = entry.coordinator_epoch.max(marker.coordinator_epoch);
+        self.verifying.remove(&pid);
+        entry.last_timestamp = timestamp;
+        entry.last_append_ms = entry.last_append_ms.max(now_ms);
+        let first_offset = entry.current_txn_first_offset.take()?;
+        let completed = CompletedTxn {
+            producer_id: pid,
+            first_offset,
+            last_offset: offset,
+            aborted: marker.kind == txn::MarkerType::Abort,
+        };
+        let lso = self.txns.complete(&completed);
+        Some((completed, lso))
+    }
+
+    /// The producers DescribeProducers reports.
+    pub fn describe(&self) -> Vec<ProducerSnapshot> {
+        let mut out: Vec<ProducerSnapshot> = self
+            .producers
+            .iter()
+            .map(|(pid, e)| ProducerSnapshot {
+                producer_id: *pid,
+                producer_epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: e.last_timestamp,
+                coordinator_epoch: e.coordinator_epoch,
+                current_txn_start_offset: e.current_txn_first_offset.unwrap_or(-1),
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
     }
 
     /// Records a batch as written at `base_offset` (leader and follower appends, and the
@@ -150,7 +361,12 @@ impl ProducerStateManager {
         log_append_time: i64,
         now_ms: i64,
     ) {
-        if batch.producer_id() < 0 {
+        let pid = batch.producer_id();
+        if pid < 0 {
+            return;
+        }
+        if batch.is_control() {
+            // A marker: the caller records it (`record_marker`) with its parsed content.
             return;
         }
         let meta = batch_metadata(
@@ -159,13 +375,27 @@ impl ProducerStateManager {
             base_offset,
             log_append_time,
         );
-        self.record(batch.producer_id(), batch.producer_epoch(), meta, now_ms);
+        self.record(pid, batch.producer_epoch(), meta, now_ms);
+        let entry = self.producers.get_mut(&pid).expect("just recorded");
+        entry.last_timestamp = if log_append_time >= 0 {
+            log_append_time
+        } else {
+            batch.max_timestamp()
+        };
+        if batch.is_transactional() && entry.current_txn_first_offset.is_none() {
+            entry.current_txn_first_offset = Some(base_offset);
+            self.txns.begin(pid, base_offset);
+            self.verifying.remove(&pid);
+        }
     }
 
-    /// Forgets producers idle for longer than `expiration_ms`.
+    /// Forgets producers idle for longer than `expiration_ms`, except those with an open
+    /// transaction.
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) {
-        self.producers
-            .retain(|_, e| now_ms.saturating_sub(e.last_append_ms) < expiration_ms);
+        self.producers.retain(|_, e| {
+            e.current_txn_first_offset.is_some()
+                || now_ms.saturating_sub(e.last_append_ms) < expiration_ms
+        });
     }
 
     /// Forgets batches that are no longer in the log (below the new log start offset).
@@ -173,7 +403,8 @@ impl ProducerStateManager {
         for e in self.producers.values_mut() {
             e.batches.retain(|b| b.last_offset >= log_start_offset);
         }
-        self.producers.retain(|_, e| !e.batches.is_empty());
+        self.producers
+            .retain(|_, e| !e.batches.is_empty() || e.current_txn_first_offset.is_some());
     }
 }
 

@@ -521,7 +521,7 @@ impl LogSegment {
     pub fn delete_files(&self) -> io::Result<()> {
         let base = self.base_offset;
         let dir = self.log_path.parent().unwrap_or(Path::new("."));
-        for suffix in [".log", ".index", ".timeindex"] {
+        for suffix in [".log", ".index", ".timeindex", ".txnindex"] {
             match std::fs::remove_file(dir.join(file_name(base, suffix))) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -56,6 +56,24 @@ pub fn keyed_batch(
     compression: Compression,
     producer: Option<TestProducer>,
 ) -> Vec<u8> {
+    producer_batch(records, compression, producer, false)
+}
+
+/// Like [`keyed_batch`], written by `producer` inside a transaction.
+pub fn transactional_batch(
+    records: &[TestRecord<'_>],
+    compression: Compression,
+    producer: TestProducer,
+) -> Vec<u8> {
+    producer_batch(records, compression, Some(producer), true)
+}
+
+fn producer_batch(
+    records: &[TestRecord<'_>],
+    compression: Compression,
+    producer: Option<TestProducer>,
+    transactional: bool,
+) -> Vec<u8> {
     let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
     let records: Vec<Record> = records
         .iter()
@@ -69,7 +87,7 @@ pub fn keyed_batch(
                 );
             }
             Record {
-                transactional: false,
+                transactional,
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: 0,

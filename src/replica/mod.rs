@@ -10,11 +10,13 @@
 //! This layer gets the narrow handles it needs (the log manager, the metadata quorum for ISR
 //! proposals and leader addresses), never the broker.
 
+pub mod broker_clients;
 pub mod client;
 pub mod fetcher;
 pub mod isr;
 pub mod partition;
 pub mod replication;
+pub mod transactions;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -31,6 +33,7 @@ pub use crate::log::now_ms;
 use crate::log::TopicDefaults;
 use crate::meta::image::MetadataImage;
 pub use partition::{Partition, PartitionError, PartitionState};
+pub use transactions::{WriteFailed, Written};
 
 /// Bytes a topic took in and served here. Counters only grow: they live as long as the topic
 /// exists, whichever of its partitions this broker hosts or leads at the moment.
@@ -115,6 +118,8 @@ pub struct ReplicaManager {
     /// Follower fetchers, one per leader followed.
     pub fetchers: fetcher::FetcherManager,
     pub isr_changes: IsrChanges,
+    /// Connections to other brokers for the coordinators' requests.
+    pub brokers: broker_clients::BrokerClients,
 }
 
 impl ReplicaManager {
@@ -125,6 +130,7 @@ impl ReplicaManager {
         settings: ReplicaSettings,
     ) -> Self {
         Self {
+            brokers: broker_clients::BrokerClients::new(node_id, settings.clone()),
             node_id,
             logs,
             topic_defaults,
@@ -190,6 +196,21 @@ impl ReplicaManager {
 
     pub fn hosted(&self) -> Arc<HashMap<String, HostedTopic>> {
         self.hosted.load_full()
+    }
+
+    /// The partitions of `topic` this broker leads, with their leader epochs.
+    pub fn led_partitions(&self, topic: &str) -> HashMap<i32, i32> {
+        self.hosted
+            .load()
+            .get(topic)
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|(_, p)| p.is_leader())
+                    .map(|(i, p)| (*i, p.leader_epoch()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Brings the hosted partitions in line with `image`: drops partitions of deleted (or

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::replication::FollowerState;
 use super::TopicCounters;
 use crate::log::batch::BatchView;
+use crate::log::txn::AbortedTxn;
 use crate::log::{AppendInfo, LogError, PartitionLog, ReadResult};
 
 /// What the controller decided about this partition, as last applied.
@@ -54,6 +55,8 @@ pub struct PartitionRead {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// For a read_committed read: the aborted transactions among the records returned.
+    pub aborted: Option<Vec<AbortedTxn>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -188,9 +191,20 @@ impl Partition {
         self.high_watermark.load(Ordering::Acquire)
     }
 
-    /// Without transactions the last stable offset is the high watermark.
+    /// The last stable offset: the high watermark, or the first offset of a transaction not
+    /// yet decided (or whose marker is not yet replicated), whichever is smaller.
     pub fn last_stable_offset(&self) -> i64 {
-        self.high_watermark()
+        self.log.last_stable_offset(self.high_watermark())
+    }
+
+    /// Moves the high watermark up to `hwm` (never back); returns the previous one. Completed
+    /// transactions it passes stop holding the last stable offset back.
+    pub(super) fn raise_high_watermark(&self, hwm: i64) -> i64 {
+        let before = self.high_watermark.fetch_max(hwm, Ordering::AcqRel);
+        if hwm > before {
+            self.log.on_high_watermark(hwm);
+        }
+        before
     }
 
     /// On a leader, the high watermark is the smallest log end offset across the ISR (its own
@@ -210,7 +224,7 @@ impl Partition {
             }
         }
         drop(followers);
-        let before = self.high_watermark.fetch_max(hwm, Ordering::AcqRel);
+        let before = self.raise_high_watermark(hwm);
         if hwm > before {
             self.data_arrived.notify_waiters();
         }
@@ -237,23 +251,15 @@ impl Partition {
         required_acks: i16,
         now_ms: i64,
     ) -> Result<AppendInfo, PartitionError> {
-        if !self.is_leader() {
-            return Err(PartitionError::NotLeader);
-        }
-        if required_acks == -1
-            && (self.state.read().isr.len() as i32) < self.log.config().min_insync_replicas
-        {
-            return Err(PartitionError::NotEnoughReplicas);
-        }
-        let info = self
-            .log
-            .append_as_leader(batch, self.leader_epoch(), now_ms)?;
-        self.counters
-            .bytes_in
-            .fetch_add(info.size as u64, Ordering::Relaxed);
+        let client = crate::log::producer_state::AppendOrigin::Client { verification: None };
+        self.append_from(batch, required_acks, now_ms, client)
+    }
+
+    /// After an append as leader: wakes followers' fetches and moves the high watermark if
+    /// the ISR is this broker alone.
+    pub(super) fn appended(&self) {
         self.appended.notify_waiters();
         self.maybe_advance_high_watermark();
-        Ok(info)
     }
 
     /// Waits until the high watermark passes `offset` (acks=-1), leadership is lost, or
@@ -278,25 +284,40 @@ impl Partition {
         }
     }
 
-    /// Reads for a consumer: only below the high watermark.
+    /// Reads for a consumer: below the high watermark, or with `read_committed` below the
+    /// last stable offset, with the aborted transactions among what is returned.
     pub fn read(
         &self,
         offset: i64,
         current_leader_epoch: i32,
         max_bytes: usize,
         min_one: bool,
+        read_committed: bool,
     ) -> Result<PartitionRead, PartitionError> {
         if !self.is_leader() {
             return Err(PartitionError::NotLeader);
         }
         self.check_leader_epoch(current_leader_epoch)?;
         let high_watermark = self.high_watermark();
-        let result = self.log.read(offset, high_watermark, max_bytes, min_one)?;
+        let last_stable_offset = self.log.last_stable_offset(high_watermark);
+        let upto = if read_committed {
+            last_stable_offset
+        } else {
+            high_watermark
+        };
+        let result = self.log.read(offset, upto, max_bytes, min_one)?;
+        let aborted = read_committed.then(|| {
+            let end = crate::log::batch::BatchIter::new(&result.records)
+                .last()
+                .map_or(offset, |(_, b)| b.last_offset() + 1);
+            self.log.aborted_transactions(offset, end)
+        });
         Ok(PartitionRead {
             result,
             high_watermark,
-            last_stable_offset: high_watermark,
+            last_stable_offset,
             log_start_offset: self.log.log_start_offset(),
+            aborted,
         })
     }
 
@@ -308,7 +329,7 @@ impl Partition {
 
     /// Completes on the next append as leader: what a follower's fetch waits for (the high
     /// watermark moves only after followers fetch). Enable it before checking, as above.
-    pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {
+    pub fn next_append(&self) -> tokio::sync::futures::Notified<'_> {
         self.appended.notified()
     }
 }

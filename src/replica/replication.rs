@@ -210,7 +210,7 @@ impl Partition {
                 .advance_log_start_offset(leader_log_start.min(hwm.max(self.high_watermark())))
                 .map_err(crate::log::LogError::Io)?;
         }
-        let before = self.high_watermark.fetch_max(hwm, Ordering::AcqRel);
+        let before = self.raise_high_watermark(hwm);
         if hwm > before {
             self.data_arrived.notify_waiters();
         }

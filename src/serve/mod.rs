@@ -79,6 +79,7 @@ pub async fn run(config: Config) -> Result<()> {
         b.replicas.apply_image(&b.image());
         b.replicas.remove_stray_logs();
         b.groups.sync_partitions();
+        b.txns.sync_partitions();
     })
     .await
     .context("opening the partition logs")?;
@@ -205,6 +206,7 @@ async fn start_tasks(broker: &Arc<Broker>, admin_listener: TcpListener) -> JoinS
     tasks.spawn(tasks::flush_and_checkpoint(broker.clone()));
     tasks.spawn(tasks::retention_and_expiry(broker.clone()));
     tasks.spawn(tasks::group_timers(broker.clone()));
+    tasks.spawn(tasks::transaction_timers(broker.clone()));
     tasks.spawn(tasks::clean_logs(broker.clone()));
     tasks.spawn(crate::replica::isr::maintain_isr(
         broker.replicas.clone(),

@@ -1,5 +1,6 @@
 //! The broker's background tasks: following the metadata, the log cleaner, group timers,
-//! retention and producer expiry, scheduled flushes and checkpoints. Each does its file I/O on
+//! transaction timeouts and expiry, retention and producer expiry, scheduled flushes and
+//! checkpoints. Each does its file I/O on
 //! a blocking thread and stops at shutdown.
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub(super) async fn follow_metadata(broker: Arc<Broker>) {
                 let _ = tokio::task::spawn_blocking(move || {
                     b.replicas.apply_image(&image);
                     b.groups.sync_partitions();
+                    b.txns.sync_partitions();
                 })
                 .await;
                 broker
@@ -68,7 +70,7 @@ pub(super) async fn clean_logs(broker: Arc<Broker>) {
                     if !p.log.config().compact {
                         continue;
                     }
-                    match crate::log::cleaner::clean_once(&p.log, p.high_watermark(), now_ms(), &config) {
+                    match crate::log::cleaner::clean_once(&p.log, p.last_stable_offset(), now_ms(), &config) {
                         Ok(stats) if stats.cleaned => tracing::debug!(topic = %name, partition = index, ?stats, "cleaned log"),
                         Ok(_) => {}
                         Err(e) => tracing::error!(topic = %name, partition = index, error = %e, "log cleaning failed"),
@@ -102,6 +104,31 @@ pub(super) async fn group_timers(broker: Arc<Broker>) {
         if last_expiry.elapsed() >= expiry_every {
             last_expiry = Instant::now();
             broker.groups.expire_offsets().await;
+        }
+    }
+}
+
+/// Aborts transactions past their timeout and expires idle transactional ids, at
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms` and
+/// `transaction.remove.expired.transaction.cleanup.interval.ms`.
+pub(super) async fn transaction_timers(broker: Arc<Broker>) {
+    let config = &broker.txns.config;
+    let start = tokio::time::Instant::now();
+    let mut aborts = tokio::time::interval_at(
+        start + config.abort_check_interval,
+        config.abort_check_interval,
+    );
+    let mut expiry = tokio::time::interval_at(
+        start + config.expiration_check_interval,
+        config.expiration_check_interval,
+    );
+    aborts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = aborts.tick() => broker.txns.abort_timed_out().await,
+            _ = expiry.tick() => broker.txns.expire_ids().await,
+            _ = broker.shutdown.cancelled() => return,
         }
     }
 }

@@ -70,6 +70,14 @@ served_apis! {
     DescribeUserScramCredentials => DescribeUserScramCredentialsRequest,
     AlterUserScramCredentials => AlterUserScramCredentialsRequest,
     DescribeClientQuotas => DescribeClientQuotasRequest,
+    AddPartitionsToTxn => AddPartitionsToTxnRequest,
+    AddOffsetsToTxn => AddOffsetsToTxnRequest,
+    EndTxn => EndTxnRequest,
+    WriteTxnMarkers => WriteTxnMarkersRequest,
+    TxnOffsetCommit => TxnOffsetCommitRequest,
+    DescribeTransactions => DescribeTransactionsRequest,
+    ListTransactions => ListTransactionsRequest,
+    DescribeProducers => DescribeProducersRequest,
 }
 
 #[derive(Debug)]
@@ -398,6 +406,22 @@ async fn route_traced(
         ApiRequest::DescribeUserScramCredentials(r) => respond!(api::scram::describe(b, s, r)),
         ApiRequest::AlterUserScramCredentials(r) => respond!(api::scram::alter(b, s, r).await),
         ApiRequest::DescribeClientQuotas(r) => respond!(api::client_quotas::describe(b, s, r)),
+        ApiRequest::AddPartitionsToTxn(r) => {
+            respond!(api::txn::add_partitions(b, s, version, r).await)
+        }
+        ApiRequest::AddOffsetsToTxn(r) => respond!(api::txn::add_offsets(b, s, version, r).await),
+        ApiRequest::EndTxn(r) => respond!(api::txn::end(b, s, version, r).await),
+        ApiRequest::WriteTxnMarkers(r) => respond!(api::txn::write_markers(b, s, r).await),
+        ApiRequest::TxnOffsetCommit(r) => {
+            respond!(api::txn::txn_offset_commit(b, s, version, r).await)
+        }
+        ApiRequest::DescribeTransactions(r) => {
+            respond!(api::txn_admin::describe_transactions(b, s, r))
+        }
+        ApiRequest::ListTransactions(r) => {
+            respond!(api::txn_admin::list_transactions(b, s, version, r))
+        }
+        ApiRequest::DescribeProducers(r) => respond!(api::txn_admin::describe_producers(b, s, r)),
     };
     reply(encoded)
 }

@@ -9,8 +9,8 @@
 //!
 //! # One pass
 //! 1. The dirty section runs from the cleaner checkpoint (Kafka's `cleaner-offset-checkpoint`,
-//!    kept by the `LogManager`) to the first uncleanable offset: the smallest of the high
-//!    watermark, the active segment's base offset (the active segment is never cleaned) and the
+//!    kept by the `LogManager`) to the first uncleanable offset: the smallest of the last
+//!    stable offset (which the broker passes as `high_watermark`), the active segment's base offset (the active segment is never cleaned) and the
 //!    base offset of the first segment holding a record newer than `min.compaction.lag.ms`.
 //! 2. The log is cleaned when dirty bytes / (clean + dirty bytes) reaches
 //!    `min.cleanable.dirty.ratio`, when a dirty segment is older than `max.compaction.lag.ms`,
@@ -25,8 +25,10 @@
 //!    `baseTimestamp` with the delete-horizon attribute, as Kafka 3 does). Offsets never
 //!    change; a rewritten batch keeps its base offset, `lastOffsetDelta`, producer fields and
 //!    codec, and gets a new CRC. A batch emptied of records is dropped, except the last batch of
-//!    each producer id, which is kept as an empty batch for producer state. Control batches
-//!    are kept as they are.
+//!    each producer id, which is kept as an empty batch for producer state. Transactions, as
+//!    Kafka's `CleanedTransactionMetadata` treats them: the records of aborted transactions go
+//!    (and are never mapped); a COMMIT or ABORT marker stays while a batch of its transaction
+//!    is left before it, then gets a delete horizon like a tombstone and goes after it.
 //! 5. Each group is written to `<base>.log.cleaned` (+ `.index.cleaned`, `.timeindex.cleaned`),
 //!    fsync'ed, then swapped in under the partition's writer lock: renamed to
 //!    `<base>.log.<end>.swap` (the commit point; `end` is where the replaced segments end),
@@ -53,8 +55,9 @@ use crate::log::batch::{check_batch, BatchIter, BatchView};
 use crate::log::config::LogConfig;
 use crate::log::partition_log::PartitionLog;
 use crate::log::segment::LogSegment;
+use crate::log::txn::AbortedIndex;
 use offset_map::OffsetMap;
-use records::{decode, records_section, Filter};
+use records::{decode, records_section, Filter, TxnCleaning};
 use swap::{clean_group, GroupParams};
 
 pub use swap::{complete_interrupted_swaps, swap_file_name};
@@ -254,7 +257,8 @@ pub(crate) fn clean_with(
         stats.skipped = Some("not dirty enough");
         return Ok(stats);
     }
-    let (mut map, mapped) = pass.offset_map(cleaner);
+    let aborted = log.aborted_snapshot();
+    let (mut map, mapped) = pass.offset_map(cleaner, &aborted);
     let map_end = match mapped {
         Ok(end) => end,
         Err(e) => return invalid_data(log, truncations, &mut state, stats, e),
@@ -272,6 +276,7 @@ pub(crate) fn clean_with(
         last_of_producer: &last_of_producer,
         next_expiry: None,
         stats: &mut stats,
+        txns: TxnCleaning::new(aborted),
     };
     // Segments to rewrite: from the log start to the end of the mapped range, in groups that
     // fit one segment.
@@ -404,7 +409,11 @@ impl Pass {
 
     /// The offset map over the dirty section, sized for the records it can hold at most, and
     /// the offset up to which it maps (less than the dirty section when it fills up).
-    fn offset_map(&self, cleaner: &CleanerConfig) -> (OffsetMap, io::Result<i64>) {
+    fn offset_map(
+        &self,
+        cleaner: &CleanerConfig,
+        aborted: &AbortedIndex,
+    ) -> (OffsetMap, io::Result<i64>) {
         let dirty: Vec<&Arc<LogSegment>> = (0..self.inactive)
             .filter(|&i| {
                 self.ends[i] > self.first_dirty
@@ -423,7 +432,13 @@ impl Pass {
         let max_slots = OffsetMap::slots_for_memory(cleaner.dedupe_buffer_size);
         let wanted = (estimate as f64 / cleaner.load_factor).ceil() as usize + 1;
         let mut map = OffsetMap::with_slots(wanted.min(max_slots), cleaner.load_factor);
-        let mapped = build_offset_map(&dirty, self.first_dirty, self.first_uncleanable, &mut map);
+        let mapped = build_offset_map(
+            &dirty,
+            self.first_dirty,
+            self.first_uncleanable,
+            aborted,
+            &mut map,
+        );
         (map, mapped)
     }
 
@@ -506,17 +521,26 @@ pub(super) fn checked_batches(
 }
 
 /// Maps every keyed record in `[first_dirty, first_uncleanable)` to its latest offset, until
-/// the map is full. Returns the end of the mapped range.
+/// the map is full; records of aborted transactions are not mapped (they never were values).
+/// Returns the end of the mapped range.
 fn build_offset_map(
     dirty: &[&Arc<LogSegment>],
     first_dirty: i64,
     first_uncleanable: i64,
+    aborted: &AbortedIndex,
     map: &mut OffsetMap,
 ) -> io::Result<i64> {
     for seg in dirty {
         for item in checked_batches(seg) {
             let (_, b) = item?;
             if b.last_offset() < first_dirty || b.is_control() {
+                continue;
+            }
+            if b.is_transactional()
+                && aborted
+                    .containing(b.producer_id(), b.base_offset())
+                    .is_some()
+            {
                 continue;
             }
             if b.base_offset() >= first_uncleanable {

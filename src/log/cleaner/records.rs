@@ -8,7 +8,7 @@
 //! producer id, epoch and base sequence, and its codec.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
@@ -17,6 +17,7 @@ use super::offset_map::OffsetMap;
 use super::CleanStats;
 use crate::log::batch::HEADER_SIZE;
 use crate::log::batch::{build_batch, read_varint, write_varint, BatchView, Codec, HeaderFields};
+use crate::log::txn::{self, AbortedIndex, MarkerType};
 
 /// One record inside a (decompressed) records section.
 #[derive(Debug, Clone, Copy)]
@@ -231,12 +232,67 @@ pub(super) struct Filter<'a> {
     /// The earliest delete horizon among the tombstones kept so far.
     pub next_expiry: Option<i64>,
     pub stats: &'a mut CleanStats,
+    pub txns: TxnCleaning,
+}
+
+/// What a pass learns about transactions as it walks the log from its start (Kafka's
+/// `CleanedTransactionMetadata`): aborted transactions' data goes; a marker may go, once its
+/// delete horizon has passed, when no batch of its transaction is left before it.
+#[derive(Debug, Default)]
+pub(super) struct TxnCleaning {
+    pub aborted: AbortedIndex,
+    /// ABORT markers (by offset) whose transaction still had a batch in this pass.
+    aborted_seen: HashSet<i64>,
+    /// Producers whose committed transactional data this pass kept, up to their marker.
+    committed_seen: HashSet<i64>,
+}
+
+impl TxnCleaning {
+    pub fn new(aborted: AbortedIndex) -> Self {
+        Self {
+            aborted,
+            ..Self::default()
+        }
+    }
+
+    /// Whether a transactional data batch belongs to an aborted transaction (noting that its
+    /// transaction still had data), else noting the producer's committed data.
+    fn data_is_aborted(&mut self, view: &BatchView<'_>) -> bool {
+        match self
+            .aborted
+            .containing(view.producer_id(), view.base_offset())
+        {
+            Some(t) => {
+                self.aborted_seen.insert(t.last_offset);
+                true
+            }
+            None => {
+                self.committed_seen.insert(view.producer_id());
+                false
+            }
+        }
+    }
+
+    /// Whether a marker's transaction has no batch left before it.
+    fn marker_is_alone(&mut self, view: &BatchView<'_>) -> bool {
+        match txn::parse_marker(view).map(|m| m.kind) {
+            Some(MarkerType::Abort) => !self.aborted_seen.remove(&view.base_offset()),
+            Some(MarkerType::Commit) => !self.committed_seen.remove(&view.producer_id()),
+            None => false,
+        }
+    }
 }
 
 impl Filter<'_> {
     pub fn batch(&mut self, view: &BatchView<'_>) -> Outcome {
-        if view.is_control() || view.base_offset() >= self.map_end {
+        if view.base_offset() >= self.map_end {
             return Outcome::Verbatim;
+        }
+        if view.is_control() {
+            return self.control_batch(view);
+        }
+        if view.is_transactional() && self.txns.data_is_aborted(view) {
+            return self.aborted_batch(view);
         }
         let data = match records_section(view) {
             Ok(d) => d,
@@ -310,6 +366,59 @@ impl Filter<'_> {
                 tracing::warn!(base_offset = view.base_offset(), error = %e,
                     "the cleaner cannot rebuild a batch; keeping it as it is");
                 Outcome::Verbatim
+            }
+        }
+    }
+}
+
+impl Filter<'_> {
+    /// A batch of an aborted transaction: its records go; the batch stays (empty) only while
+    /// it is its producer's last.
+    fn aborted_batch(&mut self, view: &BatchView<'_>) -> Outcome {
+        self.stats.records_removed += view.records_count().max(0) as u64;
+        let pid = view.producer_id();
+        if self.last_of_producer.get(&pid) != Some(&view.last_offset()) {
+            self.stats.batches_removed += 1;
+            return Outcome::Dropped;
+        }
+        if view.records_count() == 0 {
+            return Outcome::Verbatim;
+        }
+        match empty_batch(view) {
+            Ok(bytes) => Outcome::Rewritten(bytes),
+            Err(_) => Outcome::Verbatim,
+        }
+    }
+
+    /// A marker stays while its transaction has data before it. Once alone it gets a delete
+    /// horizon (`delete.retention.ms`, as a tombstone does) and goes in the first pass after.
+    fn control_batch(&mut self, view: &BatchView<'_>) -> Outcome {
+        if !self.txns.marker_is_alone(view) {
+            return Outcome::Verbatim;
+        }
+        match view.delete_horizon_ms() {
+            Some(h) if h <= self.now_ms => {
+                self.stats.batches_removed += 1;
+                Outcome::Dropped
+            }
+            Some(h) => {
+                self.next_expiry = Some(self.next_expiry.map_or(h, |e| e.min(h)));
+                Outcome::Verbatim
+            }
+            None => {
+                let horizon = self.now_ms.saturating_add(self.delete_retention_ms);
+                self.next_expiry = Some(self.next_expiry.map_or(horizon, |e| e.min(horizon)));
+                let data = match records_section(view) {
+                    Ok(d) => d,
+                    Err(_) => return Outcome::Verbatim,
+                };
+                let Some(records) = decode(view, &data) else {
+                    return Outcome::Verbatim;
+                };
+                match rebuild(view, &records, Some(horizon)) {
+                    Ok(bytes) => Outcome::Rewritten(bytes),
+                    Err(_) => Outcome::Verbatim,
+                }
             }
         }
     }

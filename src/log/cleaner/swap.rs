@@ -190,6 +190,8 @@ fn write_and_swap(
         std::fs::rename(&swap, named(".log"))?;
         p.hooks.reached(Step::LogRenamed)?;
         out.set_log_path(named(".log"));
+        // The replaced segments' aborted-transaction entries now belong to the cleaned one.
+        log.write_txn_index_for(base, p.end)?;
         Ok(out)
     });
     match swapped {
@@ -231,7 +233,7 @@ pub fn complete_interrupted_swaps(dir: &Path) -> io::Result<Vec<i64>> {
         for entry in std::fs::read_dir(dir)? {
             let name = entry?.file_name();
             let name = name.to_string_lossy();
-            for ext in [".log", ".index", ".timeindex"] {
+            for ext in [".log", ".index", ".timeindex", ".txnindex"] {
                 let Some(stem) = name.strip_suffix(ext) else {
                     continue;
                 };

@@ -14,11 +14,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{AppendInfo, LogError, PartitionLog, WriterState};
+use super::{transactions, AppendInfo, LogError, PartitionLog, WriterState};
 use crate::log::batch::{self, BatchView};
 use crate::log::config::{LogConfig, TimestampType};
-use crate::log::producer_state::SequenceCheck;
+use crate::log::producer_state::{AppendOrigin, SequenceCheck};
 use crate::log::segment::LogSegment;
+use crate::log::txn::{self, EndTxnMarker};
 
 /// What a follower's append of a fetched chunk did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -55,6 +56,29 @@ impl PartitionLog {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
+        self.append_from(
+            batch,
+            leader_epoch,
+            now_ms,
+            AppendOrigin::Client { verification: None },
+        )
+    }
+
+    /// Starts KIP-890 verification of producer `pid`'s first transactional write here: the
+    /// guard to append with once its coordinator confirmed the partition is in the
+    /// transaction, or `None` when the producer already has a transaction open here.
+    pub fn start_verification(&self, pid: i64) -> Option<u64> {
+        self.writer.lock().producers.start_verification(pid)
+    }
+
+    /// Appends a batch as leader on behalf of `origin` (see [`AppendOrigin`]).
+    pub fn append_from(
+        &self,
+        batch: &BatchView<'_>,
+        leader_epoch: i32,
+        now_ms: i64,
+        origin: AppendOrigin,
+    ) -> Result<AppendInfo, LogError> {
         let config = self.config();
         if batch.size() > config.max_message_bytes {
             return Err(LogError::MessageTooLarge {
@@ -66,7 +90,7 @@ impl PartitionLog {
             .then(|| batch::with_log_append_time(batch.as_bytes(), now_ms));
         let raw: &[u8] = stamped.as_deref().unwrap_or(batch.as_bytes());
         let mut writer = self.writer.lock();
-        if let SequenceCheck::Duplicate(meta) = writer.producers.check_batch(batch)? {
+        if let SequenceCheck::Duplicate(meta) = writer.producers.check_append(batch, origin)? {
             return Ok(AppendInfo {
                 base_offset: meta.first_offset,
                 last_offset: meta.last_offset,
@@ -102,6 +126,45 @@ impl PartitionLog {
             base_offset,
             last_offset: base_offset + batch.last_offset_delta() as i64,
             log_append_time: if stamped.is_some() { now_ms } else { -1 },
+            size: raw.len(),
+            durable_after,
+        })
+    }
+
+    /// Writes an end-transaction marker for producer `pid` as leader (WriteTxnMarkers): a
+    /// control batch at the log end offset that ends the producer's open transaction here.
+    /// A marker from an older producer epoch or an older coordinator is refused.
+    pub fn append_marker(
+        &self,
+        pid: i64,
+        producer_epoch: i16,
+        marker: EndTxnMarker,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let config = self.config();
+        let raw = txn::control_batch(pid, producer_epoch, marker, now_ms);
+        let view = batch::check_batch(&raw).expect("a control batch we built is valid");
+        let mut writer = self.writer.lock();
+        writer
+            .producers
+            .check_marker(pid, producer_epoch, marker.coordinator_epoch)?;
+        let base_offset = self.log_end_offset();
+        let write = Write {
+            prefix: batch::rewritten_prefix(&raw, base_offset, leader_epoch),
+            body: &raw[16..],
+            batch: &view,
+            base_offset,
+            last_offset: base_offset,
+            max_timestamp: now_ms,
+            leader_epoch,
+            log_append_time: -1,
+        };
+        let durable_after = self.write_batch(&mut writer, &config, write, now_ms)?;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: base_offset,
+            log_append_time: -1,
             size: raw.len(),
             durable_after,
         })
@@ -196,6 +259,9 @@ impl PartitionLog {
         writer
             .producers
             .record_batch(w.batch, w.base_offset, w.log_append_time, now_ms);
+        if w.batch.is_transactional() {
+            self.record_transaction(writer, &w, segment.base_offset(), now_ms)?;
+        }
         writer.unflushed_messages += w.batch.records_count() as i64;
         let due = writer.unflushed_messages >= config.flush_messages
             || now_ms.saturating_sub(writer.last_flush_ms) >= config.flush_ms;
@@ -207,6 +273,35 @@ impl PartitionLog {
         let upto = w.last_offset + 1;
         self.request_io(|owed| owed.flush_upto = owed.flush_upto.max(upto))?;
         Ok(Some(upto))
+    }
+
+    /// Follows a transactional batch: a marker ends its producer's transaction (an abort is
+    /// indexed in the segment that holds the marker), data may begin one; either way the
+    /// last stable offset is republished.
+    fn record_transaction(
+        &self,
+        writer: &mut WriterState,
+        w: &Write<'_>,
+        segment_base: i64,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        if w.batch.is_control() {
+            if let Some(marker) = txn::parse_marker(w.batch) {
+                let completed = writer.producers.record_marker(
+                    w.batch.producer_id(),
+                    w.batch.producer_epoch(),
+                    marker,
+                    w.base_offset,
+                    w.max_timestamp,
+                    now_ms,
+                );
+                if let Some((completed, lso)) = completed.filter(|(c, _)| c.aborted) {
+                    self.record_abort(transactions::aborted_entry(&completed, lso), segment_base)?;
+                }
+            }
+        }
+        self.refresh_unstable(writer);
+        Ok(())
     }
 
     fn should_roll(

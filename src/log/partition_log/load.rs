@@ -102,6 +102,9 @@ impl PartitionLog {
             owed: Mutex::new(OwedIo::default()),
             durable: tokio::sync::Notify::new(),
             io_failed: AtomicBool::new(false),
+            aborted: Mutex::new(Default::default()),
+            first_unstable: AtomicI64::new(i64::MAX),
+            first_unreplicated_marker: AtomicI64::new(i64::MAX),
         });
         log.check_offsets();
         {
@@ -137,7 +140,7 @@ fn segment_bases(dir: &Path, log_start_checkpoint: i64) -> io::Result<Vec<i64>> 
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
-        for suffix in [".index", ".timeindex"] {
+        for suffix in [".index", ".timeindex", ".txnindex"] {
             if let Some(stem) = name.strip_suffix(suffix) {
                 if let Ok(base) = stem.parse::<i64>() {
                     if bases.binary_search(&base).is_err() {
@@ -206,7 +209,7 @@ fn load_segments(
     }
     if let Some(i) = truncated_at {
         for &base in &bases[i + 1..] {
-            for suffix in [".log", ".index", ".timeindex"] {
+            for suffix in [".log", ".index", ".timeindex", ".txnindex"] {
                 let _ = std::fs::remove_file(dir.join(file_name(base, suffix)));
             }
         }

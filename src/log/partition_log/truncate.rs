@@ -109,6 +109,8 @@ impl PartitionLog {
             epochs.persist()?;
         }
         writer.producers = Default::default();
+        self.refresh_unstable(&writer);
+        self.forget_aborted_before(i64::MAX);
         self.check_offsets();
         Ok(())
     }
@@ -126,6 +128,7 @@ impl PartitionLog {
                     epochs.persist()?;
                 }
                 writer.producers.truncate_head(offset);
+                self.forget_aborted_before(offset);
             }
         }
         let start = self.log_start_offset();
@@ -199,6 +202,7 @@ impl PartitionLog {
             }
         }
         writer.producers.truncate_head(self.log_start_offset());
+        self.forget_aborted_before(self.log_start_offset());
         for seg in &doomed {
             // Readers that still hold a slice keep the mapping (and the data) alive.
             seg.delete_files()?;

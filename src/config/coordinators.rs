@@ -1,0 +1,58 @@
+//! The coordinators' settings: the group coordinator's `group.*` and `offsets.*`, and the
+//! transaction coordinator's `transaction.*` keys, with Kafka's names.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use super::get;
+
+/// The group coordinator's settings (`group.*`, `offsets.*`).
+pub(super) fn group_config(raw: &BTreeMap<String, String>) -> Result<crate::group::GroupConfig> {
+    let ms = |key: &str| get::<u64>(raw, key).map(Duration::from_millis);
+    Ok(crate::group::GroupConfig {
+        offsets_partitions: get(raw, "offsets.topic.num.partitions")?,
+        offsets_replication_factor: get(raw, "offsets.topic.replication.factor")?,
+        offsets_segment_bytes: get(raw, "offsets.topic.segment.bytes")?,
+        min_session_timeout: ms("group.min.session.timeout.ms")?,
+        max_session_timeout: ms("group.max.session.timeout.ms")?,
+        initial_rebalance_delay: ms("group.initial.rebalance.delay.ms")?,
+        max_size: get(raw, "group.max.size")?,
+        offsets_retention: Duration::from_secs(60 * get::<u64>(raw, "offsets.retention.minutes")?),
+        offsets_retention_check_interval: ms("offsets.retention.check.interval.ms")?,
+        offset_metadata_max_bytes: get(raw, "offset.metadata.max.bytes")?,
+        commit_timeout: ms("offsets.commit.timeout.ms")?,
+    })
+}
+
+/// The transaction coordinator's settings (`transaction.*`, `transactional.id.*`).
+pub(super) fn txn_config(raw: &BTreeMap<String, String>) -> Result<crate::txn::TxnConfig> {
+    let ms = |key: &str| get::<u64>(raw, key).map(Duration::from_millis);
+    let config = crate::txn::TxnConfig {
+        state_partitions: get(raw, "transaction.state.log.num.partitions")?,
+        state_replication_factor: get(raw, "transaction.state.log.replication.factor")?,
+        state_min_isr: get(raw, "transaction.state.log.min.isr")?,
+        state_segment_bytes: get(raw, "transaction.state.log.segment.bytes")?,
+        max_timeout_ms: get(raw, "transaction.max.timeout.ms")?,
+        id_expiration_ms: get(raw, "transactional.id.expiration.ms")?,
+        abort_check_interval: ms("transaction.abort.timed.out.transaction.cleanup.interval.ms")?,
+        expiration_check_interval: ms(
+            "transaction.remove.expired.transaction.cleanup.interval.ms",
+        )?,
+        verification_enable: get(raw, "transaction.partition.verification.enable")?,
+    };
+    if config.state_partitions < 1 {
+        bail!("[kafka] transaction.state.log.num.partitions must be at least 1");
+    }
+    if config.state_replication_factor < 1 || config.state_min_isr < 1 {
+        bail!("[kafka] transaction.state.log.replication.factor and min.isr must be at least 1");
+    }
+    if config.max_timeout_ms < 1 || config.id_expiration_ms < 1 {
+        bail!("[kafka] transaction.max.timeout.ms and transactional.id.expiration.ms must be at least 1");
+    }
+    if config.abort_check_interval.is_zero() || config.expiration_check_interval.is_zero() {
+        bail!("[kafka] the transaction cleanup intervals must be at least 1 ms");
+    }
+    Ok(config)
+}
