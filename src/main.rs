@@ -36,7 +36,6 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::from(2);
                 }
             };
-            serve::init_tracing(config.log_format, &config.log_level);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -47,7 +46,24 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(serve::run(config)) {
+            // The OTLP exporters' connections run on the runtime.
+            let telemetry = {
+                let _entered = runtime.enter();
+                serve::telemetry::init(config.log_format, &config.log_level, config.node_id)
+            };
+            let telemetry = match telemetry {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("gregor: invalid OpenTelemetry settings: {e}");
+                    return std::process::ExitCode::from(2);
+                }
+            };
+            let result = runtime.block_on(serve::run(config));
+            {
+                let _entered = runtime.enter();
+                telemetry.shutdown();
+            }
+            match result {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "gregor stopped with an error");

@@ -39,7 +39,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{
     BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
 };
@@ -83,6 +83,10 @@ enum Command {
         /// producer instances, each in a thread of its own
         #[arg(long, default_value_t = 1)]
         producers: usize,
+        /// a W3C `traceparent` header value put on every message (what a traced producer
+        /// sends; for the broker's tracing overhead)
+        #[arg(long)]
+        traceparent: Option<String>,
     },
     /// Consume every partition of `topic` from the beginning until `messages` are read.
     Consume {
@@ -413,6 +417,7 @@ fn produce(
     linger_ms: u64,
     compression: &str,
     producers: usize,
+    traceparent: Option<&str>,
 ) -> Result<()> {
     let stats = Stats::new()?;
     let count = bytes / msg_size as u64;
@@ -434,9 +439,16 @@ fn produce(
                     let keys = keys();
                     let mine = count / producers as u64 + u64::from((w as u64) < count % producers as u64);
                     for i in 0..mine {
-                        let record = BaseRecord::with_opaque_to(topic, stats.nanos() as usize)
-                            .payload(payloads.next())
-                            .key(&keys[(i as usize * producers + w) % keys.len()]);
+                        let mut record =
+                            BaseRecord::with_opaque_to(topic, stats.nanos() as usize)
+                                .payload(payloads.next())
+                                .key(&keys[(i as usize * producers + w) % keys.len()]);
+                        if let Some(value) = traceparent {
+                            record = record.headers(OwnedHeaders::new().insert(Header {
+                                key: "traceparent",
+                                value: Some(value),
+                            }));
+                        }
                         send_blocking(&producer, record)?;
                     }
                     producer.flush(Duration::from_secs(300)).context("flush")?;
@@ -936,6 +948,7 @@ fn main() -> Result<()> {
             linger_ms,
             compression,
             producers,
+            traceparent,
         } => produce(
             &cli.bootstrap,
             &topic,
@@ -945,6 +958,7 @@ fn main() -> Result<()> {
             linger_ms,
             &compression,
             producers,
+            traceparent.as_deref(),
         ),
         Command::Consume {
             topic,

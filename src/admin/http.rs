@@ -1,4 +1,5 @@
-//! Admin HTTP: liveness, readiness, Prometheus metrics, and the metadata quorum's membership.
+//! Admin HTTP: liveness, readiness, Prometheus metrics, the metadata quorum's membership, and
+//! the web console (`/console`, `console/`).
 //!
 //! Quorum endpoints (JSON; `gregor admin` calls them). Changes may be sent to any node; a
 //! node that is not the active controller forwards them to it over the controller RPC.
@@ -28,6 +29,8 @@ use crate::meta::MembershipError;
 
 pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
     let shutdown = broker.shutdown.clone();
+    let console = crate::admin::console::Console::start(broker.clone());
+    crate::admin::metrics::set_lag_offsets(&broker, console.history.clone());
     let app = Router::new()
         .route("/health/live", get(|| async { "live\n" }))
         .route("/health/ready", get(ready))
@@ -36,10 +39,14 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
         .route("/raft/learners", post(add_learner))
         .route("/raft/learners/{id}", delete(remove_node))
         .route("/raft/voters/{id}", post(promote_voter).delete(remove_node))
-        .with_state(broker);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+        .with_state(broker)
+        .merge(crate::admin::console::router(console));
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await;
     if let Err(e) = served {
         tracing::error!(error = %e, "admin HTTP server failed");
     }

@@ -45,6 +45,8 @@ pub struct Metrics {
     failed_authentications: AtomicU64,
     /// The request memory budget, once the listener runs.
     request_memory: std::sync::OnceLock<std::sync::Arc<MemoryPool>>,
+    /// The console's sampled end offsets: group lag on partitions not hosted here.
+    lag_offsets: std::sync::OnceLock<std::sync::Arc<crate::admin::console::sampler::History>>,
 }
 
 impl Default for Metrics {
@@ -56,6 +58,7 @@ impl Default for Metrics {
             authentications: AtomicU64::new(0),
             failed_authentications: AtomicU64::new(0),
             request_memory: std::sync::OnceLock::new(),
+            lag_offsets: std::sync::OnceLock::new(),
         }
     }
 }
@@ -120,6 +123,14 @@ fn resident_memory_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Lets group lag use the console's sampled high watermarks for partitions not hosted here.
+pub fn set_lag_offsets(
+    broker: &Broker,
+    history: std::sync::Arc<crate::admin::console::sampler::History>,
+) {
+    let _ = broker.metrics.lag_offsets.set(history);
 }
 
 /// Renders every metric in the Prometheus text format (version 0.0.4).
@@ -344,6 +355,21 @@ fn render_partitions(broker: &Broker, out: &mut String) {
         })
         .count();
     let _ = writeln!(out, "gregor_under_replicated_partitions {under}");
+    for (name, help, value) in [
+        (
+            "gregor_isr_shrinks_total",
+            "ISR shrinks this broker proposed as leader (followers that fell behind).",
+            broker.replicas.isr_changes.shrinks.load(Ordering::Relaxed),
+        ),
+        (
+            "gregor_isr_expands_total",
+            "ISR expansions this broker proposed as leader (followers that caught up).",
+            broker.replicas.isr_changes.expands.load(Ordering::Relaxed),
+        ),
+    ] {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
 
     // Per-topic counters outlive leadership moves, so they never go down.
     let by_topic: Vec<(String, u64, u64)> = broker
@@ -387,17 +413,25 @@ fn render_partitions(broker: &Broker, out: &mut String) {
 }
 
 fn render_groups(broker: &Broker, out: &mut String) {
-    header(out, "gregor_consumer_group_lag", "gauge", "High watermark minus committed offset, for groups coordinated here and partitions hosted here.");
+    header(out, "gregor_consumer_group_lag", "gauge", "High watermark minus committed offset, per partition, for the groups this broker coordinates (high watermarks of partitions hosted elsewhere come from the console's sampling, every few seconds).");
+    let sampled = broker.metrics.lag_offsets.get();
     let mut rows = Vec::new();
     for (id, handle) in broker.groups.all_groups() {
+        if broker.groups.check_coordinator(&id).is_err() {
+            continue;
+        }
         let entry = handle.lock();
         for ((topic, partition), v) in &entry.offsets {
-            if let Some(p) = broker.replicas.partition(topic, *partition) {
+            let hwm = match broker.replicas.partition(topic, *partition) {
+                Some(p) => Some(p.high_watermark()),
+                None => sampled.and_then(|h| h.high_watermark(&(topic.clone(), *partition))),
+            };
+            if let Some(hwm) = hwm {
                 rows.push((
                     id.clone(),
                     topic.clone(),
                     *partition,
-                    (p.high_watermark() - v.value.offset).max(0),
+                    (hwm - v.value.offset).max(0),
                 ));
             }
         }
@@ -473,6 +507,22 @@ fn render_raft(broker: &Broker, out: &mut String) {
         "Voters in the metadata quorum.",
     );
     let _ = writeln!(out, "gregor_raft_voters {}", s.voters.len());
+    if s.leader == Some(s.node_id) {
+        let image = broker.image();
+        let offline = image
+            .topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| p.leader < 0)
+            .count();
+        header(
+            out,
+            "gregor_offline_partitions",
+            "gauge",
+            "Partitions without a leader, reported by the active controller only (as Kafka's OfflinePartitionsCount).",
+        );
+        let _ = writeln!(out, "gregor_offline_partitions {offline}");
+    }
     header(
         out,
         "gregor_fenced_brokers",

@@ -17,7 +17,10 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
+use tracing::Instrument as _;
+
 use super::session::Session;
+use super::tracing::Traced;
 use super::{code, partition_error_code};
 use crate::broker::Broker;
 use crate::meta::acl::{AclOperation, ResourceType};
@@ -49,6 +52,7 @@ pub async fn handle(
     session: &Session,
     version: i16,
     req: FetchRequest,
+    traced: &Traced,
 ) -> FetchResponse {
     // Gregor does not keep fetch sessions: a full fetch is answered with session id 0 (no
     // session created), and an incremental fetch names a session that cannot exist.
@@ -60,8 +64,17 @@ pub async fn handle(
     // A broker replica fetches with its id; consumers send -1.
     let replica_id = (req.replica_id.0 >= 0).then_some(req.replica_id.0);
     let wanted = resolve(broker, session, version, &req, replica_id.is_some());
+    if traced.on() {
+        if let (Some(first), true) = (wanted.first(), wanted.len() == 1) {
+            traced.destination(first.topic.as_deref().unwrap_or(""), Some(first.index));
+        } else if let Some(topic) = wanted.first().and_then(|w| w.topic.as_deref()) {
+            if wanted.iter().all(|w| w.topic.as_deref() == Some(topic)) {
+                traced.destination(topic, None);
+            }
+        }
+    }
     let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
-    answer(broker, version, &req, &wanted, replica_id, max_wait).await
+    answer(broker, version, &req, &wanted, replica_id, max_wait, traced).await
 }
 
 /// The requested partitions, resolved against what this broker hosts and what the session may
@@ -143,6 +156,7 @@ async fn answer(
     wanted: &[Wanted],
     replica_id: Option<i32>,
     max_wait: Duration,
+    traced: &Traced,
 ) -> FetchResponse {
     let deadline = tokio::time::Instant::now() + max_wait;
     let response_max_bytes = req.max_bytes.max(0) as usize;
@@ -177,11 +191,14 @@ async fn answer(
                 .with_session_id(0)
                 .with_responses(read.topics);
         }
-        tokio::select! {
-            _ = futures::future::select_all(wakeups) => {}
-            _ = tokio::time::sleep_until(deadline) => {}
-            _ = broker.shutdown.cancelled() => {}
-        }
+        let waited = async {
+            tokio::select! {
+                _ = futures::future::select_all(wakeups) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = broker.shutdown.cancelled() => {}
+            }
+        };
+        waited.instrument(traced.fetch_wait()).await;
     }
 }
 

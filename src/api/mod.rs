@@ -22,6 +22,7 @@ pub mod sasl;
 pub mod scram;
 pub mod session;
 pub mod topics;
+pub mod tracing;
 pub mod txn;
 pub mod txn_admin;
 

@@ -14,8 +14,11 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use tracing::Instrument as _;
+
 use super::code;
 use super::session::Session;
+use super::tracing::Traced;
 use crate::broker::Broker;
 use crate::log::batch::{self, BatchError};
 use crate::log::producer_state::AppendOrigin;
@@ -50,11 +53,15 @@ pub async fn handle(
     session: &Session,
     version: i16,
     req: ProduceRequest,
+    traced: &Traced,
 ) -> ProduceOutcome {
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
     let txn = super::produce_txn::prepare(broker, session, &req).await;
     let image = broker.image();
+    if traced.on() {
+        name_destination(&req, traced);
+    }
     // Append everything first, in request order; only then wait for replication.
     let mut appended: Vec<(String, Vec<(i32, PartitionResult)>)> = Vec::new();
     for topic in req.topic_data {
@@ -77,6 +84,7 @@ pub async fn handle(
                         (&name, pd.index),
                         pd.records.as_deref(),
                         origin,
+                        traced,
                     ),
                     Ok(_) => Err((ResponseError::InvalidRequiredAcks, None)),
                 };
@@ -90,7 +98,7 @@ pub async fn handle(
     for (_, results) in appended.iter_mut() {
         for (_, result) in results.iter_mut() {
             if let Ok(a) = result {
-                if let Err(e) = acknowledged(a, acks, deadline).await {
+                if let Err(e) = acknowledged(a, acks, deadline, traced).await {
                     *result = Err((e, None));
                 }
             }
@@ -122,15 +130,61 @@ pub async fn handle(
     ProduceOutcome::Respond(ProduceResponse::default().with_responses(responses))
 }
 
+/// Names the destination of a traced single-topic request (and partition).
+fn name_destination(req: &ProduceRequest, traced: &Traced) {
+    if let [topic] = req.topic_data.as_slice() {
+        let partition = match topic.partition_data.as_slice() {
+            [one] => Some(one.index),
+            _ => None,
+        };
+        traced.destination(topic.name.0.as_str(), partition);
+    }
+}
+
+/// The distinct W3C `traceparent` values on the first record of the request's batches, for
+/// the request's span (its parent and links), looked up only while tracing is on.
+/// Uncompressed batches are read in place; compressed ones only for topics with
+/// `gregor.trace.headers=true`.
+pub fn traceparents(broker: &Broker, req: &ProduceRequest) -> Vec<Vec<u8>> {
+    let mut found: Vec<Vec<u8>> = Vec::new();
+    for topic in &req.topic_data {
+        for pd in &topic.partition_data {
+            let Some(records) = pd.records.as_deref() else {
+                continue;
+            };
+            let Some((_, view)) = batch::BatchIter::new(records).next() else {
+                continue;
+            };
+            let decompress = view.codec().is_ok_and(|c| c != batch::Codec::None)
+                && broker
+                    .replicas
+                    .partition(topic.name.0.as_str(), pd.index)
+                    .is_some_and(|p| p.log.config().trace_headers);
+            if let Some(value) =
+                crate::log::trace_header::first_record_header(&view, b"traceparent", decompress)
+            {
+                if !found.contains(&value) {
+                    found.push(value);
+                }
+            }
+        }
+    }
+    found
+}
+
 /// Waits, until `deadline`, for what must hold before an append is acknowledged: its fsync
 /// when the flush policy asked for one, and with acks=-1 the high watermark passing it.
 async fn acknowledged(
     a: &Appended,
     acks: i16,
     deadline: tokio::time::Instant,
+    traced: &Traced,
 ) -> Result<(), ResponseError> {
+    let (topic, index) = (&*a.partition.topic, a.partition.index);
     if let Some(offset) = a.durable_after {
-        match tokio::time::timeout_at(deadline, a.partition.log.wait_durable(offset)).await {
+        let durable = tokio::time::timeout_at(deadline, a.partition.log.wait_durable(offset))
+            .instrument(traced.fsync(topic, index));
+        match durable.await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(ResponseError::KafkaStorageError),
             Err(_) => return Err(ResponseError::RequestTimedOut),
@@ -140,6 +194,7 @@ async fn acknowledged(
         && !a
             .partition
             .wait_for_high_watermark(a.last_offset, deadline)
+            .instrument(traced.replication_wait(topic, index))
             .await
     {
         return Err(if a.partition.is_leader() {
@@ -190,6 +245,7 @@ fn produce_partition(
     (topic, index): (&str, i32),
     records: Option<&[u8]>,
     origin: AppendOrigin,
+    traced: &Traced,
 ) -> PartitionResult {
     let Some(partition) = broker.replicas.partition(topic, index) else {
         let image = broker.image();
@@ -228,7 +284,12 @@ fn produce_partition(
             Some("zstd requires produce request version 7 or later".into()),
         ));
     }
-    match partition.append_from(&view, acks, now_ms(), origin) {
+    let span = traced.append(topic, index, view.size());
+    let appended = span.in_scope(|| partition.append_from(&view, acks, now_ms(), origin));
+    if let Ok(info) = &appended {
+        span.record("messaging.kafka.offset", info.base_offset);
+    }
+    match appended {
         Ok(info) => Ok(Appended {
             partition: partition.clone(),
             last_offset: info.last_offset,

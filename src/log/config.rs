@@ -39,6 +39,9 @@ pub struct LogConfig {
     pub min_cleanable_dirty_ratio: f64,
     pub min_compaction_lag_ms: i64,
     pub max_compaction_lag_ms: i64,
+    /// `gregor.trace.headers`: a traced produce may decompress the start of a compressed
+    /// batch to read its first record's `traceparent`.
+    pub trace_headers: bool,
 }
 
 impl LogConfig {
@@ -143,6 +146,8 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "Force an fsync of the log when this much time has passed since the last one."),
     def("follower.replication.throttled.replicas", "", "", Kind::ThrottledReplicas,
         "Replicas (partition:broker, or *) whose follower-side replication is throttled. Stored and reported; no effect in Gregor, which has no replication throttles."),
+    def("gregor.trace.headers", "gregor.trace.headers", "false", Kind::Bool,
+        "Gregor: with OpenTelemetry tracing on, decompress the start of each compressed produced batch to find its first record's traceparent header (uncompressed batches are always read in place)."),
     def("index.interval.bytes", "log.index.interval.bytes", "4096", Kind::Int { min: 0 },
         "How frequently an entry is added to the offset index, in bytes of log."),
     def("leader.replication.throttled.replicas", "", "", Kind::ThrottledReplicas,
@@ -497,6 +502,9 @@ impl TopicDefaults {
                 .unwrap_or(0.5),
             min_compaction_lag_ms: long("min.compaction.lag.ms", 0).max(0),
             max_compaction_lag_ms: long("max.compaction.lag.ms", i64::MAX).max(1),
+            trace_headers: get("gregor.trace.headers")
+                .trim()
+                .eq_ignore_ascii_case("true"),
         }
     }
 }
@@ -556,7 +564,12 @@ mod tests {
             ("segment.ms", "604800000"),
             ("unclean.leader.election.enable", "false"),
         ];
-        let ours: Vec<(&str, &str)> = TOPIC_CONFIGS.iter().map(|d| (d.name, d.default)).collect();
+        // Gregor's own keys (gregor.*) aside
+        let ours: Vec<(&str, &str)> = TOPIC_CONFIGS
+            .iter()
+            .filter(|d| !d.name.starts_with("gregor."))
+            .map(|d| (d.name, d.default))
+            .collect();
         assert_eq!(ours, kafka);
         for (name, default) in kafka {
             validate_topic_config(name, default).unwrap();

@@ -13,6 +13,7 @@ pub mod producer_state;
 pub mod records;
 pub mod retention;
 pub mod segment;
+pub mod trace_header;
 pub mod txn;
 
 pub use config::TopicDefaults;

@@ -49,6 +49,12 @@ pub async fn maintain_isr(
                     match meta.propose(record).await {
                         Ok(ApplyOutcome::Ok) => {
                             tracing::info!(topic = %p.topic, partition = p.index, from = ?state.isr, to = ?isr, "ISR changed");
+                            let counter = if isr.len() < state.isr.len() {
+                                &replicas.isr_changes.shrinks
+                            } else {
+                                &replicas.isr_changes.expands
+                            };
+                            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             replicas
                                 .wait_for_image(meta.image().version, APPLY_WAIT)
                                 .await;

@@ -45,6 +45,14 @@ pub struct TopicCounters {
     pub bytes_out: AtomicU64,
 }
 
+/// ISR changes this broker made as leader, counted once applied (Kafka's IsrShrinksPerSec and
+/// IsrExpandsPerSec).
+#[derive(Debug, Default)]
+pub struct IsrChanges {
+    pub shrinks: AtomicU64,
+    pub expands: AtomicU64,
+}
+
 /// Replication settings, with Kafka's names.
 #[derive(Debug, Clone)]
 pub struct ReplicaSettings {
@@ -109,6 +117,7 @@ pub struct ReplicaManager {
     counters: Mutex<HashMap<String, Arc<TopicCounters>>>,
     /// Follower fetchers, one per leader followed.
     pub fetchers: fetcher::FetcherManager,
+    pub isr_changes: IsrChanges,
     /// Connections to other brokers for the coordinators' requests.
     pub brokers: broker_clients::BrokerClients,
 }
@@ -131,6 +140,7 @@ impl ReplicaManager {
             applied: watch::Sender::new(0),
             counters: Mutex::new(HashMap::new()),
             fetchers: fetcher::FetcherManager::default(),
+            isr_changes: IsrChanges::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod provision;
 mod tasks;
+pub mod telemetry;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,27 +14,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::broker::Broker;
-use crate::config::{Config, LogFormat};
+use crate::config::Config;
 use crate::kafka_uuid::{kafka_uuid, random_kafka_uuid};
 use crate::log::manager::LogManager;
 use crate::meta::image::{BrokerRegistration, Endpoint, MetadataRecord};
 use crate::meta::{MetaConfig, MetadataQuorum};
 use crate::replica::ReplicaManager;
-
-/// Logs to stderr, as text or JSON; RUST_LOG, else the configured `log_level`, picks levels.
-pub fn init_tracing(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
 
 /// Holds an exclusive lock on the data directory for the life of the process.
 struct DataDirLock {

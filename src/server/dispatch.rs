@@ -9,8 +9,10 @@ use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable};
 use super::frame::{encode_fetch_frame, encode_frame, ResponseFrame};
 use crate::api::sasl::SaslOutcome;
 use crate::api::session::{Authentication, Session};
+use crate::api::tracing::Traced;
 use crate::api::{self, produce::ProduceOutcome};
 use crate::broker::Broker;
+use tracing::Instrument as _;
 
 /// Declares the decoded request type and its decoder from one list of served APIs.
 macro_rules! served_apis {
@@ -301,6 +303,42 @@ async fn route(
     correlation_id: i32,
     request: ApiRequest,
 ) -> Reply {
+    let traced = if api::tracing::enabled() {
+        let traceparents = match &request {
+            ApiRequest::Produce(r) => api::produce::traceparents(broker, r),
+            _ => Vec::new(),
+        };
+        api::tracing::request_span(key, client_id.as_deref(), &traceparents)
+    } else {
+        Traced::none()
+    };
+    let span = traced.span.clone();
+    route_traced(
+        broker,
+        session,
+        key,
+        client_id,
+        version,
+        correlation_id,
+        request,
+        traced,
+    )
+    .instrument(span)
+    .await
+}
+
+/// `route`, inside the request's span.
+#[allow(clippy::too_many_arguments)]
+async fn route_traced(
+    broker: &Broker,
+    session: &Session,
+    key: ApiKey,
+    client_id: Option<String>,
+    version: i16,
+    correlation_id: i32,
+    request: ApiRequest,
+    traced: Traced,
+) -> Reply {
     macro_rules! respond {
         ($resp:expr) => {
             encode_frame(key, version, None, correlation_id, &$resp)
@@ -313,7 +351,7 @@ async fn route(
         }
         ApiRequest::ApiVersions(r) => respond!(api::api_versions::handle(version, &r)),
         ApiRequest::Metadata(r) => respond!(api::metadata::handle(b, s, version, r).await),
-        ApiRequest::Produce(r) => match api::produce::handle(b, s, version, r).await {
+        ApiRequest::Produce(r) => match api::produce::handle(b, s, version, r, &traced).await {
             ProduceOutcome::Respond(resp) => respond!(resp),
             ProduceOutcome::NoResponse => return Reply::Nothing,
             ProduceOutcome::CloseConnection => {
@@ -321,7 +359,7 @@ async fn route(
             }
         },
         ApiRequest::Fetch(r) => {
-            let resp = api::fetch::handle(b, s, version, r).await;
+            let resp = api::fetch::handle(b, s, version, r, &traced).await;
             return match encode_fetch_frame(version, correlation_id, &resp) {
                 Ok(frame) => Reply::Frame(frame),
                 Err(e) => reply(Err(e)),
