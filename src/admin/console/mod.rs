@@ -23,7 +23,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -182,98 +183,89 @@ impl IntoResponse for Page {
     }
 }
 
-macro_rules! viewer_or_401 {
-    ($console:expr, $headers:expr, $peer:expr) => {
-        match $console.viewer(&$headers, $peer) {
-            Some(v) => v,
-            None => return unauthorized(),
-        }
-    };
+/// The viewer of a page, authenticated before the handler runs: a request that does not
+/// authenticate is answered 401 with the Basic challenge.
+struct Authenticated(Viewer);
+
+impl FromRequestParts<Arc<Console>> for Authenticated {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, c: &Arc<Console>) -> Result<Self, Response> {
+        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>().copied()
+        else {
+            return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        };
+        c.viewer(&parts.headers, peer)
+            .map(Authenticated)
+            .ok_or_else(unauthorized)
+    }
 }
 
 async fn cluster_page(
     State(c): State<Arc<Console>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authenticated(viewer): Authenticated,
 ) -> Response {
-    let viewer = viewer_or_401!(c, headers, peer);
     cluster::render(&c, &viewer).await.into_response()
 }
 
 async fn topics_page(
     State(c): State<Arc<Console>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authenticated(viewer): Authenticated,
 ) -> Response {
-    let viewer = viewer_or_401!(c, headers, peer);
     topics::list(&c, &viewer).await.into_response()
 }
 
 async fn topic_page(
     State(c): State<Arc<Console>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authenticated(viewer): Authenticated,
     Path(topic): Path<String>,
 ) -> Response {
-    let viewer = viewer_or_401!(c, headers, peer);
     topics::detail(&c, &viewer, &topic).await.into_response()
 }
 
 async fn groups_page(
     State(c): State<Arc<Console>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authenticated(viewer): Authenticated,
 ) -> Response {
-    let viewer = viewer_or_401!(c, headers, peer);
     groups::list(&c, &viewer).await.into_response()
 }
 
 async fn group_page(
     State(c): State<Arc<Console>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authenticated(viewer): Authenticated,
     Path(group): Path<String>,
 ) -> Response {
-    let viewer = viewer_or_401!(c, headers, peer);
     groups::detail(&c, &viewer, &group).await.into_response()
 }
 
 async fn group_lag(
     State(c): State<Arc<Console>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authenticated(viewer): Authenticated,
     Path(group): Path<String>,
 ) -> Response {
-    let viewer = viewer_or_401!(c, headers, peer);
     groups::lag_json(&c, &viewer, &group).into_response()
 }
 
 async fn messages_page(
     State(c): State<Arc<Console>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authenticated(viewer): Authenticated,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let viewer = viewer_or_401!(c, headers, peer);
     let params = query_params(query.as_deref());
     messages::render(&c, &viewer, &params).await.into_response()
 }
 
 async fn throughput_page(
     State(c): State<Arc<Console>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authenticated(viewer): Authenticated,
 ) -> Response {
-    let viewer = viewer_or_401!(c, headers, peer);
     throughput::render(&c, &viewer).into_response()
 }
 
 async fn throughput_json(
     State(c): State<Arc<Console>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authenticated(viewer): Authenticated,
 ) -> Response {
-    let viewer = viewer_or_401!(c, headers, peer);
     throughput::json(&c, &viewer).into_response()
 }
 
