@@ -16,6 +16,7 @@ use kafka_protocol::ResponseError;
 use super::records::{OffsetValue, RecordKey};
 use super::state::{GroupState, NONE};
 use super::{GroupCoordinator, GroupEntry, Written};
+use crate::meta::image::MetadataImage;
 use crate::replica::now_ms;
 
 /// An offset as the group holds it: the value, and where its record is in the log.
@@ -102,58 +103,19 @@ impl GroupCoordinator {
         self.check_coordinator(group_id)?;
         let image = self.meta.image();
         let handle = self.get_or_create(group_id);
-        let now = now_ms();
-        let mut errors: Vec<i16> = Vec::with_capacity(commits.len());
-        // (index into `commits`, value) of the offsets written.
-        let mut accepted: Vec<(usize, OffsetValue)> = Vec::new();
+        let (mut errors, accepted) = self.screen_commits(&image, &commits, now_ms());
         let written = {
             let entry = handle.lock();
-            let check = entry
+            if let Err(e) = entry
                 .group
-                .validate_offset_commit(member_id, instance, generation);
-            for (i, c) in commits.iter().enumerate() {
-                let known = image
-                    .topic(&c.topic)
-                    .is_some_and(|t| t.partitions.iter().any(|p| p.partition == c.partition));
-                let error = match check {
-                    Err(e) => e.code(),
-                    Ok(()) if !known => ResponseError::UnknownTopicOrPartition.code(),
-                    Ok(())
-                        if c.metadata
-                            .as_ref()
-                            .is_some_and(|m| m.len() > self.config.offset_metadata_max_bytes) =>
-                    {
-                        ResponseError::OffsetMetadataTooLarge.code()
-                    }
-                    Ok(()) => {
-                        accepted.push((
-                            i,
-                            OffsetValue {
-                                offset: c.offset,
-                                leader_epoch: c.leader_epoch,
-                                metadata: c.metadata.clone().unwrap_or_default(),
-                                commit_timestamp: now,
-                            },
-                        ));
-                        NONE
-                    }
-                };
-                errors.push(error);
+                .validate_offset_commit(member_id, instance, generation)
+            {
+                return Ok(vec![e.code(); commits.len()]);
             }
             if accepted.is_empty() {
                 None
             } else {
-                let records: Vec<(Bytes, Option<Bytes>)> = accepted
-                    .iter()
-                    .map(|(i, v)| {
-                        let c = &commits[*i];
-                        (
-                            offset_key(group_id, &c.topic, c.partition),
-                            Some(v.encode()),
-                        )
-                    })
-                    .collect();
-                Some(self.append(group_id, &records))
+                Some(self.append(group_id, &offset_records(group_id, &commits, &accepted)))
             }
         };
         let stored = match written {
@@ -180,6 +142,44 @@ impl GroupCoordinator {
             }
         }
         Ok(errors)
+    }
+
+    /// Screens a commit's entries: an error code per entry (UNKNOWN_TOPIC_OR_PARTITION,
+    /// OFFSET_METADATA_TOO_LARGE, else NONE) and, by index, the values of those to write.
+    pub(super) fn screen_commits(
+        &self,
+        image: &MetadataImage,
+        commits: &[OffsetCommit],
+        now: i64,
+    ) -> (Vec<i16>, Vec<(usize, OffsetValue)>) {
+        let mut errors = Vec::with_capacity(commits.len());
+        let mut accepted = Vec::new();
+        for (i, c) in commits.iter().enumerate() {
+            let known = image
+                .topic(&c.topic)
+                .is_some_and(|t| t.partitions.iter().any(|p| p.partition == c.partition));
+            let too_large = c
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > self.config.offset_metadata_max_bytes);
+            errors.push(if !known {
+                ResponseError::UnknownTopicOrPartition.code()
+            } else if too_large {
+                ResponseError::OffsetMetadataTooLarge.code()
+            } else {
+                accepted.push((
+                    i,
+                    OffsetValue {
+                        offset: c.offset,
+                        leader_epoch: c.leader_epoch,
+                        metadata: c.metadata.clone().unwrap_or_default(),
+                        commit_timestamp: now,
+                    },
+                ));
+                NONE
+            });
+        }
+        (errors, accepted)
     }
 
     /// OffsetFetch: the committed offsets of `group_id` (all of them when `wanted` is None).
@@ -359,6 +359,24 @@ fn expired_offsets(entry: &GroupEntry, now: i64, retention: i64) -> Vec<(String,
             }
         })
         .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// The `__consumer_offsets` records of the accepted entries of a commit.
+pub(super) fn offset_records(
+    group_id: &str,
+    commits: &[OffsetCommit],
+    accepted: &[(usize, OffsetValue)],
+) -> Vec<(Bytes, Option<Bytes>)> {
+    accepted
+        .iter()
+        .map(|(i, v)| {
+            let c = &commits[*i];
+            (
+                offset_key(group_id, &c.topic, c.partition),
+                Some(v.encode()),
+            )
+        })
         .collect()
 }
 

@@ -10,9 +10,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 
-use super::offsets::{offset_key, CommittedOffset, OffsetCommit};
-use super::records::{partition_for, OffsetValue};
-use super::state::NONE;
+use super::offsets::{offset_records, CommittedOffset, OffsetCommit};
+use super::records::partition_for;
 use super::{append_error, GroupCoordinator, GroupEntry, OFFSETS_TOPIC};
 use crate::log::batch::{self, BatchProducer};
 use crate::log::producer_state::AppendOrigin;
@@ -72,66 +71,30 @@ impl GroupCoordinator {
         self.check_coordinator(group_id)?;
         let image = self.meta.image();
         let handle = self.get_or_create(group_id);
-        let now = now_ms();
-        let mut errors: Vec<i16> = Vec::with_capacity(commits.len());
-        let mut accepted: Vec<(usize, OffsetValue)> = Vec::new();
+        let (mut errors, accepted) = self.screen_commits(&image, &commits, now_ms());
         let written = {
             let entry = handle.lock();
             // Kafka checks the member only when the request names one (KIP-447).
             let named = committer.generation >= 0
                 || !committer.member_id.is_empty()
                 || committer.group_instance_id.is_some();
-            let check = if named {
-                entry.group.validate_offset_commit(
+            if named {
+                if let Err(e) = entry.group.validate_offset_commit(
                     &committer.member_id,
                     committer.group_instance_id.as_deref(),
                     committer.generation,
-                )
-            } else {
-                Ok(())
-            };
-            if let Err(e) = check {
-                return Ok(vec![e.code(); commits.len()]);
-            }
-            for (i, c) in commits.iter().enumerate() {
-                let known = image
-                    .topic(&c.topic)
-                    .is_some_and(|t| t.partitions.iter().any(|p| p.partition == c.partition));
-                let too_large = c
-                    .metadata
-                    .as_ref()
-                    .is_some_and(|m| m.len() > self.config.offset_metadata_max_bytes);
-                errors.push(if !known {
-                    ResponseError::UnknownTopicOrPartition.code()
-                } else if too_large {
-                    ResponseError::OffsetMetadataTooLarge.code()
-                } else {
-                    accepted.push((
-                        i,
-                        OffsetValue {
-                            offset: c.offset,
-                            leader_epoch: c.leader_epoch,
-                            metadata: c.metadata.clone().unwrap_or_default(),
-                            commit_timestamp: now,
-                        },
-                    ));
-                    NONE
-                });
+                ) {
+                    return Ok(vec![e.code(); commits.len()]);
+                }
             }
             if accepted.is_empty() {
                 return Ok(errors);
             }
-            let records: Vec<(Bytes, Option<Bytes>)> = accepted
-                .iter()
-                .map(|(i, v)| {
-                    let c = &commits[*i];
-                    (
-                        offset_key(group_id, &c.topic, c.partition),
-                        Some(v.encode()),
-                    )
-                })
-                .collect();
-            self.append_transactional(group_id, committer, &records)
+            self.append_transactional(
+                group_id,
+                committer,
+                &offset_records(group_id, &commits, &accepted),
+            )
         };
         let stored = match written {
             Err(e) => Err(e),
