@@ -34,20 +34,30 @@ fn group_broker() -> Broker {
     broker
 }
 
+/// JoinGroup, retried while the coordinator is still loading its `__consumer_offsets`
+/// partition (COORDINATOR_LOAD_IN_PROGRESS), as clients do: the partition may be hosted a
+/// moment before the coordinator has read it.
 fn join(c: &mut Client, group: &str, member: &str, instance: Option<&str>) -> JoinGroupResponse {
-    c.call(
-        7,
-        &JoinGroupRequest::default()
-            .with_group_id(GroupId(s(group)))
-            .with_session_timeout_ms(10_000)
-            .with_rebalance_timeout_ms(10_000)
-            .with_member_id(s(member))
-            .with_group_instance_id(instance.map(s))
-            .with_protocol_type(s("consumer"))
-            .with_protocols(vec![JoinGroupRequestProtocol::default()
-                .with_name(s("range"))
-                .with_metadata(Bytes::from_static(b"meta"))]),
-    )
+    for _ in 0..100 {
+        let resp: JoinGroupResponse = c.call(
+            7,
+            &JoinGroupRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(10_000)
+                .with_member_id(s(member))
+                .with_group_instance_id(instance.map(s))
+                .with_protocol_type(s("consumer"))
+                .with_protocols(vec![JoinGroupRequestProtocol::default()
+                    .with_name(s("range"))
+                    .with_metadata(Bytes::from_static(b"meta"))]),
+        );
+        if resp.error_code != 14 {
+            return resp;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("the coordinator still loading after 2 s");
 }
 
 fn sync(
