@@ -39,12 +39,13 @@ fi
 
 scripts/install-java-deps.sh  # Kafka jars from Maven Central, for the Java proto-tests
 
-# franz-go (github.com/twmb/franz-go, through the Go module proxy at the versions pinned in
-# proto-tests/go/go.mod and go.sum): .deps/bin/franz-check for the security proto-tests and
-# .deps/bin/franz-txn (a GroupTransactSession) for the transaction proto-tests, each built again
-# only when its sources change.
+# Go clients (through the Go module proxy at the versions pinned in proto-tests/go/go.mod and
+# go.sum): .deps/bin/franz-check (franz-go) for the security proto-tests, .deps/bin/franz-txn (a
+# franz-go GroupTransactSession) for the transaction proto-tests and .deps/bin/client-compat
+# (Sarama and segmentio/kafka-go) for test_more_clients.py, each built again only when its
+# sources change.
 FRANZ_SRC=proto-tests/go
-for prog in franzcheck:franz-check franztxn:franz-txn; do
+for prog in franzcheck:franz-check franztxn:franz-txn clientcompat:client-compat; do
     dir=${prog%%:*}
     FRANZ_BIN=.deps/bin/${prog##*:}
     FRANZ_STAMP=.deps/bin/.${prog##*:}.sha256
@@ -76,6 +77,22 @@ if [ ! -x "$JAEGER_BIN" ] || [ ! -f "$JAEGER_STAMP" ] || [ "$(cat "$JAEGER_STAMP
     (cd "$JAEGER_SRC" && CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false" \
         go build -trimpath -ldflags "-s -w" -o "$OLDPWD/$JAEGER_BIN" github.com/jaegertracing/jaeger/cmd/jaeger)
     echo "$jaeger_want" > "$JAEGER_STAMP"
+fi
+
+# Node.js clients (kafkajs and @platformatic/kafka from the npm registry, pinned by
+# proto-tests/node/package-lock.json) under .deps/node for test_more_clients.py, installed again
+# only when the lock file changes.
+NODE_DIR=.deps/node
+NODE_STAMP=$NODE_DIR/.package-lock.sha256
+node_want=$(sha256sum proto-tests/node/package-lock.json | cut -d' ' -f1)
+if [ ! -d "$NODE_DIR/node_modules" ] || [ ! -f "$NODE_STAMP" ] || [ "$(cat "$NODE_STAMP")" != "$node_want" ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+        apt_install nodejs npm
+    fi
+    mkdir -p "$NODE_DIR"
+    cp proto-tests/node/package.json proto-tests/node/package-lock.json "$NODE_DIR/"
+    (cd "$NODE_DIR" && npm ci --silent --no-audit --no-fund)
+    echo "$node_want" > "$NODE_STAMP"
 fi
 
 # Headless Chromium and its WebDriver (Debian's packages) for the console's browser tests
