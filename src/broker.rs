@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::metrics::Metrics;
 use crate::admin::readiness::NotReady;
+use crate::api::fetch::session_cache::FetchSessionCache;
 use crate::config::Config;
 use crate::group::GroupCoordinator;
 use crate::meta::controller::{self, CreateDefaults, TopicSpec};
@@ -30,6 +31,8 @@ pub struct Broker {
     pub groups: Arc<GroupCoordinator>,
     pub txns: Arc<TransactionCoordinator>,
     pub metrics: Metrics,
+    /// KIP-227 incremental fetch sessions (`max.incremental.fetch.session.cache.slots`).
+    pub fetch_sessions: FetchSessionCache,
     /// Cancelled when the broker starts shutting down.
     pub shutdown: CancellationToken,
     /// This process's registration: a restarted broker registers with a new one.
@@ -65,6 +68,7 @@ impl Broker {
             groups,
             txns,
             metrics: Metrics::default(),
+            fetch_sessions: FetchSessionCache::new(config.kafka.fetch_session_cache_slots),
             config,
             meta,
             replicas,

@@ -116,7 +116,7 @@ fn fetch_returns_whole_batches_and_respects_max_bytes() {
     let resp = c.call(12, &fetch_req("whole", 7, 0, 0, 1 << 20));
     assert_eq!(resp.responses[0].partitions[0].error_code, 1);
 
-    // Incremental fetch sessions do not exist here.
+    // An incremental fetch on a session that does not exist: FETCH_SESSION_ID_NOT_FOUND.
     let mut incremental = fetch_req("whole", 0, 0, 0, 1 << 20);
     incremental.session_id = 5;
     incremental.session_epoch = 1;

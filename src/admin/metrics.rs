@@ -47,7 +47,12 @@ pub struct Metrics {
     request_memory: std::sync::OnceLock<std::sync::Arc<MemoryPool>>,
     /// The console's sampled end offsets: group lag on partitions not hosted here.
     lag_offsets: std::sync::OnceLock<std::sync::Arc<crate::admin::console::sampler::History>>,
+    /// Fetch requests by version (which versions clients negotiated).
+    fetch_versions: [AtomicU64; FETCH_VERSIONS],
 }
+
+/// Fetch versions counted: 0 to 17.
+const FETCH_VERSIONS: usize = 18;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -59,6 +64,7 @@ impl Default for Metrics {
             failed_authentications: AtomicU64::new(0),
             request_memory: std::sync::OnceLock::new(),
             lag_offsets: std::sync::OnceLock::new(),
+            fetch_versions: Default::default(),
         }
     }
 }
@@ -77,6 +83,16 @@ impl Metrics {
             &self.failed_authentications
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one Fetch request of `version`.
+    pub fn fetch_version(&self, version: i16) {
+        if let Some(c) = usize::try_from(version)
+            .ok()
+            .and_then(|v| self.fetch_versions.get(v))
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Counts one request of `api_key`, its handling time, and whether it failed at the
@@ -137,11 +153,51 @@ pub fn set_lag_offsets(
 pub fn render(broker: &Broker) -> String {
     let mut out = String::with_capacity(16 * 1024);
     render_requests(broker, &mut out);
+    render_fetch(broker, &mut out);
     render_process(&broker.metrics, &mut out);
     render_partitions(broker, &mut out);
     render_groups(broker, &mut out);
     render_raft(broker, &mut out);
     out
+}
+
+/// Fetch requests by version, and the incremental fetch session cache (Kafka's
+/// NumIncrementalFetchSessions, NumIncrementalFetchPartitionsCached and evictions).
+fn render_fetch(broker: &Broker, out: &mut String) {
+    header(
+        out,
+        "gregor_fetch_requests_total",
+        "counter",
+        "Fetch requests handled, by request version.",
+    );
+    for (v, c) in broker.metrics.fetch_versions.iter().enumerate() {
+        let n = c.load(Ordering::Relaxed);
+        if n > 0 {
+            let _ = writeln!(out, "gregor_fetch_requests_total{{version=\"{v}\"}} {n}");
+        }
+    }
+    let (sessions, partitions, evictions) = broker.fetch_sessions.stats();
+    header(
+        out,
+        "gregor_fetch_sessions",
+        "gauge",
+        "Incremental fetch sessions cached (max.incremental.fetch.session.cache.slots).",
+    );
+    let _ = writeln!(out, "gregor_fetch_sessions {sessions}");
+    header(
+        out,
+        "gregor_fetch_session_partitions",
+        "gauge",
+        "Partitions cached over all incremental fetch sessions.",
+    );
+    let _ = writeln!(out, "gregor_fetch_session_partitions {partitions}");
+    header(
+        out,
+        "gregor_fetch_session_evictions_total",
+        "counter",
+        "Incremental fetch sessions evicted to make room for new ones.",
+    );
+    let _ = writeln!(out, "gregor_fetch_session_evictions_total {evictions}");
 }
 
 /// Readiness and the per-API request counters and latency histograms.

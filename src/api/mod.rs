@@ -42,7 +42,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     // Produce v0-2 are advertised but refused, as Kafka 4 does (KAFKA-18659): librdkafka
     // requires the advertised range to start at 0.
     (ApiKey::Produce, 0, 11),
-    (ApiKey::Fetch, 4, 12),
+    // Topic ids (v13), incremental fetch sessions, follower fetching, leader hints (v16).
+    (ApiKey::Fetch, 4, 17),
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 4),

@@ -149,6 +149,12 @@ pub struct KafkaSettings {
     pub producer_id_expiration_check_interval_ms: u64,
     pub delete_topic_enable: bool,
     pub log_cleaner_backoff_ms: u64,
+    /// `broker.rack`: this broker's rack, when set.
+    pub broker_rack: Option<String>,
+    /// `max.incremental.fetch.session.cache.slots`.
+    pub fetch_session_cache_slots: usize,
+    /// `replica.selector.class` is Kafka's RackAwareReplicaSelector (KIP-392).
+    pub rack_aware_replica_selector: bool,
     /// Replication: `replica.lag.time.max.ms` and `replica.fetch.*`.
     pub replica: crate::replica::ReplicaSettings,
     pub group: crate::group::GroupConfig,
@@ -378,6 +384,7 @@ pub const BROKER_SETTINGS: &[(&str, &str, i8, &str)] = &[
     ("allow.everyone.if.no.acl.found", "false", 1, "With the authorizer on: whether an operation on a resource no ACL binding matches is allowed."),
     ("authorizer.class.name", "", 2, "org.apache.kafka.metadata.authorizer.StandardAuthorizer turns on the built-in authorizer (ACL bindings held in the metadata log); empty: everything is allowed."),
     ("auto.leader.rebalance.enable", "true", 1, "Enables auto leader balancing: the controller moves leadership back to a partition's preferred replica once it is live and in the ISR, checked every leader.imbalance.check.interval.seconds."),
+    ("broker.rack", "", 2, "Rack of the broker (empty: none). Registered with the broker, reported in Metadata, and matched against a consumer's rack_id by replica.selector.class (KIP-392)."),
     ("broker.session.timeout.ms", "9000", 3, "The controller fences a broker it has not heard from (Raft heartbeat acknowledgements) for this long: it leaves every ISR and loses its leaderships."),
     ("default.replication.factor", "1", 3, "The replication factor of automatically created topics."),
     ("delete.topic.enable", "true", 1, "Enables topic deletion; deleting a topic fails when this is off."),
@@ -390,6 +397,7 @@ pub const BROKER_SETTINGS: &[(&str, &str, i8, &str)] = &[
     ("log.flush.offset.checkpoint.interval.ms", "60000", 3, "How often the recovery points are written to disk."),
     ("log.flush.scheduler.interval.ms", "1000", 5, "How often logs are checked for a time-based flush (flush.ms)."),
     ("log.retention.check.interval.ms", "300000", 5, "How often the log cleaner checks whether any log is eligible for deletion."),
+    ("max.incremental.fetch.session.cache.slots", "1000", 3, "The maximum number of incremental fetch sessions (KIP-227) this broker keeps. The cache is split into up to 8 shards (one per 100 slots), the limit divided among them; sessions go to shards in turn, and only entries of the same shard compete for eviction."),
     ("max.connections", "2147483647", 3, "The maximum number of client connections the broker holds at once; at the limit the listener stops accepting until one closes."),
     ("max.connections.per.ip", "2147483647", 3, "The maximum number of connections allowed from one IP address; a connection over it is closed at once."),
     ("max.connections.per.ip.overrides", "", 2, "Per-address overrides of max.connections.per.ip, as host:count pairs separated by commas (hosts as IP addresses or names)."),
@@ -405,6 +413,7 @@ pub const BROKER_SETTINGS: &[(&str, &str, i8, &str)] = &[
     ("replica.fetch.max.bytes", "1048576", 3, "The number of bytes of messages to attempt to fetch for each partition (a larger first batch is still fetched whole)."),
     ("replica.fetch.response.max.bytes", "10485760", 3, "Maximum bytes expected for the entire fetch response of a follower."),
     ("replica.fetch.wait.max.ms", "500", 3, "The maximum wait time for each fetcher request issued by follower replicas. A fetch unanswered for this long plus 2 s counts as a dead connection and is retried on a new one."),
+    ("replica.selector.class", "", 2, "The replica selector for consumer fetches (KIP-392): org.apache.kafka.common.replica.RackAwareReplicaSelector sends a consumer to an in-sync replica in its rack (its rack_id matches that broker's broker.rack); empty: consumers read from the leader. Gregor cannot load other classes."),
     ("replica.lag.time.max.ms", "30000", 5, "A follower that has not caught up with the leader for this long leaves the ISR."),
     ("producer.id.expiration.ms", "86400000", 3, "How long a producer id is kept after its last write."),
     ("queued.max.request.bytes", "-1", 5, "The bytes of requests read and not yet handled, over all connections, before no more requests are read (backpressure). Gregor is bounded by default: -1 (Kafka's default, which there means unlimited) gives 256 MiB or twice socket.request.max.bytes, whichever is larger. At most one frame may overdraw it."),
@@ -474,6 +483,12 @@ impl KafkaSettings {
             )?,
             delete_topic_enable: get(&raw, "delete.topic.enable")?,
             log_cleaner_backoff_ms: get(&raw, "log.cleaner.backoff.ms")?,
+            broker_rack: Some(get::<String>(&raw, "broker.rack")?).filter(|r| !r.is_empty()),
+            fetch_session_cache_slots: get(&raw, "max.incremental.fetch.session.cache.slots")?,
+            rack_aware_replica_selector: replica_selector(&get::<String>(
+                &raw,
+                "replica.selector.class",
+            )?)?,
             replica: crate::replica::ReplicaSettings {
                 lag_time_max: Duration::from_millis(get(&raw, "replica.lag.time.max.ms")?),
                 fetch_wait_max: Duration::from_millis(get(&raw, "replica.fetch.wait.max.ms")?),
@@ -608,6 +623,22 @@ pub(super) fn get<T: std::str::FromStr>(raw: &BTreeMap<String, String>, key: &st
     v.trim()
         .parse()
         .map_err(|_| anyhow!("[kafka] {key}: invalid value {v:?}"))
+}
+
+/// Kafka's rack-aware replica selector, the one `replica.selector.class` may name.
+pub const RACK_AWARE_REPLICA_SELECTOR: &str =
+    "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+
+/// `replica.selector.class`: empty (leader only) or Kafka's rack-aware selector; Gregor
+/// cannot load other classes, so any other name is refused at startup.
+fn replica_selector(class: &str) -> Result<bool> {
+    match class {
+        "" => Ok(false),
+        RACK_AWARE_REPLICA_SELECTOR => Ok(true),
+        other => bail!(
+            "[kafka] replica.selector.class: {other:?} is not supported (use {RACK_AWARE_REPLICA_SELECTOR} or leave it unset)"
+        ),
+    }
 }
 
 /// Resolves the connection settings: (max.connections, max.connections.per.ip,

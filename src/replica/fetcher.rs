@@ -1,7 +1,8 @@
 //! Followers: one fetcher task per leader broker this broker follows partitions from. Each
-//! task fetches with the Kafka Fetch API (replica id set) over the leader's client port,
+//! task fetches with the Kafka Fetch API over the leader's client port (the newest version
+//! both speak, v12 to v17: topic ids from v13, the replica id in the replica state from v15),
 //! appends what it gets as-is (offsets and epochs kept), truncates divergent tails the leader
-//! points out (Fetch v12 diverging epochs), and tracks the leader's high watermark.
+//! points out (diverging epochs), and tracks the leader's high watermark.
 //!
 //! A fetch that gets no answer within `replica.fetch.wait.max.ms` plus a margin is taken for a
 //! dead connection (a network partition drops packets silently): the fetcher reconnects at
@@ -12,9 +13,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kafka_protocol::messages::fetch_request::ReplicaState;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
-use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, BrokerId, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use parking_lot::Mutex;
@@ -25,7 +27,9 @@ use super::{Partition, ReplicaManager};
 use crate::meta::MetadataQuorum;
 
 const BACKOFF: Duration = Duration::from_millis(200);
-const FETCH_VERSION: i16 = 12;
+/// The Fetch versions a follower uses: v12 brought diverging epochs, v17 is the newest.
+const MIN_FETCH_VERSION: i16 = 12;
+const MAX_FETCH_VERSION: i16 = 17;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much longer than its wait a fetch may take before the connection counts as dead: the
 /// leader answers within `replica.fetch.wait.max.ms` plus the time to read and send.
@@ -101,7 +105,7 @@ async fn connect(
     replicas: &ReplicaManager,
     meta: &MetadataQuorum,
     leader: i32,
-) -> Result<KafkaClient, String> {
+) -> Result<(KafkaClient, i16), String> {
     let (host, port) = meta
         .image()
         .brokers
@@ -109,14 +113,33 @@ async fn connect(
         .and_then(|b| b.endpoint(&replicas.settings.inter_broker_listener))
         .map(|(host, port)| (host.to_string(), port))
         .ok_or_else(|| format!("no address known for broker {leader}"))?;
-    KafkaClient::connect(
+    let mut client = KafkaClient::connect(
         (&host, port),
         &replicas.settings.inter_broker_security,
         format!("broker-{}-fetcher", replicas.node_id()),
         CONNECT_TIMEOUT,
     )
     .await
-    .map_err(|e| format!("connecting to {host}:{port}: {e}"))
+    .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
+    let version = fetch_version(&mut client)
+        .await
+        .map_err(|e| format!("ApiVersions from {host}:{port}: {e}"))?;
+    Ok((client, version))
+}
+
+/// The newest Fetch version the leader and this follower both speak (a leader still on an
+/// older Gregor during a rolling upgrade gets the version it knows).
+async fn fetch_version(client: &mut KafkaClient) -> std::io::Result<i16> {
+    let request = ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("gregor"))
+        .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+    let response = client.call(3, &request, CONNECT_TIMEOUT).await?;
+    let max = response
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::Fetch as i16)
+        .map_or(MIN_FETCH_VERSION, |k| k.max_version);
+    Ok(max.clamp(MIN_FETCH_VERSION, MAX_FETCH_VERSION))
 }
 
 async fn run(
@@ -125,7 +148,7 @@ async fn run(
     leader: i32,
     cancel: CancellationToken,
 ) {
-    let mut client: Option<KafkaClient> = None;
+    let mut client: Option<(KafkaClient, i16)> = None;
     let deadline = replicas.settings.fetch_wait_max + FETCH_DEADLINE_MARGIN;
     tracing::info!(leader, "replica fetcher started");
     while !cancel.is_cancelled() {
@@ -136,7 +159,7 @@ async fn run(
             }
             continue;
         }
-        let c = match client.as_mut() {
+        let (c, version) = match client.as_mut() {
             Some(c) => c,
             None => match connect(&replicas, &meta, leader).await {
                 Ok(c) => client.insert(c),
@@ -149,9 +172,10 @@ async fn run(
                 }
             },
         };
-        let request = fetch_request(&replicas, &partitions);
+        let version = *version;
+        let request = fetch_request(&replicas, &partitions, version);
         let response = tokio::select! {
-            r = c.call(FETCH_VERSION, &request, deadline) => r,
+            r = c.call(version, &request, deadline) => r,
             _ = cancel.cancelled() => break,
         };
         let ok = match response {
@@ -161,8 +185,19 @@ async fn run(
             }
             Ok(resp) => {
                 let mut ok = true;
+                let by_id: HashMap<uuid::Uuid, Arc<str>> = partitions
+                    .values()
+                    .map(|p| (p.topic_id, p.topic.clone()))
+                    .collect();
                 for topic in resp.responses {
-                    let name: Arc<str> = Arc::from(topic.topic.0.as_str());
+                    let name: Arc<str> = if version >= 13 {
+                        match by_id.get(&topic.topic_id) {
+                            Some(n) => n.clone(),
+                            None => continue,
+                        }
+                    } else {
+                        Arc::from(topic.topic.0.as_str())
+                    };
                     for pd in topic.partitions {
                         let Some(p) = partitions.get(&(name.clone(), pd.partition_index)) else {
                             continue;
@@ -191,11 +226,12 @@ async fn run(
 fn fetch_request(
     replicas: &ReplicaManager,
     partitions: &HashMap<(Arc<str>, i32), Arc<Partition>>,
+    version: i16,
 ) -> FetchRequest {
-    let mut by_topic: HashMap<&str, Vec<FetchPartition>> = HashMap::new();
+    let mut by_topic: HashMap<(&str, uuid::Uuid), Vec<FetchPartition>> = HashMap::new();
     for p in partitions.values() {
         let state = p.follower_fetch_state();
-        by_topic.entry(&p.topic).or_default().push(
+        by_topic.entry((&*p.topic, p.topic_id)).or_default().push(
             FetchPartition::default()
                 .with_partition(p.index)
                 .with_current_leader_epoch(p.leader_epoch())
@@ -207,14 +243,24 @@ fn fetch_request(
     }
     let topics = by_topic
         .into_iter()
-        .map(|(topic, partitions)| {
-            FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partitions(partitions)
+        .map(|((topic, id), partitions)| {
+            let t = FetchTopic::default().with_partitions(partitions);
+            if version >= 13 {
+                t.with_topic_id(id)
+            } else {
+                t.with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            }
         })
         .collect();
-    FetchRequest::default()
-        .with_replica_id(BrokerId(replicas.node_id()))
+    let me = BrokerId(replicas.node_id());
+    let request = if version >= 15 {
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_replica_state(ReplicaState::default().with_replica_id(me))
+    } else {
+        FetchRequest::default().with_replica_id(me)
+    };
+    request
         .with_max_wait_ms(replicas.settings.fetch_wait_max.as_millis() as i32)
         .with_min_bytes(1)
         .with_max_bytes(replicas.settings.fetch_response_max_bytes)

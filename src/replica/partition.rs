@@ -285,7 +285,9 @@ impl Partition {
     }
 
     /// Reads for a consumer: below the high watermark, or with `read_committed` below the
-    /// last stable offset, with the aborted transactions among what is returned.
+    /// last stable offset, with the aborted transactions among what is returned. A follower
+    /// serves it too (KIP-392) unless `leader_only`, up to its own high watermark (the
+    /// leader's, as of its last fetch).
     pub fn read(
         &self,
         offset: i64,
@@ -293,8 +295,9 @@ impl Partition {
         max_bytes: usize,
         min_one: bool,
         read_committed: bool,
+        leader_only: bool,
     ) -> Result<PartitionRead, PartitionError> {
-        if !self.is_leader() {
+        if leader_only && !self.is_leader() {
             return Err(PartitionError::NotLeader);
         }
         self.check_leader_epoch(current_leader_epoch)?;

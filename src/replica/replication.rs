@@ -15,6 +15,8 @@ use crate::log::{FollowerAppend, ReadResult};
 pub struct FollowerState {
     /// The follower's log end offset: the offset of its last fetch.
     pub log_end_offset: i64,
+    /// The follower's log start offset, as its last fetch said (-1: not known yet).
+    pub log_start_offset: i64,
     /// The last time the follower had everything the leader had (Kafka's lastCaughtUpTime).
     pub last_caught_up: Instant,
     /// The leader's log end offset at the follower's previous fetch.
@@ -30,6 +32,7 @@ impl FollowerState {
     pub fn at_leadership_start(now: Instant) -> Self {
         Self {
             log_end_offset: -1,
+            log_start_offset: -1,
             last_caught_up: now,
             last_fetch_leader_end: -1,
             last_fetch: now,
@@ -48,6 +51,25 @@ pub enum FollowerRead {
     Diverging { epoch: i32, end_offset: i64 },
 }
 
+/// A follower's fetch of one partition, as the leader receives it.
+#[derive(Debug, Clone, Copy)]
+pub struct FollowerFetch {
+    pub fetch_offset: i64,
+    pub current_leader_epoch: i32,
+    /// Fetch v12+: the epoch of the follower's last record, to detect divergence (-1: none).
+    pub last_fetched_epoch: i32,
+    pub log_start_offset: i64,
+}
+
+/// An in-sync follower as a replica selector sees it (KIP-392).
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaView {
+    pub broker: i32,
+    pub log_end_offset: i64,
+    pub log_start_offset: i64,
+    pub since_caught_up: Duration,
+}
+
 /// What a follower sends in each fetch.
 pub struct FollowerFetchState {
     pub fetch_offset: i64,
@@ -62,15 +84,28 @@ impl Partition {
     pub fn read_for_follower(
         &self,
         replica_id: i32,
-        fetch_offset: i64,
-        current_leader_epoch: i32,
-        last_fetched_epoch: i32,
+        fetch: FollowerFetch,
         max_bytes: usize,
     ) -> Result<FollowerRead, PartitionError> {
+        let FollowerFetch {
+            fetch_offset,
+            current_leader_epoch,
+            last_fetched_epoch,
+            log_start_offset,
+        } = fetch;
         if !self.is_leader() {
             return Err(PartitionError::NotLeader);
         }
         self.check_leader_epoch(current_leader_epoch)?;
+        if !self.state.read().replicas.contains(&replica_id) {
+            // As Kafka: a broker not (yet) among the replicas retries on UNKNOWN_LEADER_EPOCH
+            // when it named the epoch, else it is told this is not its leader.
+            return Err(if current_leader_epoch >= 0 {
+                PartitionError::UnknownLeaderEpoch(current_leader_epoch)
+            } else {
+                PartitionError::NotLeader
+            });
+        }
         if last_fetched_epoch >= 0 {
             let (epoch, end) = self.log.end_offset_for_epoch(last_fetched_epoch);
             // As Kafka: an epoch older than any we know (undefined end) is no divergence.
@@ -91,7 +126,7 @@ impl Partition {
                 },
             ));
         }
-        self.record_follower_fetch(replica_id, fetch_offset, leader_end);
+        self.record_follower_fetch(replica_id, fetch_offset, log_start_offset, leader_end);
         self.maybe_advance_high_watermark();
         let result = self.log.read(fetch_offset, leader_end, max_bytes, true)?;
         Ok(FollowerRead::Records {
@@ -101,11 +136,18 @@ impl Partition {
         })
     }
 
-    fn record_follower_fetch(&self, replica_id: i32, fetch_offset: i64, leader_end: i64) {
+    fn record_follower_fetch(
+        &self,
+        replica_id: i32,
+        fetch_offset: i64,
+        log_start_offset: i64,
+        leader_end: i64,
+    ) {
         let now = Instant::now();
         let mut followers = self.followers.lock();
         let f = followers.entry(replica_id).or_insert(FollowerState {
             log_end_offset: fetch_offset,
+            log_start_offset,
             last_caught_up: now - Duration::from_secs(3600),
             last_fetch_leader_end: -1,
             last_fetch: now,
@@ -118,6 +160,7 @@ impl Partition {
             f.last_caught_up = f.last_caught_up.max(f.last_fetch);
         }
         f.log_end_offset = fetch_offset;
+        f.log_start_offset = log_start_offset;
         f.last_fetch_leader_end = leader_end;
         f.last_fetch = now;
     }
@@ -170,6 +213,26 @@ impl Partition {
         // Keep Kafka's order: replica order.
         isr.sort_by_key(|r| state.replicas.iter().position(|x| x == r));
         (isr != state.isr).then_some(isr)
+    }
+
+    /// On a leader: the in-sync followers and their progress, for choosing a preferred read
+    /// replica.
+    pub fn in_sync_followers(&self) -> Vec<ReplicaView> {
+        let isr = self.state.read().isr.clone();
+        let now = Instant::now();
+        let followers = self.followers.lock();
+        isr.iter()
+            .filter(|r| **r != self.node_id)
+            .filter_map(|r| {
+                let f = followers.get(r)?;
+                Some(ReplicaView {
+                    broker: *r,
+                    log_end_offset: f.log_end_offset,
+                    log_start_offset: f.log_start_offset,
+                    since_caught_up: now.saturating_duration_since(f.last_caught_up),
+                })
+            })
+            .collect()
     }
 
     pub fn set_isr_change_pending(&self, pending: bool) {

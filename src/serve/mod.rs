@@ -178,7 +178,7 @@ async fn register(config: &Config, meta: &MetadataQuorum) -> Result<uuid::Uuid> 
                 security_protocol: l.protocol.id(),
             })
             .collect(),
-        rack: None,
+        rack: config.kafka.broker_rack.clone(),
         incarnation_id,
         fenced: false,
     };
