@@ -186,20 +186,24 @@ def test_kafka_configs_brokers_describe_alter_apply_and_persist(make_target):
     assert produce_error(broker, "dyn", 1_000) is None
 
     # Smaller segments, then size retention, for the topic created before.
-    assert incremental(broker, "", [("message.max.bytes", D, None),
-                                    ("log.segment.bytes", S, "1048576")]) is None
+    res = kafka_tool("kafka-configs", broker, "--entity-type", "brokers", "--entity-default",
+                     "--alter", "--delete-config", "message.max.bytes",
+                     "--add-config", "log.segment.bytes=1048576")
+    assert "Completed updating default config for brokers in the cluster." in res.stdout, res
     assert incremental(broker, "1", [("log.segment.bytes", D, None)]) is None
     assert produce_error(broker, "dyn", 10_000) is None
     produce_bytes(broker, "dyn", 30, 100_000)
     assert len(segments(broker, "dyn")) >= 3, segments(broker, "dyn")
     assert low_watermark(broker, "dyn") == 0
-    assert incremental(broker, "", [("log.retention.bytes", S, "1048576")]) is None
-    wait_until(lambda: low_watermark(broker, "dyn") > 0, 30, "size retention from the default")
+    assert incremental(broker, "1", [("log.retention.bytes", S, "1048576")]) is None
+    wait_until(lambda: low_watermark(broker, "dyn") > 0, 30, "size retention from the broker's")
 
     # They are metadata records: a restart keeps them.
     broker.restart()
     entries = configs(broker, ConfigResource(ConfigResource.Type.BROKER, "1"))
     assert (entries["log.retention.bytes"].value, entries["log.retention.bytes"].source) == \
+        ("1048576", DYNAMIC_BROKER)
+    assert (entries["log.segment.bytes"].value, entries["log.segment.bytes"].source) == \
         ("1048576", DYNAMIC_DEFAULT)
     assert (entries["log.cleaner.threads"].value, entries["log.cleaner.threads"].source) == \
         ("2", DYNAMIC_BROKER)
@@ -213,7 +217,7 @@ def test_cluster_default_reaches_every_broker(make_cluster):
     cluster.create_topic("spread", 3, rf=3)
 
     class Bootstrap:
-        bootstrap = cluster.bootstrap()
+        bootstrap = cluster.bootstrap
 
     res = kafka_tool("kafka-configs", Bootstrap, "--entity-type", "brokers", "--entity-default",
                      "--alter", "--add-config", "message.max.bytes=4000")
