@@ -87,6 +87,14 @@ impl Broker {
         self.meta.image()
     }
 
+    /// The broker settings in effect: static ones with the image's dynamic broker configs
+    /// over them. A lock-free snapshot, rebuilt only when those configs change.
+    pub fn dynamic_config(&self) -> Arc<crate::config::dynamic::EffectiveConfig> {
+        self.replicas
+            .configs()
+            .current(&self.image().broker_configs)
+    }
+
     /// The active controller's id, or -1 while there is none.
     pub fn controller_id(&self) -> i32 {
         self.meta.leader_id().map(|id| id as i32).unwrap_or(-1)

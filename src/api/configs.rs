@@ -1,6 +1,5 @@
-//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topic and broker resources.
-//! Topic overrides live in the metadata log; broker settings are static (from the config file
-//! and environment), so they can be described but not altered.
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs: the requests, access checks and
+//! topic resources (overrides in the metadata log). BROKER resources are `broker_configs`'.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -18,11 +17,7 @@ use kafka_protocol::ResponseError;
 use super::code;
 use super::session::Session;
 use crate::broker::Broker;
-use crate::config::BROKER_SETTINGS;
-use crate::log::config::{
-    broker_synonyms, topic_config_def, validate_topic_overrides, SOURCE_DEFAULT_CONFIG,
-    SOURCE_STATIC_BROKER_CONFIG, SOURCE_TOPIC_CONFIG, TOPIC_CONFIGS,
-};
+use crate::log::config::{topic_config_def, validate_topic_overrides};
 use crate::meta::acl::{AclOperation, ResourceType};
 use crate::meta::image::{ApplyOutcome, MetadataRecord};
 
@@ -34,7 +29,7 @@ const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 
-type Failure = (ResponseError, String);
+pub(super) type Failure = (ResponseError, String);
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
@@ -101,7 +96,9 @@ pub fn describe(
                         access.map(|()| Vec::new())
                     }
                     RESOURCE_TOPIC => describe_topic(broker, &r.resource_name, detail),
-                    RESOURCE_BROKER => describe_broker(broker, &r.resource_name, detail),
+                    RESOURCE_BROKER => {
+                        super::broker_configs::describe(broker, &r.resource_name, detail)
+                    }
                     other => Err((
                         ResponseError::InvalidRequest,
                         format!("Unsupported resource type {other}"),
@@ -122,7 +119,7 @@ pub fn describe(
     DescribeConfigsResponse::default().with_results(results)
 }
 
-fn entry(
+pub(super) fn entry(
     name: &str,
     value: Option<&str>,
     source: i8,
@@ -144,19 +141,19 @@ fn entry(
     e
 }
 
-fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
+pub(super) fn synonym(name: &str, value: Option<&str>, source: i8) -> DescribeConfigsSynonym {
     DescribeConfigsSynonym::default()
         .with_name(s(name))
-        .with_value(Some(s(value)))
+        .with_value(value.map(s))
         .with_source(source)
 }
 
 /// What a request asked to be included.
 #[derive(Clone, Copy)]
-struct Detail {
-    version: i16,
-    synonyms: bool,
-    docs: bool,
+pub(super) struct Detail {
+    pub version: i16,
+    pub synonyms: bool,
+    pub docs: bool,
 }
 
 fn describe_topic(
@@ -171,14 +168,12 @@ fn describe_topic(
             format!("Topic '{name}' does not exist."),
         )
     })?;
-    let raw = &broker.config.kafka.raw;
     Ok(broker
-        .config
-        .topic_defaults
-        .describe(&topic.configs)
+        .dynamic_config()
+        .describe_topic(&topic.configs)
         .into_iter()
-        .filter_map(|(key, value, source)| {
-            // `describe` lists only defined keys; an unknown one is skipped, never a panic.
+        .filter_map(|(key, value, source, synonyms)| {
+            // `describe_topic` lists only defined keys; an unknown one is skipped, never a panic.
             let def = topic_config_def(key)?;
             let kind = (def.config_type(), def.doc);
             let mut e = entry(
@@ -191,129 +186,14 @@ fn describe_topic(
                 detail.docs,
             );
             if detail.synonyms {
-                if let Some(v) = topic.configs.get(key) {
-                    e.synonyms.push(synonym(key, v, SOURCE_TOPIC_CONFIG));
-                }
-                for (broker_key, default) in broker_synonyms(def) {
-                    if let Some(v) = raw.get(broker_key) {
-                        e.synonyms
-                            .push(synonym(broker_key, v, SOURCE_STATIC_BROKER_CONFIG));
-                    }
-                    if let Some(d) = default {
-                        e.synonyms
-                            .push(synonym(broker_key, d, SOURCE_DEFAULT_CONFIG));
-                    }
-                }
+                e.synonyms = synonyms
+                    .iter()
+                    .map(|(n, v, src)| synonym(n, Some(v), *src))
+                    .collect();
             }
             Some(e)
         })
         .collect())
-}
-
-fn describe_broker(
-    broker: &Broker,
-    name: &str,
-    detail: Detail,
-) -> Result<Vec<DescribeConfigsResourceResult>, Failure> {
-    check_broker_resource(broker, name)?;
-    let raw = &broker.config.kafka.raw;
-    // name -> (default, (type, doc))
-    let mut rows: BTreeMap<&str, (Option<&str>, (i8, &str))> = BTreeMap::new();
-    for (key, default, config_type, doc) in BROKER_SETTINGS {
-        rows.insert(key, (Some(default), (*config_type, doc)));
-    }
-    for def in TOPIC_CONFIGS {
-        for (broker_key, default) in broker_synonyms(def) {
-            let config_type = if broker_key.ends_with(".hours") || broker_key.ends_with(".minutes")
-            {
-                3
-            } else {
-                def.config_type()
-            };
-            rows.insert(broker_key, (default, (config_type, def.doc)));
-        }
-    }
-    let node = broker.node_id().to_string();
-    let dirs = broker.config.data_dir.join("logs").display().to_string();
-    let listeners = &broker.config.listeners.listeners;
-    let listener = listeners
-        .iter()
-        .map(|l| format!("{}://{}", l.name, l.bind))
-        .collect::<Vec<_>>()
-        .join(",");
-    let advertised = listeners
-        .iter()
-        .map(|l| format!("{}://{}:{}", l.name, l.advertised_host, l.advertised_port))
-        .collect::<Vec<_>>()
-        .join(",");
-    let fixed: [(&str, String); 5] = [
-        ("broker.id", node.clone()),
-        ("node.id", node),
-        ("log.dirs", dirs),
-        ("listeners", listener),
-        ("advertised.listeners", advertised),
-    ];
-    let mut out: Vec<DescribeConfigsResourceResult> = rows
-        .into_iter()
-        .map(|(key, (default, kind))| {
-            let (value, source) = match raw.get(key) {
-                Some(v) => (Some(v.as_str()), SOURCE_STATIC_BROKER_CONFIG),
-                None => (default, SOURCE_DEFAULT_CONFIG),
-            };
-            let mut e = entry(key, value, source, true, kind, detail.version, detail.docs);
-            if detail.synonyms {
-                if let Some(v) = raw.get(key) {
-                    e.synonyms
-                        .push(synonym(key, v, SOURCE_STATIC_BROKER_CONFIG));
-                }
-                if let Some(d) = default {
-                    e.synonyms.push(synonym(key, d, SOURCE_DEFAULT_CONFIG));
-                }
-            }
-            e
-        })
-        .collect();
-    for (key, value) in fixed {
-        let mut e = entry(
-            key,
-            Some(&value),
-            SOURCE_STATIC_BROKER_CONFIG,
-            true,
-            (2, ""),
-            detail.version,
-            detail.docs,
-        );
-        if detail.synonyms {
-            e.synonyms
-                .push(synonym(key, &value, SOURCE_STATIC_BROKER_CONFIG));
-        }
-        out.push(e);
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
-}
-
-fn check_broker_resource(broker: &Broker, name: &str) -> Result<(), Failure> {
-    if name.is_empty() || name == broker.node_id().to_string() {
-        Ok(())
-    } else {
-        Err((
-            ResponseError::InvalidRequest,
-            format!(
-                "Unexpected broker id, expected {} or empty string, but received {name}",
-                broker.node_id()
-            ),
-        ))
-    }
-}
-
-/// Broker settings are static here: any change is refused, as Kafka refuses read-only ones.
-fn refuse_broker_change(broker: &Broker, name: &str, keys: &[String]) -> Result<(), Failure> {
-    check_broker_resource(broker, name)?;
-    Err((
-        ResponseError::InvalidConfig,
-        format!("Cannot update these configs dynamically: {keys:?}"),
-    ))
 }
 
 /// Validates and (unless `validate_only`) commits a topic's new override set.
@@ -399,8 +279,8 @@ pub async fn alter(
                 apply_topic_configs(broker, &r.resource_name, build, req.validate_only).await
             }
             RESOURCE_BROKER => {
-                let keys: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
-                refuse_broker_change(broker, &r.resource_name, &keys)
+                super::broker_configs::alter(broker, &r.resource_name, &pairs, req.validate_only)
+                    .await
             }
             other => Err((
                 ResponseError::InvalidRequest,
@@ -533,8 +413,13 @@ pub async fn incremental_alter(
                 apply_topic_configs(broker, &r.resource_name, build, req.validate_only).await
             }
             (None, RESOURCE_BROKER) => {
-                let keys: Vec<String> = ops.iter().map(|(k, _, _)| k.clone()).collect();
-                refuse_broker_change(broker, &r.resource_name, &keys)
+                super::broker_configs::incremental_alter(
+                    broker,
+                    &r.resource_name,
+                    &ops,
+                    req.validate_only,
+                )
+                .await
             }
             (None, other) => Err((
                 ResponseError::InvalidRequest,

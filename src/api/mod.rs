@@ -5,6 +5,7 @@
 
 pub mod acls;
 pub mod api_versions;
+mod broker_configs;
 pub mod client_quotas;
 pub mod configs;
 pub mod delete_records;

@@ -149,11 +149,10 @@ fn topic_result(
                     .unwrap_or(0);
                 result.configs = Some(
                     broker
-                        .config
-                        .topic_defaults
-                        .describe(&created.configs)
+                        .dynamic_config()
+                        .describe_topic(&created.configs)
                         .into_iter()
-                        .map(|(k, v, source)| {
+                        .map(|(k, v, source, _)| {
                             CreatableTopicConfigs::default()
                                 .with_name(StrBytes::from_static_str(k))
                                 .with_value(Some(StrBytes::from_string(v)))

@@ -7,6 +7,7 @@
 //! `${env:NAME}`), which `providers` resolves before any setting is parsed.
 
 mod coordinators;
+pub mod dynamic;
 pub mod providers;
 
 use std::collections::BTreeMap;
@@ -451,6 +452,7 @@ impl KafkaSettings {
                     key.as_str(),
                     "log.retention.hours" | "log.retention.minutes" | "log.roll.hours"
                 )
+                || dynamic::is_dynamic(key)
                 || SECURITY_KEYS.contains(&key.as_str())
                 || key.starts_with("listener.name.")
                 || providers::is_provider_key(key);

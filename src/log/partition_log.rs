@@ -22,6 +22,8 @@ use parking_lot::{Mutex, RwLock};
 
 use super::batch::BatchView;
 use super::cleaner::CleanerState;
+use arc_swap::ArcSwap;
+
 use super::config::LogConfig;
 use super::flusher::LogFlusher;
 use super::leader_epoch::LeaderEpochCache;
@@ -104,7 +106,9 @@ pub struct PartitionLog {
     dir: PathBuf,
     /// This log, for the flusher's queue.
     me: Weak<PartitionLog>,
-    config: RwLock<Arc<LogConfig>>,
+    /// Swapped whole when the topic's or the broker's configs change; appends and reads
+    /// take a lock-free snapshot.
+    config: ArcSwap<LogConfig>,
     segments: RwLock<BTreeMap<i64, Arc<LogSegment>>>,
     writer: Mutex<WriterState>,
     log_start_offset: AtomicI64,
@@ -139,11 +143,11 @@ pub struct PartitionLog {
 
 impl PartitionLog {
     pub fn config(&self) -> Arc<LogConfig> {
-        self.config.read().clone()
+        self.config.load_full()
     }
 
     pub fn set_config(&self, config: Arc<LogConfig>) {
-        *self.config.write() = config;
+        self.config.store(config);
     }
 
     pub fn log_start_offset(&self) -> i64 {

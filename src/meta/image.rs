@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::acl::{AclBinding, AclBindingFilter, AclStore};
+use super::broker_configs::DynamicBrokerConfigs;
 
 /// One advertised listener of a broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +123,12 @@ pub enum MetadataRecord {
     },
     /// Removes a user's SCRAM credential for one mechanism.
     DeleteScramCredential { user: String, mechanism: String },
+    /// Sets (`Some`) or removes (`None`) dynamic broker configs (validated by the proposer) of
+    /// one broker, or with `broker_id: None` of the cluster-wide default.
+    AlterBrokerConfigs {
+        broker_id: Option<i32>,
+        changes: BTreeMap<String, Option<String>>,
+    },
 }
 
 /// A SCRAM credential as stored (RFC 5802): salt, StoredKey, ServerKey, iterations.
@@ -185,6 +192,9 @@ pub struct MetadataImage {
     /// SCRAM credentials: user → mechanism name → credential.
     #[serde(default)]
     pub scram_credentials: BTreeMap<String, BTreeMap<String, ScramCredential>>,
+    /// Dynamic broker configs (`kafka-configs --entity-type brokers`); shared until changed.
+    #[serde(default)]
+    pub broker_configs: Arc<DynamicBrokerConfigs>,
 }
 
 impl BrokerRegistration {
@@ -398,6 +408,10 @@ impl MetadataImage {
                 } else {
                     ApplyOutcome::Conflict
                 }
+            }
+            MetadataRecord::AlterBrokerConfigs { broker_id, changes } => {
+                Arc::make_mut(&mut self.broker_configs).alter(*broker_id, changes);
+                ApplyOutcome::Ok
             }
             MetadataRecord::DeleteTopic { topic_id } => {
                 match self.topic_names_by_id.remove(topic_id) {

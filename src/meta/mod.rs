@@ -13,6 +13,7 @@
 //! members, status).
 
 pub mod acl;
+pub mod broker_configs;
 pub mod controller;
 mod controller_loop;
 pub mod image;

@@ -28,9 +28,9 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::config::dynamic::DynamicConfig;
 use crate::log::manager::LogManager;
 pub use crate::log::now_ms;
-use crate::log::TopicDefaults;
 use crate::meta::image::MetadataImage;
 pub use partition::{Partition, PartitionError, PartitionState};
 pub use transactions::{WriteFailed, Written};
@@ -104,7 +104,9 @@ struct ToOpen {
 pub struct ReplicaManager {
     node_id: i32,
     logs: LogManager,
-    topic_defaults: TopicDefaults,
+    /// The broker settings in effect (static with the image's dynamic configs over them): the
+    /// topic defaults every hosted log's config is resolved against.
+    configs: Arc<DynamicConfig>,
     pub settings: ReplicaSettings,
     hosted: ArcSwap<HashMap<String, HostedTopic>>,
     /// Serializes applying metadata images (never taken on the produce or fetch path), and
@@ -126,14 +128,14 @@ impl ReplicaManager {
     pub fn new(
         node_id: i32,
         logs: LogManager,
-        topic_defaults: TopicDefaults,
+        configs: Arc<DynamicConfig>,
         settings: ReplicaSettings,
     ) -> Self {
         Self {
             brokers: broker_clients::BrokerClients::new(node_id, settings.clone()),
             node_id,
             logs,
-            topic_defaults,
+            configs,
             settings,
             hosted: ArcSwap::from_pointee(HashMap::new()),
             apply_lock: Mutex::new(0),
@@ -150,6 +152,11 @@ impl ReplicaManager {
 
     pub fn logs(&self) -> &LogManager {
         &self.logs
+    }
+
+    /// The broker settings in effect with the latest image's dynamic configs.
+    pub fn configs(&self) -> &Arc<DynamicConfig> {
+        &self.configs
     }
 
     /// Waits (up to `timeout`) until an image of at least `version` has been applied here:
@@ -318,8 +325,10 @@ impl ReplicaManager {
         hosted: &HashMap<String, HostedTopic>,
     ) -> Vec<ToOpen> {
         let mut to_open = Vec::new();
+        // A dynamic broker config change reaches every topic without an override of its own.
+        let effective = self.configs.current(&image.broker_configs);
         for (name, topic) in &image.topics {
-            let config = Arc::new(self.topic_defaults.resolve(&topic.configs));
+            let config = Arc::new(effective.topic_defaults.resolve(&topic.configs));
             for p in topic
                 .partitions
                 .iter()

@@ -69,7 +69,10 @@ pub async fn run(config: Config) -> Result<()> {
     let replicas = Arc::new(ReplicaManager::new(
         config.node_id,
         logs,
-        config.topic_defaults.clone(),
+        Arc::new(crate::config::dynamic::DynamicConfig::new(
+            config.kafka.raw.0.clone(),
+            config.node_id,
+        )),
         config.kafka.replica.clone(),
     ));
     let broker = Broker::new(config, meta, replicas, incarnation_id);

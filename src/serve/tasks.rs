@@ -43,9 +43,10 @@ pub(super) async fn follow_metadata(broker: Arc<Broker>) {
 }
 
 /// The log cleaner: a compaction pass over every hosted compacted log, one at a time on a
-/// blocking thread, every `log.cleaner.backoff.ms`.
+/// blocking thread, every `log.cleaner.backoff.ms`. The `log.cleaner.*` settings are read
+/// anew each round, so dynamic broker configs apply from the next one.
 pub(super) async fn clean_logs(broker: Arc<Broker>) {
-    let config =
+    let mut config =
         match crate::log::cleaner::CleanerConfig::from_broker_settings(&broker.config.kafka.raw) {
             Ok(c) => c,
             Err(e) => {
@@ -56,8 +57,14 @@ pub(super) async fn clean_logs(broker: Arc<Broker>) {
     if !config.enable {
         return;
     }
-    let every = Duration::from_millis(config.backoff_ms.max(10));
     loop {
+        match broker.dynamic_config().cleaner() {
+            Ok(c) => config = c,
+            Err(e) => {
+                tracing::warn!(error = %e, "invalid dynamic log cleaner settings; keeping the previous ones")
+            }
+        }
+        let every = Duration::from_millis(config.backoff_ms.max(10));
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = broker.shutdown.cancelled() => return,
@@ -158,7 +165,9 @@ pub(super) async fn retention_and_expiry(broker: Arc<Broker>) {
         let b = broker.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let now = now_ms();
-            let expiration_ms = b.config.kafka.producer_id_expiration_ms;
+            let expiration_ms = b
+                .dynamic_config()
+                .get("producer.id.expiration.ms", b.config.kafka.producer_id_expiration_ms);
             for (name, topic) in b.replicas.hosted().iter() {
                 for (index, partition) in &topic.partitions {
                     if expire {

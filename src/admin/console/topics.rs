@@ -187,9 +187,13 @@ pub async fn detail(console: &Console, viewer: &Viewer, name: &str) -> Page {
         name,
     ) {
         body.push_str("<h2>Configs</h2><table id=\"configs\"><thead><tr><th>Name</th><th>Value</th><th>Source</th></tr></thead><tbody>");
-        for (key, value, source) in broker.config.topic_defaults.describe(&topic.configs) {
+        for (key, value, source, _) in broker.dynamic_config().describe_topic(&topic.configs) {
             let source = match source {
                 crate::log::config::SOURCE_TOPIC_CONFIG => "topic",
+                crate::log::config::SOURCE_DYNAMIC_BROKER_CONFIG => "broker (dynamic)",
+                crate::log::config::SOURCE_DYNAMIC_DEFAULT_BROKER_CONFIG => {
+                    "cluster default (dynamic)"
+                }
                 crate::log::config::SOURCE_STATIC_BROKER_CONFIG => "broker",
                 _ => "default",
             };

@@ -80,7 +80,7 @@ impl PartitionLog {
         let log = Arc::new_cyclic(|me| Self {
             dir: dir.to_path_buf(),
             me: me.clone(),
-            config: RwLock::new(config),
+            config: arc_swap::ArcSwap::new(config),
             segments: RwLock::new(loaded.segments),
             writer: Mutex::new(WriterState {
                 unflushed_messages: 0,

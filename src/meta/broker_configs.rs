@@ -1,0 +1,71 @@
+//! Dynamic broker configs as the metadata log holds them (Kafka's KIP-226 configs, set with
+//! `kafka-configs --entity-type brokers`): the cluster-wide default (`--entity-default`, resource
+//! name "") and per-broker values (`--entity-name <id>`). Values are stored as given, already
+//! validated by the proposer; `config::dynamic` layers them over the static settings.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Every dynamic broker config of the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DynamicBrokerConfigs {
+    /// The cluster-wide default (DYNAMIC_DEFAULT_BROKER_CONFIG), for every broker.
+    pub cluster_default: BTreeMap<String, String>,
+    /// Per-broker values (DYNAMIC_BROKER_CONFIG), by broker id; they win over the default.
+    pub brokers: BTreeMap<i32, BTreeMap<String, String>>,
+}
+
+static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+
+impl DynamicBrokerConfigs {
+    /// The configs of one resource: `None` is the cluster-wide default.
+    pub fn resource(&self, broker_id: Option<i32>) -> &BTreeMap<String, String> {
+        match broker_id {
+            None => &self.cluster_default,
+            Some(id) => self.brokers.get(&id).unwrap_or(&EMPTY),
+        }
+    }
+
+    /// Sets (`Some`) or removes (`None`) keys of one resource.
+    pub fn alter(&mut self, broker_id: Option<i32>, changes: &BTreeMap<String, Option<String>>) {
+        let configs = match broker_id {
+            None => &mut self.cluster_default,
+            Some(id) => self.brokers.entry(id).or_default(),
+        };
+        for (key, value) in changes {
+            match value {
+                Some(v) => {
+                    configs.insert(key.clone(), v.clone());
+                }
+                None => {
+                    configs.remove(key);
+                }
+            }
+        }
+        self.brokers.retain(|_, c| !c.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alter_sets_and_removes_per_resource() {
+        let mut d = DynamicBrokerConfigs::default();
+        let set = |k: &str, v: Option<&str>| BTreeMap::from([(k.to_string(), v.map(String::from))]);
+        d.alter(None, &set("log.retention.ms", Some("1000")));
+        d.alter(Some(2), &set("message.max.bytes", Some("500")));
+        assert_eq!(
+            d.resource(None).get("log.retention.ms").map(String::as_str),
+            Some("1000")
+        );
+        assert_eq!(d.resource(Some(2)).len(), 1);
+        assert!(d.resource(Some(1)).is_empty());
+        d.alter(Some(2), &set("message.max.bytes", None));
+        assert!(d.brokers.is_empty(), "an emptied broker entry is dropped");
+        d.alter(None, &set("nothing.here", None));
+        assert_eq!(d.cluster_default.len(), 1);
+    }
+}
