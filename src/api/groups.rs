@@ -298,13 +298,14 @@ pub fn list(
     } else {
         Vec::new()
     };
-    let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
-    if version >= 5 && !types.is_empty() && !types.iter().any(|t| t == "classic") {
-        return ListGroupsResponse::default();
-    }
+    let types: Vec<String> = if version >= 5 {
+        req.types_filter.iter().map(|s| s.to_lowercase()).collect()
+    } else {
+        Vec::new()
+    };
     let groups = broker
         .groups
-        .list(&states)
+        .list(&states, &types)
         .into_iter()
         .filter(|g| {
             all || session.allowed(
@@ -322,7 +323,7 @@ pub fn list(
                 l.group_state = s(g.state);
             }
             if version >= 5 {
-                l.group_type = s("classic");
+                l.group_type = s(g.group_type);
             }
             l
         })
@@ -346,6 +347,12 @@ pub fn describe(
                 return d.with_error_code(code(ResponseError::GroupAuthorizationFailed));
             }
             let mut d = match broker.groups.describe(id) {
+                // A consumer group (KIP-848) is not described by the classic API.
+                Err(ResponseError::GroupIdNotFound) if version >= 6 => d
+                    .with_group_state(s("Dead"))
+                    .with_error_code(code(ResponseError::GroupIdNotFound))
+                    .with_error_message(Some(s(format!("Group {} is not a classic group.", id.0)))),
+                Err(ResponseError::GroupIdNotFound) => d.with_group_state(s("Dead")),
                 Err(e) => return d.with_error_code(code(e)),
                 // v6 reports a missing group as an error; earlier versions as Dead.
                 Ok(None) if version >= 6 => d

@@ -8,6 +8,7 @@ pub mod api_versions;
 mod broker_configs;
 pub mod client_quotas;
 pub mod configs;
+pub mod consumer_groups;
 pub mod delete_records;
 pub mod fetch;
 pub mod groups;
@@ -70,6 +71,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    // The consumer group protocol (KIP-848); v1 has clients generate their member ids.
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
     (ApiKey::DescribeAcls, 0, 3),
     (ApiKey::CreateAcls, 0, 3),
     (ApiKey::DeleteAcls, 0, 3),

@@ -89,6 +89,7 @@ pub async fn commit(
             &req.member_id,
             instance.as_deref(),
             generation,
+            version,
             commits,
         )
         .await;
@@ -223,7 +224,7 @@ pub fn fetch(
         let groups = req
             .groups
             .iter()
-            .map(|g| fetch_group(broker, session, g, req.require_stable))
+            .map(|g| fetch_group(broker, session, version, g, req.require_stable))
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
@@ -267,6 +268,7 @@ pub fn fetch(
 fn fetch_group(
     broker: &Broker,
     session: &Session,
+    version: i16,
     g: &OffsetFetchRequestGroup,
     require_stable: bool,
 ) -> OffsetFetchResponseGroup {
@@ -275,6 +277,15 @@ fn fetch_group(
         .as_ref()
         .map(|ts| wanted_topics(ts.iter().map(|t| (&t.name, &t.partition_indexes))));
     let r = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+    if version >= 9 {
+        let member = g.member_id.as_deref();
+        if let Err(e) = broker
+            .groups
+            .validate_offset_fetch(&g.group_id, member, g.member_epoch)
+        {
+            return r.with_error_code(code(e));
+        }
+    }
     match visible_offsets(broker, session, &g.group_id, wanted) {
         Err(e) => r.with_error_code(code(e)),
         Ok((map, denied)) => r.with_topics(

@@ -23,7 +23,28 @@ pub(super) fn group_config(raw: &BTreeMap<String, String>) -> Result<crate::grou
         offsets_retention_check_interval: ms("offsets.retention.check.interval.ms")?,
         offset_metadata_max_bytes: get(raw, "offset.metadata.max.bytes")?,
         commit_timeout: ms("offsets.commit.timeout.ms")?,
+        consumer_session_timeout: ms("group.consumer.session.timeout.ms")?,
+        consumer_heartbeat_interval: ms("group.consumer.heartbeat.interval.ms")?,
+        consumer_max_size: get(raw, "group.consumer.max.size")?,
+        consumer_assignors: consumer_assignors(raw)?,
+        migration_policy: get(raw, "group.consumer.migration.policy")?,
     })
+}
+
+/// `group.consumer.assignors`: each must be one this broker has.
+fn consumer_assignors(raw: &BTreeMap<String, String>) -> Result<Vec<&'static str>> {
+    let list: String = get(raw, "group.consumer.assignors")?;
+    let mut out = Vec::new();
+    for a in list.split(',').filter(|a| !a.trim().is_empty()) {
+        match crate::group::consumer::assignor::assignor_name(a) {
+            Some(name) => out.push(name),
+            None => bail!("[kafka] group.consumer.assignors: unknown assignor {a}"),
+        }
+    }
+    if out.is_empty() {
+        bail!("[kafka] group.consumer.assignors must name at least one assignor");
+    }
+    Ok(out)
 }
 
 /// The transaction coordinator's settings (`transaction.*`, `transactional.id.*`).

@@ -25,6 +25,8 @@ pub struct ListedGroup {
     pub group_id: String,
     pub protocol_type: String,
     pub state: &'static str,
+    /// "classic" or "consumer".
+    pub group_type: &'static str,
 }
 
 /// A member as DescribeGroups reports it.
@@ -80,6 +82,9 @@ impl GroupCoordinator {
         let rebalance_timeout = join.rebalance_timeout;
         let (reply, written) = {
             let mut entry = handle.lock();
+            if let Err(e) = self.claim_for_classic(group_id, &mut entry) {
+                return fail(e);
+            }
             let (reply, persist) = entry
                 .group
                 .join(join, self.timing(), Instant::now(), now_ms());
@@ -203,8 +208,8 @@ impl GroupCoordinator {
         Ok(results)
     }
 
-    /// ListGroups, optionally filtered by state names (lowercase).
-    pub fn list(&self, states: &[String]) -> Vec<ListedGroup> {
+    /// ListGroups, optionally filtered by state names and group types (lowercase).
+    pub fn list(&self, states: &[String], types: &[String]) -> Vec<ListedGroup> {
         let mut groups: Vec<ListedGroup> = self
             .all_groups()
             .into_iter()
@@ -214,14 +219,25 @@ impl GroupCoordinator {
                 if g.state == GroupState::Dead {
                     return None;
                 }
-                let state = g.state.name();
+                let (state, protocol_type, group_type) = match Self::consumer_state(&e) {
+                    Some(s) => (s.name(), "consumer".to_string(), "consumer"),
+                    None => (
+                        g.state.name(),
+                        g.protocol_type.clone().unwrap_or_default(),
+                        "classic",
+                    ),
+                };
                 if !states.is_empty() && !states.contains(&state.to_lowercase()) {
+                    return None;
+                }
+                if !types.is_empty() && !types.iter().any(|t| t == group_type) {
                     return None;
                 }
                 Some(ListedGroup {
                     group_id: id,
-                    protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                    protocol_type,
                     state,
+                    group_type,
                 })
             })
             .collect();
@@ -236,6 +252,9 @@ impl GroupCoordinator {
             return Ok(None);
         };
         let e = h.lock();
+        if e.consumer.is_some() {
+            return Err(ResponseError::GroupIdNotFound);
+        }
         let g = &e.group;
         let stable = g.state == GroupState::Stable;
         let members = g
@@ -275,9 +294,18 @@ impl GroupCoordinator {
         };
         let written = {
             let mut e = h.lock();
+            if e.consumer.as_ref().is_some_and(|c| !c.is_empty()) {
+                return ResponseError::NonEmptyGroup.code();
+            }
             if let Err(err) = e.group.mark_dead(now_ms()) {
                 return err.code();
             }
+            let consumer_tombstones: Vec<(Bytes, Option<Bytes>)> = e
+                .consumer
+                .take()
+                .filter(|c| c.stored)
+                .map(|c| c.tombstones().iter().map(|r| r.encode(group_id)).collect())
+                .unwrap_or_default();
             let mut tombstones: Vec<(Bytes, Option<Bytes>)> = e
                 .offsets
                 .keys()
@@ -294,6 +322,7 @@ impl GroupCoordinator {
                 group: group_id.to_string(),
             };
             tombstones.push((key.encode(), None));
+            tombstones.extend(consumer_tombstones);
             e.offsets.clear();
             self.append(group_id, &tombstones)
         };
@@ -311,6 +340,7 @@ impl GroupCoordinator {
 
     /// Timeouts of every group (sessions, join and sync phases), persisting what changed.
     pub fn tick(&self) {
+        self.tick_consumer_groups();
         let now = Instant::now();
         let now_wall = now_ms();
         let timing = self.timing();

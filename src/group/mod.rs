@@ -12,6 +12,8 @@
 //! high watermark passed it), as Kafka's pending offset commits do: what OffsetFetch returns
 //! can never be lost by a coordinator failover.
 
+pub mod consumer;
+mod consumer_coordinator;
 pub mod member;
 mod membership;
 mod offsets;
@@ -68,12 +70,24 @@ pub struct GroupConfig {
     pub offset_metadata_max_bytes: usize,
     /// offsets.commit.timeout.ms
     pub commit_timeout: Duration,
+    /// group.consumer.session.timeout.ms
+    pub consumer_session_timeout: Duration,
+    /// group.consumer.heartbeat.interval.ms
+    pub consumer_heartbeat_interval: Duration,
+    /// group.consumer.max.size
+    pub consumer_max_size: usize,
+    /// group.consumer.assignors (short names; the first is the default)
+    pub consumer_assignors: Vec<&'static str>,
+    /// group.consumer.migration.policy
+    pub migration_policy: String,
 }
 
 /// One group, its committed offsets, and offsets committed inside transactions not yet
 /// decided, by producer id.
 pub struct GroupEntry {
     pub group: Group,
+    /// Set when the group is a consumer group (KIP-848) rather than a classic one.
+    pub consumer: Option<consumer::ConsumerGroup>,
     pub offsets: HashMap<(String, i32), CommittedOffset>,
     pub pending_txn: HashMap<i64, txn_offsets::PendingOffsets>,
 }
@@ -176,6 +190,7 @@ impl GroupCoordinator {
             .or_insert_with(|| {
                 Arc::new(Mutex::new(GroupEntry {
                     group: Group::new(id, now_ms()),
+                    consumer: None,
                     offsets: HashMap::new(),
                     pending_txn: HashMap::new(),
                 }))
@@ -283,10 +298,23 @@ impl GroupCoordinator {
                 id.clone(),
                 GroupEntry {
                     group: Group::restore(id, value, now, now_wall),
+                    consumer: None,
                     offsets: HashMap::new(),
                     pending_txn: HashMap::new(),
                 },
             );
+        }
+        for (id, mut cg) in replay.consumer.drain() {
+            cg.start_timers(now, self.config.consumer_session_timeout);
+            entries
+                .entry(id.clone())
+                .or_insert_with(|| GroupEntry {
+                    group: Group::new(&id, now_wall),
+                    consumer: None,
+                    offsets: HashMap::new(),
+                    pending_txn: HashMap::new(),
+                })
+                .consumer = Some(cg);
         }
         let pending = replay.pending_by_group();
         for ((group, topic, partition), committed) in replay.offsets {
@@ -294,6 +322,7 @@ impl GroupCoordinator {
                 .entry(group.clone())
                 .or_insert_with(|| GroupEntry {
                     group: Group::new(&group, now_wall),
+                    consumer: None,
                     offsets: HashMap::new(),
                     pending_txn: HashMap::new(),
                 })
@@ -305,6 +334,7 @@ impl GroupCoordinator {
                 .entry(group.clone())
                 .or_insert_with(|| GroupEntry {
                     group: Group::new(&group, now_wall),
+                    consumer: None,
                     offsets: HashMap::new(),
                     pending_txn: HashMap::new(),
                 })
@@ -337,6 +367,8 @@ struct Replay {
     metadata: HashMap<String, GroupValue>,
     /// By producer id: its transactional records, in log order.
     pending: HashMap<i64, Vec<PendingRecord>>,
+    /// Consumer groups (KIP-848), rebuilt from their records.
+    consumer: HashMap<String, consumer::ConsumerGroup>,
 }
 
 /// A transactional record waiting for its marker: key, value, offset in the log.
@@ -371,6 +403,9 @@ impl Replay {
                 let Some(key) = r.key.as_deref() else {
                     continue;
                 };
+                if replay.consumer_record(key, r.value.as_deref()) {
+                    continue;
+                }
                 match RecordKey::decode(key) {
                     Ok(Some(key)) if b.is_transactional() => {
                         replay.pending.entry(b.producer_id()).or_default().push((
@@ -388,6 +423,33 @@ impl Replay {
             }
         });
         replay
+    }
+
+    /// Applies a consumer group record (key versions 3 to 8); false for other records.
+    fn consumer_record(&mut self, key: &[u8], value: Option<&[u8]>) -> bool {
+        use consumer::records::{ConsumerKey, ConsumerRecord};
+        let Some(version) = key.get(..2).map(|v| i16::from_be_bytes([v[0], v[1]])) else {
+            return false;
+        };
+        if !(consumer::records::GROUP_EPOCH_KEY..=consumer::records::CURRENT_ASSIGNMENT_KEY)
+            .contains(&version)
+        {
+            return false;
+        }
+        let decoded = ConsumerKey::decode(version, &key[2..])
+            .and_then(|k| ConsumerRecord::decode(&k, value).map(|r| (k, r)));
+        match decoded {
+            Ok((k, record)) => {
+                let group = self.consumer.entry(k.group.clone()).or_default();
+                if !group.replay(record) {
+                    self.consumer.remove(&k.group);
+                }
+                // A classic group of the same id was replaced by this consumer group.
+                self.metadata.remove(&k.group);
+            }
+            Err(e) => tracing::warn!(error = %e, "skipping a malformed consumer group record"),
+        }
+        true
     }
 
     /// The undecided transactional offsets, by group: producer id -> pending offsets.
@@ -458,6 +520,7 @@ impl Replay {
                 self.metadata.remove(&group);
             }
             (RecordKey::Group { group }, Some(v)) => {
+                self.consumer.remove(&group);
                 if let Ok(v) = GroupValue::decode(v) {
                     self.metadata.insert(group, v);
                 }

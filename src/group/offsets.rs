@@ -95,6 +95,7 @@ impl GroupCoordinator {
         member_id: &str,
         instance: Option<&str>,
         generation: i32,
+        version: i16,
         commits: Vec<OffsetCommit>,
     ) -> Result<Vec<i16>, ResponseError> {
         if group_id.is_empty() {
@@ -106,10 +107,13 @@ impl GroupCoordinator {
         let (mut errors, accepted) = self.screen_commits(&image, &commits, now_ms());
         let written = {
             let entry = handle.lock();
-            if let Err(e) = entry
-                .group
-                .validate_offset_commit(member_id, instance, generation)
-            {
+            let valid = match &entry.consumer {
+                Some(c) => c.validate_offset_commit(member_id, generation, version, false),
+                None => entry
+                    .group
+                    .validate_offset_commit(member_id, instance, generation),
+            };
+            if let Err(e) = valid {
                 return Ok(vec![e.code(); commits.len()]);
             }
             if accepted.is_empty() {
@@ -180,6 +184,24 @@ impl GroupCoordinator {
             });
         }
         (errors, accepted)
+    }
+
+    /// OffsetFetch v9+ names the member asking: a consumer group member must ask in its
+    /// current epoch (STALE_MEMBER_EPOCH), a member id unknown to the group is refused.
+    pub fn validate_offset_fetch(
+        &self,
+        group_id: &str,
+        member_id: Option<&str>,
+        member_epoch: i32,
+    ) -> Result<(), ResponseError> {
+        let Some(handle) = self.group(group_id) else {
+            return Ok(());
+        };
+        let entry = handle.lock();
+        match &entry.consumer {
+            Some(c) => c.validate_offset_fetch(member_id, member_epoch),
+            None => Ok(()),
+        }
     }
 
     /// OffsetFetch: the committed offsets of `group_id` (all of them when `wanted` is None).
@@ -400,6 +422,7 @@ mod tests {
     #[test]
     fn the_later_record_wins_whatever_order_replication_finishes_in() {
         let mut entry = GroupEntry {
+            consumer: None,
             group: Group::new("g", 0),
             offsets: Default::default(),
             pending_txn: std::collections::HashMap::new(),

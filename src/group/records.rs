@@ -53,7 +53,7 @@ pub struct GroupValue {
 
 #[derive(Debug, thiserror::Error)]
 #[error("malformed __consumer_offsets record: {0}")]
-pub struct RecordError(&'static str);
+pub struct RecordError(pub(crate) &'static str);
 
 fn put_string(buf: &mut BytesMut, s: &str) {
     buf.put_i16(s.len() as i16);

@@ -78,6 +78,8 @@ served_apis! {
     DescribeTransactions => DescribeTransactionsRequest,
     ListTransactions => ListTransactionsRequest,
     DescribeProducers => DescribeProducersRequest,
+    ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,
+    ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
 }
 
 #[derive(Debug)]
@@ -390,6 +392,16 @@ async fn route_traced(
                 client_host: format!("/{}", s.client_host),
             };
             respond!(api::groups::join(b, s, version, &client, r).await)
+        }
+        ApiRequest::ConsumerGroupHeartbeat(r) => {
+            let client = api::groups::ClientInfo {
+                client_id: client_id.unwrap_or_default(),
+                client_host: format!("/{}", s.client_host),
+            };
+            respond!(api::consumer_groups::heartbeat(b, s, version, &client, r).await)
+        }
+        ApiRequest::ConsumerGroupDescribe(r) => {
+            respond!(api::consumer_groups::describe(b, s, version, r))
         }
         ApiRequest::SyncGroup(r) => respond!(api::groups::sync(b, s, version, r).await),
         ApiRequest::Heartbeat(r) => respond!(api::groups::heartbeat(b, s, r)),

@@ -200,7 +200,7 @@ impl Peers {
         let image = broker.image();
         let me = broker.node_id();
         let mut out = Vec::new();
-        for g in broker.groups.list(&[]) {
+        for g in broker.groups.list(&[], &[]) {
             out.push((g.group_id, g.state.to_string(), me));
         }
         let asks = image
