@@ -223,11 +223,10 @@ fn resolve(
         follower && session.allowed_on_cluster(image, AclOperation::ClusterAction);
     let read_committed = !follower && req.isolation_level == READ_COMMITTED;
     // Partitions of a topic come together: resolve each run of them once.
-    let mut last: Option<(TopicKey, Option<Arc<str>>, uuid::Uuid, bool, bool)> = None;
+    let mut last: Option<ResolvedTopic> = None;
     let mut wanted = Vec::with_capacity(partitions.len());
     for (key, params) in partitions {
-        let same = last.as_ref().is_some_and(|l| l.0 == key.0);
-        if !same {
+        if last.as_ref().is_none_or(|l| l.key != key.0) {
             let (name, id, known) = match &key.0 {
                 TopicKey::Id(id) => match image.topic_by_id(id) {
                     Some(t) => (Some(Arc::<str>::from(t.name.as_str())), *id, true),
@@ -245,9 +244,22 @@ fn resolve(
                 }
                 (None, false) => true,
             };
-            last = Some((key.0.clone(), name, id, known, authorized));
+            last = Some(ResolvedTopic {
+                key: key.0.clone(),
+                name,
+                id,
+                known,
+                authorized,
+            });
         }
-        let Some((_, name, topic_id, known, authorized)) = &last else {
+        let Some(ResolvedTopic {
+            name,
+            id: topic_id,
+            known,
+            authorized,
+            ..
+        }) = &last
+        else {
             continue;
         };
         let index = key.1;
@@ -275,6 +287,15 @@ fn resolve(
         });
     }
     wanted
+}
+
+/// A topic of the request, as resolved once for its run of partitions.
+struct ResolvedTopic {
+    key: TopicKey,
+    name: Option<Arc<str>>,
+    id: uuid::Uuid,
+    known: bool,
+    authorized: bool,
 }
 
 fn partition_exists(image: &MetadataImage, topic: &str, index: i32) -> bool {
