@@ -94,6 +94,14 @@ def low_watermark(broker, topic):
         c.close()
 
 
+def broker_value(broker, name):
+    return configs(broker, ConfigResource(ConfigResource.Type.BROKER, "1"))[name].value
+
+
+def topic_value(broker, topic, name):
+    return configs(broker, ConfigResource(ConfigResource.Type.TOPIC, topic))[name].value
+
+
 def segments(broker, topic):
     return sorted(p.name for p in partition_dir(broker, topic, 0).glob("*.log"))
 
@@ -177,8 +185,9 @@ def test_kafka_configs_brokers_describe_alter_apply_and_persist(make_target):
         err = incremental(broker, "1", ops)
         assert err is not None and (err.code(), err.str()) == (code, message), (ops, err)
     assert incremental(broker, "1", [("log.cleanup.policy", A, "compact")]) is None
-    assert configs(broker, ConfigResource(ConfigResource.Type.BROKER, "1"))[
-        "log.cleanup.policy"].value == "delete,compact"
+    # (Kafka applies a change a moment after answering; Gregor before it answers.)
+    wait_until(lambda: broker_value(broker, "log.cleanup.policy") == "delete,compact", 10,
+               "APPEND to the default list")
     assert incremental(broker, "1", [("log.cleanup.policy", D, None)]) is None
 
     # message.max.bytes=5000 (cluster default) holds for the existing topic at once.
@@ -191,7 +200,10 @@ def test_kafka_configs_brokers_describe_alter_apply_and_persist(make_target):
                      "--add-config", "log.segment.bytes=1048576")
     assert "Completed updating default config for brokers in the cluster." in res.stdout, res
     assert incremental(broker, "1", [("log.segment.bytes", D, None)]) is None
-    assert produce_error(broker, "dyn", 10_000) is None
+    wait_until(lambda: topic_value(broker, "dyn", "segment.bytes") == "1048576", 10,
+               "the new segment.bytes default")
+    wait_until(lambda: produce_error(broker, "dyn", 10_000) is None, 10,
+               "message.max.bytes back to its default")
     produce_bytes(broker, "dyn", 30, 100_000)
     assert len(segments(broker, "dyn")) >= 3, segments(broker, "dyn")
     assert low_watermark(broker, "dyn") == 0

@@ -105,7 +105,7 @@ pub const DYNAMIC_KEYS: &[DynamicKey] = &[
     key("producer.id.expiration.ms", "86400000", Check::Int { min: 1 },
         "How long a producer id is kept after its last write. A dynamic change applies from the next expiry check."),
     key("transaction.partition.verification.enable", "true", Check::Bool,
-        "Verify with the transaction coordinator that a partition is in the transaction before a producer's first transactional write to it (KIP-890). Gregor reads it at startup: a dynamic value applies from the next restart."),
+        "Verify with the transaction coordinator that a partition is in the transaction before a producer's first transactional write to it (KIP-890). Gregor takes it from the static settings only: a dynamic value is stored and reported, with no effect."),
     quota("follower.replication.throttled.rate",
         "The replication rate limit, in bytes per second, of a follower's throttled replicas (follower.replication.throttled.replicas)."),
     quota("leader.replication.throttled.rate",

@@ -68,4 +68,27 @@ mod tests {
         d.alter(None, &set("nothing.here", None));
         assert_eq!(d.cluster_default.len(), 1);
     }
+
+    #[test]
+    fn records_apply_and_old_snapshots_read() {
+        use crate::meta::image::{ApplyOutcome, MetadataImage, MetadataRecord};
+        let mut image = MetadataImage::default();
+        let record = MetadataRecord::AlterBrokerConfigs {
+            broker_id: Some(1),
+            changes: BTreeMap::from([("message.max.bytes".to_string(), Some("10".to_string()))]),
+        };
+        assert_eq!(image.apply(&record), ApplyOutcome::Ok);
+        let encoded = serde_json::to_string(&record).expect("encode");
+        let decoded: MetadataRecord = serde_json::from_str(&encoded).expect("decode");
+        assert_eq!(decoded, record);
+        let mut json = serde_json::to_value(&image).expect("image");
+        let back: MetadataImage = serde_json::from_value(json.clone()).expect("image back");
+        assert_eq!(back.broker_configs, image.broker_configs);
+        // A snapshot written before dynamic broker configs existed.
+        json.as_object_mut()
+            .expect("object")
+            .remove("broker_configs");
+        let old: MetadataImage = serde_json::from_value(json).expect("old snapshot");
+        assert_eq!(*old.broker_configs, DynamicBrokerConfigs::default());
+    }
 }

@@ -34,10 +34,17 @@ const TLS_RELOAD_EVERY: Duration = Duration::from_secs(10);
 /// finish their current request and close.
 pub async fn run(broker: Arc<Broker>, listeners: Vec<(TcpListener, Arc<ListenerRuntime>)>) {
     let settings = &broker.config.kafka.connections;
+    // Dynamic broker configs of these keys (stored in the metadata) apply from startup.
+    let effective = broker.dynamic_config();
+    let overrides = effective
+        .settings()
+        .get("max.connections.per.ip.overrides")
+        .and_then(|text| ConnectionLimits::parse_overrides(text).ok())
+        .unwrap_or_else(|| settings.max_connections_per_ip_overrides.clone());
     let limits = ConnectionLimits::new(
-        settings.max_connections,
-        settings.max_connections_per_ip,
-        settings.max_connections_per_ip_overrides.clone(),
+        effective.get("max.connections", settings.max_connections),
+        effective.get("max.connections.per.ip", settings.max_connections_per_ip),
+        overrides,
     );
     let pool = MemoryPool::new(settings.queued_max_request_bytes);
     broker.metrics.set_request_memory(pool.clone());
