@@ -5,7 +5,10 @@
   leaving) and replaced, then a rolling restart of all 4; the paused partitions and the total
   pause time of both protocols are printed and reported as measurements.
 - librdkafka (confluent-kafka) with group.protocol=consumer: two consumers split the
-  partitions, read everything once and commit; the AdminClient describes the group.
+  partitions, read everything once and commit; the AdminClient describes the group, and
+  kafka-consumer-groups.sh --describe/--list shows it beside a classic group.
+- franz-go with kgo.ServerSideBalancer (proto-tests/go/franz848): two clients split the
+  partitions with the server-side range assignor and read everything once.
 - On the wire: a heartbeat with a stale member epoch gets FENCED_MEMBER_EPOCH, an unknown
   server assignor UNSUPPORTED_ASSIGNOR, a bad first heartbeat INVALID_REQUEST; OffsetCommit
   with another epoch STALE_MEMBER_EPOCH; ListGroups reports the group as a consumer group.
@@ -21,8 +24,12 @@ import uuid
 
 import pytest
 
+import json
+import subprocess
+from pathlib import Path
+
 import wire
-from javatools import assert_section, java_main
+from javatools import assert_section, java_main, kafka_tool
 from targets import new_target
 
 SESSION_MS = 6000
@@ -372,9 +379,52 @@ def test_librdkafka_consumer_protocol(kip848_broker, topic_name):
         assert len(d.members) == 2
         listed = admin.list_consumer_groups().result(30)
         assert any(g.group_id == group for g in listed.valid)
+
+        # The CLI shows both kinds: this consumer group and a classic one.
+        classic = f"classic-{uuid.uuid4().hex[:8]}"
+        cc = Consumer({**conf, "group.id": classic, "group.protocol": "classic"})
+        cc.subscribe([topic_name])
+        try:
+            deadline = time.time() + 30
+            while not cc.assignment() and time.time() < deadline:
+                cc.poll(0.2)
+                for cons in consumers:
+                    cons.poll(0)
+            out = kafka_tool("kafka-consumer-groups", kip848_broker, "--describe", "--group", group,
+                             "--group", classic, "--members").stdout
+            rows = [line.split() for line in out.splitlines() if line.startswith((group, classic))]
+            assert sorted(r[0] for r in rows if r[0] == group) == [group, group], out
+            assert [r[0] for r in rows if r[0] == classic] == [classic], out
+            out = kafka_tool("kafka-consumer-groups", kip848_broker, "--list", "--type").stdout
+            kinds = {line.split()[0]: line.split()[-1] for line in out.splitlines()[1:] if line.strip()}
+            assert kinds.get(group, "").lower() == "consumer", out
+            assert kinds.get(classic, "").lower() == "classic", out
+        finally:
+            cc.close()
     finally:
         for cons in consumers:
             cons.close()
+
+
+FRANZ_848 = Path(__file__).resolve().parent.parent / ".deps" / "bin" / "franz-848"
+
+
+def test_franz_go_server_side_balancer(kip848_broker, topic_name):
+    from confluent_kafka import Producer
+    if not FRANZ_848.exists():
+        pytest.fail(f"{FRANZ_848} missing: run scripts/install-test-deps.sh")
+    create_topic(kip848_broker, topic_name, 4)
+    p = Producer({"bootstrap.servers": kip848_broker.bootstrap})
+    for i in range(40):
+        p.produce(topic_name, value=f"v{i}".encode(), partition=i % 4)
+    assert p.flush(30) == 0
+    res = subprocess.run([str(FRANZ_848), "-brokers", kip848_broker.bootstrap, "-group",
+                          f"franz-{uuid.uuid4().hex[:8]}", "-topic", topic_name, "-expect", "40"],
+                         capture_output=True, text=True, timeout=120)
+    rep = json.loads(res.stdout.strip().splitlines()[-1])
+    assert rep["error"] == "", rep
+    assert rep["records"] == 40 and rep["duplicates"] == 0, rep
+    assert sorted(rep["assigned"]) == [[0, 1], [2, 3]], rep
 
 
 # --- the Java client, rolling restarts ----------------------------------------------------------

@@ -41,10 +41,11 @@ scripts/install-java-deps.sh  # Kafka jars from Maven Central, for the Java prot
 
 # franz-go (github.com/twmb/franz-go, through the Go module proxy at the versions pinned in
 # proto-tests/go/go.mod and go.sum): .deps/bin/franz-check for the security proto-tests and
-# .deps/bin/franz-txn (a GroupTransactSession) for the transaction proto-tests, each built again
-# only when its sources change.
+# .deps/bin/franz-txn (a GroupTransactSession) for the transaction proto-tests, .deps/bin/franz-848
+# (KIP-848 consumer groups) for the consumer protocol proto-tests, each built again only when its
+# sources change.
 FRANZ_SRC=proto-tests/go
-for prog in franzcheck:franz-check franztxn:franz-txn; do
+for prog in franzcheck:franz-check franztxn:franz-txn franz848:franz-848; do
     dir=${prog%%:*}
     FRANZ_BIN=.deps/bin/${prog##*:}
     FRANZ_STAMP=.deps/bin/.${prog##*:}.sha256
