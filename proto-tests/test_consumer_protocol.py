@@ -440,3 +440,56 @@ def test_java_rolling_restart_pauses(kip848_broker, measurement):
         measurement("rolling restart, 4 consumers x 12 partitions: " + line)
     assert len(pauses) == 2, run.stdout
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+
+
+# --- regex subscriptions and the line between classic and consumer groups -----------------------
+
+def test_regex_subscription_resolved_on_the_broker(kip848_broker):
+    prefix = f"rx{uuid.uuid4().hex[:6]}"
+    create_topic(kip848_broker, f"{prefix}-a", 2)
+    create_topic(kip848_broker, f"{prefix}-b", 1)
+    create_topic(kip848_broker, f"other{prefix}", 1)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    c = Conn(kip848_broker)
+    try:
+        bad = c.hb(group, str(uuid.uuid4()), 0, regex="(", rebalance_ms=30000, owned={})
+        assert bad["error"] == 128, bad  # INVALID_REGULAR_EXPRESSION
+        c.call(wire.find_coordinator_v2, wire.read_find_coordinator_v2, group)
+        a = join(c, group, None, regex=f"{prefix}-.*")
+        assert a["error"] == 0, a
+        state, d = reconcile(c, group, {a["member_id"]: a})
+        assert d["members"][0]["assignment"] == {f"{prefix}-a": [0, 1], f"{prefix}-b": [0]}
+        assert d["members"][0]["regex"] == f"{prefix}-.*"
+        # A new matching topic joins the subscription: the group epoch moves.
+        create_topic(kip848_broker, f"{prefix}-c", 1)
+        epoch = d["group_epoch"]
+        _, d = reconcile(c, group, {m: {"epoch": e, "assignment": o} for m, (e, o) in state.items()})
+        assert d["group_epoch"] == epoch + 1
+        assert f"{prefix}-c" in d["members"][0]["assignment"]
+    finally:
+        c.close()
+
+
+INCONSISTENT_GROUP_PROTOCOL = 23
+GROUP_ID_NOT_FOUND = 69
+
+
+def test_classic_and_consumer_groups_keep_apart(kip848_broker, topic_name):
+    create_topic(kip848_broker, topic_name, 2)
+    c = Conn(kip848_broker)
+    try:
+        # A classic member cannot join a live consumer group.
+        group = f"g-{uuid.uuid4().hex[:8]}"
+        assert join(c, group, [topic_name])["error"] == 0
+        j = c.call(wire.join_group_v5, wire.read_join_group_v5, group, "")
+        assert j["error"] == INCONSISTENT_GROUP_PROTOCOL, j
+        # A consumer protocol member cannot join a live classic group.
+        classic = f"c-{uuid.uuid4().hex[:8]}"
+        c.call(wire.find_coordinator_v2, wire.read_find_coordinator_v2, classic)
+        j = c.call(wire.join_group_v5, wire.read_join_group_v5, classic, "")
+        j = c.call(wire.join_group_v5, wire.read_join_group_v5, classic, j["member_id"])
+        assert j["error"] == 0, j
+        r = c.hb(classic, str(uuid.uuid4()), 0, topics=[topic_name], rebalance_ms=30000, owned={})
+        assert r["error"] == GROUP_ID_NOT_FOUND, r
+    finally:
+        c.close()
