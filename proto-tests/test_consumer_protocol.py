@@ -5,7 +5,10 @@
   leaving) and replaced, then a rolling restart of all 4; the paused partitions and the total
   pause time of both protocols are printed and reported as measurements.
 - librdkafka (confluent-kafka) with group.protocol=consumer: two consumers split the
-  partitions, read everything once and commit; the AdminClient describes the group.
+  partitions, read everything once and commit; the AdminClient describes the group, and
+  kafka-consumer-groups.sh --describe/--list shows it beside a classic group.
+- franz-go with kgo.ServerSideBalancer (proto-tests/go/franz848): two clients split the
+  partitions with the server-side range assignor and read everything once.
 - On the wire: a heartbeat with a stale member epoch gets FENCED_MEMBER_EPOCH, an unknown
   server assignor UNSUPPORTED_ASSIGNOR, a bad first heartbeat INVALID_REQUEST; OffsetCommit
   with another epoch STALE_MEMBER_EPOCH; ListGroups reports the group as a consumer group.
@@ -21,8 +24,12 @@ import uuid
 
 import pytest
 
+import json
+import subprocess
+from pathlib import Path
+
 import wire
-from javatools import assert_section, java_main
+from javatools import assert_section, java_main, kafka_tool
 from targets import new_target
 
 SESSION_MS = 6000
@@ -33,6 +40,8 @@ def kip848_broker(tmp_path_factory):
     b = new_target(tmp_path_factory.mktemp("broker"),
                    {"group.initial.rebalance.delay.ms": 0,
                     "group.consumer.session.timeout.ms": SESSION_MS,
+                    "group.consumer.min.session.timeout.ms": SESSION_MS,
+                    "group.consumer.migration.policy": "disabled",
                     "offsets.topic.num.partitions": 3}).start()
     yield b
     alive = b.alive()
@@ -230,13 +239,16 @@ def test_wire_errors_and_fencing(kip848_broker, topic_name):
         assert bad["error"] == INVALID_REQUEST, bad  # v1: the client makes its member id
 
         a = join(c, group, [topic_name], assignor="range")
-        assert a["error"] == 0 and a["epoch"] == 1, a
+        assert a["error"] == 0 and a["epoch"] > 0, a
         assert a["interval"] == 5000
         assert sum(len(p) for p in a["assignment"].values()) == 4
         b = join(c, group, [topic_name])
-        assert b["error"] == 0 and b["epoch"] == 2, b
+        assert b["error"] == 0, b
         state, d = reconcile(c, group, {a["member_id"]: a, b["member_id"]: b})
-        assert d["group_epoch"] == 2 and d["assignment_epoch"] == 2 and d["assignor"] == "range"
+        # b's subscription bumped the group epoch (Kafka 4.3 may answer b's join in the old
+        # assignment epoch and compute the new target assignment a moment later).
+        e = d["group_epoch"]
+        assert e > a["epoch"] and d["assignment_epoch"] == e and d["assignor"] == "range", d
         # range: the first member id in order gets partitions 0-1.
         by_id = sorted(state)
         assert [m["assignment"] for m in sorted(d["members"], key=lambda m: m["member_id"])] == \
@@ -266,9 +278,23 @@ def test_wire_errors_and_fencing(kip848_broker, topic_name):
         assert left["error"] == 0 and left["epoch"] == -1, left
         rest = {b["member_id"]: {"epoch": state[b["member_id"]][0],
                                  "assignment": state[b["member_id"]][1]}}
-        _, d = reconcile(c, group, rest)
-        assert d["group_epoch"] == 3 and len(d["members"]) == 1
+        state, d = reconcile(c, group, rest)
+        assert d["group_epoch"] > e and len(d["members"]) == 1
+        e = d["group_epoch"]
         assert d["members"][0]["assignment"] == {topic_name: [0, 1, 2, 3]}
+
+        # Partitions added to the subscribed topic bump the group epoch and get assigned.
+        from confluent_kafka.admin import AdminClient, NewPartitions
+        admin = AdminClient({"bootstrap.servers": kip848_broker.bootstrap})
+        admin.create_partitions([NewPartitions(topic_name, 6)])[topic_name].result(30)
+        rest = {m: {"epoch": ep, "assignment": o} for m, (ep, o) in state.items()}
+        deadline = time.time() + 30
+        while d["members"][0]["assignment"] != {topic_name: [0, 1, 2, 3, 4, 5]}:
+            assert time.time() < deadline, d
+            time.sleep(0.2)
+            state2, d = reconcile(c, group, rest)
+            rest = {m: {"epoch": ep, "assignment": o} for m, (ep, o) in state2.items()}
+        assert d["group_epoch"] > e
     finally:
         c.close()
 
@@ -285,10 +311,11 @@ def test_static_member_leaves_and_returns(kip848_broker, topic_name):
         gone = c.hb(group, a["member_id"], -2, instance_id="i-1")
         assert gone["error"] == 0 and gone["epoch"] == -2, gone
         back = join(c, group, [topic_name], instance_id="i-1")
-        assert back["error"] == 0 and back["epoch"] == a["epoch"], back
-        assert back["assignment"] == a["assignment"]
+        assert back["error"] == 0 and back["epoch"] >= a["epoch"], back
+        assert back["assignment"] == a["assignment"], "the instance got its partitions back"
         d = c.call(describe_v0, read_describe, group)
-        assert d["group_epoch"] == 1 and [m["instance_id"] for m in d["members"]] == ["i-1"]
+        assert [m["instance_id"] for m in d["members"]] == ["i-1"]
+        assert d["members"][0]["assignment"] == d["members"][0]["target"]
     finally:
         c.close()
 
@@ -372,9 +399,52 @@ def test_librdkafka_consumer_protocol(kip848_broker, topic_name):
         assert len(d.members) == 2
         listed = admin.list_consumer_groups().result(30)
         assert any(g.group_id == group for g in listed.valid)
+
+        # The CLI shows both kinds: this consumer group and a classic one.
+        classic = f"classic-{uuid.uuid4().hex[:8]}"
+        cc = Consumer({**conf, "group.id": classic, "group.protocol": "classic"})
+        cc.subscribe([topic_name])
+        try:
+            deadline = time.time() + 30
+            while not cc.assignment() and time.time() < deadline:
+                cc.poll(0.2)
+                for cons in consumers:
+                    cons.poll(0)
+            out = kafka_tool("kafka-consumer-groups", kip848_broker, "--describe", "--group", group,
+                             "--group", classic, "--members").stdout
+            rows = [line.split() for line in out.splitlines() if line.startswith((group, classic))]
+            assert sorted(r[0] for r in rows if r[0] == group) == [group, group], out
+            assert [r[0] for r in rows if r[0] == classic] == [classic], out
+            out = kafka_tool("kafka-consumer-groups", kip848_broker, "--list", "--type").stdout
+            kinds = {line.split()[0]: line.split()[-1] for line in out.splitlines()[1:] if line.strip()}
+            assert kinds.get(group, "").lower() == "consumer", out
+            assert kinds.get(classic, "").lower() == "classic", out
+        finally:
+            cc.close()
     finally:
         for cons in consumers:
             cons.close()
+
+
+FRANZ_848 = Path(__file__).resolve().parent.parent / ".deps" / "bin" / "franz-848"
+
+
+def test_franz_go_server_side_balancer(kip848_broker, topic_name):
+    from confluent_kafka import Producer
+    if not FRANZ_848.exists():
+        pytest.fail(f"{FRANZ_848} missing: run scripts/install-test-deps.sh")
+    create_topic(kip848_broker, topic_name, 4)
+    p = Producer({"bootstrap.servers": kip848_broker.bootstrap})
+    for i in range(40):
+        p.produce(topic_name, value=f"v{i}".encode(), partition=i % 4)
+    assert p.flush(30) == 0
+    res = subprocess.run([str(FRANZ_848), "-brokers", kip848_broker.bootstrap, "-group",
+                          f"franz-{uuid.uuid4().hex[:8]}", "-topic", topic_name, "-expect", "40"],
+                         capture_output=True, text=True, timeout=120)
+    rep = json.loads(res.stdout.strip().splitlines()[-1])
+    assert rep["error"] == "", rep
+    assert rep["records"] == 40 and rep["duplicates"] == 0, rep
+    assert sorted(rep["assigned"]) == [[0, 1], [2, 3]], rep
 
 
 # --- the Java client, rolling restarts ----------------------------------------------------------
@@ -390,3 +460,64 @@ def test_java_rolling_restart_pauses(kip848_broker, measurement):
         measurement("rolling restart, 4 consumers x 12 partitions: " + line)
     assert len(pauses) == 2, run.stdout
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+
+
+# --- regex subscriptions and the line between classic and consumer groups -----------------------
+
+def test_regex_subscription_resolved_on_the_broker(kip848_broker):
+    prefix = f"rx{uuid.uuid4().hex[:6]}"
+    create_topic(kip848_broker, f"{prefix}-a", 2)
+    create_topic(kip848_broker, f"{prefix}-b", 1)
+    create_topic(kip848_broker, f"other{prefix}", 1)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    c = Conn(kip848_broker)
+    try:
+        c.call(wire.find_coordinator_v2, wire.read_find_coordinator_v2, group)
+        bad = c.hb(group, str(uuid.uuid4()), 0, regex="(", rebalance_ms=30000, owned={})
+        assert bad["error"] == 128, bad  # INVALID_REGULAR_EXPRESSION
+        a = join(c, group, None, regex=f"{prefix}-.*")
+        assert a["error"] == 0, a
+        state, d = reconcile(c, group, {a["member_id"]: a})
+        assert d["members"][0]["assignment"] == {f"{prefix}-a": [0, 1], f"{prefix}-b": [0]}
+        assert d["members"][0]["regex"] == f"{prefix}-.*"
+        # A new matching topic joins the subscription: the group epoch moves (Kafka re-resolves
+        # the regex asynchronously, at most every few seconds; Gregor at the next heartbeat).
+        create_topic(kip848_broker, f"{prefix}-c", 1)
+        epoch = d["group_epoch"]
+        deadline = time.time() + 30
+        while f"{prefix}-c" not in d["members"][0]["assignment"]:
+            assert time.time() < deadline, d
+            state, d = reconcile(c, group, {m: {"epoch": e, "assignment": o}
+                                            for m, (e, o) in state.items()})
+            time.sleep(0.2)
+        assert d["group_epoch"] > epoch
+    finally:
+        c.close()
+
+
+INCONSISTENT_GROUP_PROTOCOL = 23
+GROUP_ID_NOT_FOUND = 69
+
+
+def test_classic_and_consumer_groups_keep_apart(kip848_broker, topic_name):
+    create_topic(kip848_broker, topic_name, 2)
+    c = Conn(kip848_broker)
+    try:
+        # With group.consumer.migration.policy=disabled (Gregor converts no live group whatever
+        # the policy), a classic member cannot join a live consumer group...
+        group = f"g-{uuid.uuid4().hex[:8]}"
+        assert join(c, group, [topic_name])["error"] == 0
+        j = c.call(wire.join_group_v5, wire.read_join_group_v5, group, "")
+        assert j["error"] == INCONSISTENT_GROUP_PROTOCOL and j["member_id"] == "", j
+        # ...and a consumer protocol member cannot join a live classic group.
+        classic = f"c-{uuid.uuid4().hex[:8]}"
+        c.call(wire.find_coordinator_v2, wire.read_find_coordinator_v2, classic)
+        j = c.call(wire.join_group_v5, wire.read_join_group_v5, classic, "")
+        j = c.call(wire.join_group_v5, wire.read_join_group_v5, classic, j["member_id"])
+        assert j["error"] == 0, j
+        r = c.hb(classic, str(uuid.uuid4()), 0, topics=[topic_name], rebalance_ms=30000, owned={})
+        assert r["error"] == GROUP_ID_NOT_FOUND, r
+        assert r["message"] == (f"Cannot upgrade classic group {classic} to consumer group "
+                                "because online upgrade is disabled."), r
+    finally:
+        c.close()

@@ -43,10 +43,11 @@ scripts/install-java-deps.sh  # Kafka jars from Maven Central, for the Java prot
 # go.sum): .deps/bin/franz-check (franz-go) for the security proto-tests, .deps/bin/franz-txn (a
 # franz-go GroupTransactSession) for the transaction proto-tests, .deps/bin/franz-fetch (a
 # many-partition franz-go consumer, with or without fetch sessions and a rack) for the fetch
-# session proto-tests and scripts/bench_fetch_sessions.py, and .deps/bin/client-compat (Sarama
+# session proto-tests and scripts/bench_fetch_sessions.py, .deps/bin/franz-848 (KIP-848
+# consumer groups) for the consumer protocol proto-tests, and .deps/bin/client-compat (Sarama
 # and segmentio/kafka-go) for test_more_clients.py, each built again only when its sources change.
 FRANZ_SRC=proto-tests/go
-for prog in franzcheck:franz-check franztxn:franz-txn franzfetch:franz-fetch clientcompat:client-compat; do
+for prog in franzcheck:franz-check franztxn:franz-txn franzfetch:franz-fetch franz848:franz-848 clientcompat:client-compat; do
     dir=${prog%%:*}
     FRANZ_BIN=.deps/bin/${prog##*:}
     FRANZ_STAMP=.deps/bin/.${prog##*:}.sha256

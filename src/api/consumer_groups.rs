@@ -166,7 +166,11 @@ pub fn describe(
                                 .map(|t| TopicName(s(t.clone())))
                                 .collect(),
                         )
-                        .with_subscribed_topic_regex(sub.subscribed_topic_regex.clone().map(s))
+                        // Kafka reports no regex as an empty one.
+                        .with_subscribed_topic_regex(Some(s(sub
+                            .subscribed_topic_regex
+                            .clone()
+                            .unwrap_or_default())))
                         .with_assignment(described(&image, &m.assigned))
                         .with_target_assignment(described(&image, &target));
                     if version >= 1 {

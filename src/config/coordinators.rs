@@ -11,6 +11,7 @@ use super::get;
 /// The group coordinator's settings (`group.*`, `offsets.*`).
 pub(super) fn group_config(raw: &BTreeMap<String, String>) -> Result<crate::group::GroupConfig> {
     let ms = |key: &str| get::<u64>(raw, key).map(Duration::from_millis);
+    check_consumer_timeouts(raw)?;
     Ok(crate::group::GroupConfig {
         offsets_partitions: get(raw, "offsets.topic.num.partitions")?,
         offsets_replication_factor: get(raw, "offsets.topic.replication.factor")?,
@@ -29,6 +30,38 @@ pub(super) fn group_config(raw: &BTreeMap<String, String>) -> Result<crate::grou
         consumer_assignors: consumer_assignors(raw)?,
         migration_policy: get(raw, "group.consumer.migration.policy")?,
     })
+}
+
+/// Kafka's checks of the consumer group session timeout and heartbeat interval against their
+/// bounds, and of the migration policy's value.
+fn check_consumer_timeouts(raw: &BTreeMap<String, String>) -> Result<()> {
+    let v = |key: &str| get::<u64>(raw, key);
+    let (session, min_s, max_s) = (
+        v("group.consumer.session.timeout.ms")?,
+        v("group.consumer.min.session.timeout.ms")?,
+        v("group.consumer.max.session.timeout.ms")?,
+    );
+    let (beat, min_b, max_b) = (
+        v("group.consumer.heartbeat.interval.ms")?,
+        v("group.consumer.min.heartbeat.interval.ms")?,
+        v("group.consumer.max.heartbeat.interval.ms")?,
+    );
+    if session < min_s || session > max_s {
+        bail!("[kafka] group.consumer.session.timeout.ms must be between group.consumer.min.session.timeout.ms and group.consumer.max.session.timeout.ms");
+    }
+    if beat < min_b || beat > max_b {
+        bail!("[kafka] group.consumer.heartbeat.interval.ms must be between group.consumer.min.heartbeat.interval.ms and group.consumer.max.heartbeat.interval.ms");
+    }
+    if beat >= session {
+        bail!("[kafka] group.consumer.heartbeat.interval.ms must be less than group.consumer.session.timeout.ms");
+    }
+    let policy: String = get(raw, "group.consumer.migration.policy")?;
+    if !["disabled", "upgrade", "downgrade", "bidirectional"]
+        .contains(&policy.to_ascii_lowercase().as_str())
+    {
+        bail!("[kafka] group.consumer.migration.policy must be disabled, upgrade, downgrade or bidirectional");
+    }
+    Ok(())
 }
 
 /// `group.consumer.assignors`: each must be one this broker has.

@@ -73,10 +73,20 @@ impl GroupCoordinator {
             let mut records = Vec::new();
             if entry.consumer.is_none() {
                 // An empty classic group gives its id to the consumer group; a live one keeps it.
-                if !joining || entry.group.state != GroupState::Empty || !entry.group.is_empty() {
+                if !joining {
                     return Err((
                         ResponseError::GroupIdNotFound,
-                        format!("Group {group_id} is not a consumer group."),
+                        format!("Consumer group {group_id} not found."),
+                    ));
+                }
+                if entry.group.state != GroupState::Empty || !entry.group.is_empty() {
+                    // What Kafka answers with group.consumer.migration.policy=disabled.
+                    return Err((
+                        ResponseError::GroupIdNotFound,
+                        format!(
+                            "Cannot upgrade classic group {group_id} to consumer group because \
+                             online upgrade is disabled."
+                        ),
                     ));
                 }
                 if entry.group.generation > 0 || entry.group.protocol_type.is_some() {

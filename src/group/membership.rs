@@ -83,7 +83,8 @@ impl GroupCoordinator {
         let (reply, written) = {
             let mut entry = handle.lock();
             if let Err(e) = self.claim_for_classic(group_id, &mut entry) {
-                return fail(e);
+                // Kafka answers this without a member id.
+                return JoinResult::error(e, "");
             }
             let (reply, persist) = entry
                 .group

@@ -1,4 +1,5 @@
-//! The group coordinator: classic consumer groups and their committed offsets, persisted the
+//! The group coordinator: classic groups, consumer groups of the next-generation protocol
+//! (KIP-848, `consumer/` and `consumer_coordinator.rs`) and their committed offsets, persisted the
 //! way Kafka persists them, in the compacted internal topic `__consumer_offsets`. A group is
 //! coordinated by the leader of partition `abs(hash(group)) % offsets.topic.num.partitions`;
 //! that broker loads the partition's records when it becomes leader.

@@ -20,7 +20,6 @@ import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.ConsumerGroupDescription;
 import org.apache.kafka.clients.admin.MemberDescription;
 import org.apache.kafka.clients.admin.NewTopic;
-import org.apache.kafka.clients.consumer.CloseOptions;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
@@ -30,12 +29,13 @@ import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 
 /**
- * The Java consumer with group.protocol=consumer (KIP-848) against the classic protocol, in one
- * JVM: 4 consumers over 12 partitions; one killed (closed without leaving, so its session times
- * out) and replaced; then a rolling restart of all 4 (each closed, leaving the group, and
- * replaced). A partition counts as paused from its revocation (or loss) until some member is
- * assigned it; each run prints "PAUSE protocol=... paused_partitions=... total_pause_ms=...".
- * Args: bootstrap, name prefix.
+ * The Java consumer with group.protocol=consumer (KIP-848) against the classic protocol: 4
+ * consumers over 12 partitions, three in this JVM and one in a child JVM ("victim" mode), which
+ * is killed (SIGKILL: its session times out on the coordinator) and replaced; then a rolling
+ * restart of all 4 (each closed, leaving the group, and replaced). A partition counts as paused
+ * from its revocation (or loss, or its owner's death) until some member is assigned it; each
+ * run prints "PAUSE protocol=... paused_partitions=... total_pause_ms=...".
+ * Args: bootstrap, name prefix; or: victim, bootstrap, group (= topic), protocol.
  */
 public final class ConsumerProtocolCheck {
     static final long TIMEOUT_MS = 60_000;
@@ -45,6 +45,11 @@ public final class ConsumerProtocolCheck {
     static Admin admin;
 
     public static void main(String[] args) throws Exception {
+        if (args[0].equals("victim")) {
+            bootstrap = args[1];
+            Member m = new Member(args[2], args[2], args[3], new Pauses());
+            while (true) m.poll();
+        }
         bootstrap = args[0];
         String prefix = args[1];
         Properties ap = new Properties();
@@ -117,7 +122,7 @@ public final class ConsumerProtocolCheck {
         void poll() { consumer.poll(Duration.ofMillis(20)); }
     }
 
-    /** Every partition owned by exactly one member, each member with its share. */
+    /** Every member with its share, no partition owned twice (all of them, with 4 members). */
     static boolean balanced(List<Member> members) {
         Set<Integer> all = new HashSet<>();
         int total = 0;
@@ -126,7 +131,7 @@ public final class ConsumerProtocolCheck {
             all.addAll(m.owned);
             total += m.owned.size();
         }
-        return all.size() == PARTITIONS && total == PARTITIONS;
+        return all.size() == total && total == members.size() * (PARTITIONS / MEMBERS);
     }
 
     static void pumpUntilBalanced(List<Member> members, String what) {
@@ -143,25 +148,38 @@ public final class ConsumerProtocolCheck {
                 .get(TIMEOUT_MS, TimeUnit.MILLISECONDS);
         Pauses pauses = new Pauses();
         List<Member> members = new ArrayList<>();
-        for (int i = 0; i < MEMBERS; i++) members.add(new Member(name, name, protocol, pauses));
-        pumpUntilBalanced(members, "the first assignment");
-        if (protocol.equals("consumer")) {
-            ConsumerGroupDescription d = admin.describeConsumerGroups(List.of(name)).all().get().get(name);
-            eq(GroupType.CONSUMER, d.type(), "group type");
-            eq(GroupState.STABLE, d.groupState(), "group state");
-            eq(MEMBERS, d.members().size(), "members described");
-            int described = 0;
-            for (MemberDescription m : d.members()) described += m.assignment().topicPartitions().size();
-            eq(PARTITIONS, described, "partitions in the described assignments");
+        for (int i = 0; i < MEMBERS - 1; i++) members.add(new Member(name, name, protocol, pauses));
+        Process victim = new ProcessBuilder(System.getProperty("java.home") + "/bin/java", "-cp",
+                System.getProperty("java.class.path"), ConsumerProtocolCheck.class.getName(),
+                "victim", bootstrap, name, protocol)
+                .redirectOutput(ProcessBuilder.Redirect.DISCARD)
+                .redirectError(ProcessBuilder.Redirect.DISCARD).start();
+        Set<Integer> victimParts = new TreeSet<>();
+        try {
+            // Balanced: each local member has its share, the victim the rest.
+            pumpUntilBalanced(members, "the first assignment");
+            for (int p = 0; p < PARTITIONS; p++) victimParts.add(p);
+            for (Member m : members) victimParts.removeAll(m.owned);
+            long deadline = System.currentTimeMillis() + TIMEOUT_MS;
+            while (true) {
+                ConsumerGroupDescription d = admin.describeConsumerGroups(List.of(name)).all().get().get(name);
+                eq(protocol.equals("consumer") ? GroupType.CONSUMER : GroupType.CLASSIC, d.type(), "group type");
+                int described = 0;
+                for (MemberDescription m : d.members()) described += m.assignment().topicPartitions().size();
+                if (d.groupState() == GroupState.STABLE && d.members().size() == MEMBERS && described == PARTITIONS) break;
+                check(System.currentTimeMillis() < deadline, "described group never stable with 4 members: " + d);
+                for (Member m : members) m.poll();
+            }
+        } catch (Throwable e) {
+            victim.destroyForcibly();
+            throw e;
         }
         pauses.counting = true;
         long t0 = System.currentTimeMillis();
 
-        // A member dies: closed without leaving, its session expires on the coordinator.
-        Member dead = members.remove(0);
-        dead.consumer.close(CloseOptions.groupMembershipOperation(CloseOptions.GroupMembershipOperation.REMAIN_IN_GROUP)
-                .withTimeout(Duration.ofSeconds(5)));
-        pauses.revoked(dead.owned.stream().map(p -> new TopicPartition(name, p)).collect(Collectors.toList()));
+        // The victim dies (SIGKILL); a new member replaces it.
+        victim.destroyForcibly().waitFor();
+        pauses.revoked(victimParts.stream().map(p -> new TopicPartition(name, p)).collect(Collectors.toList()));
         members.add(new Member(name, name, protocol, pauses));
         pumpUntilBalanced(members, "after a member was killed and restarted");
         long killMs = System.currentTimeMillis() - t0;
