@@ -122,6 +122,9 @@ pub enum MetadataRecord {
     },
     /// Removes a user's SCRAM credential for one mechanism.
     DeleteScramCredential { user: String, mechanism: String },
+    /// Finalizes feature levels (UpdateFeatures, validated by the proposer), all at once, as
+    /// Kafka's FeatureLevelRecords of one request; level 0 removes a feature.
+    FeatureLevels(BTreeMap<String, i16>),
 }
 
 /// A SCRAM credential as stored (RFC 5802): salt, StoredKey, ServerKey, iterations.
@@ -185,6 +188,10 @@ pub struct MetadataImage {
     /// SCRAM credentials: user → mechanism name → credential.
     #[serde(default)]
     pub scram_credentials: BTreeMap<String, BTreeMap<String, ScramCredential>>,
+    /// Finalized feature levels set by UpdateFeatures (above 0); see `meta::features` for
+    /// the levels in effect.
+    #[serde(default)]
+    pub features: BTreeMap<String, i16>,
 }
 
 impl BrokerRegistration {
@@ -398,6 +405,16 @@ impl MetadataImage {
                 } else {
                     ApplyOutcome::Conflict
                 }
+            }
+            MetadataRecord::FeatureLevels(levels) => {
+                for (name, level) in levels {
+                    if *level > 0 {
+                        self.features.insert(name.clone(), *level);
+                    } else {
+                        self.features.remove(name);
+                    }
+                }
+                ApplyOutcome::Ok
             }
             MetadataRecord::DeleteTopic { topic_id } => {
                 match self.topic_names_by_id.remove(topic_id) {

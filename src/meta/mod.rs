@@ -15,6 +15,7 @@
 pub mod acl;
 pub mod controller;
 mod controller_loop;
+pub mod features;
 pub mod image;
 mod log_store;
 mod membership;
