@@ -260,11 +260,10 @@ mod tests {
         image
     }
 
-    fn page(
-        image: &MetadataImage,
-        from: (&str, i32),
-        limit: i32,
-    ) -> (Vec<(String, Vec<i32>)>, Option<(String, i32)>) {
+    /// The topics of one answer (name, partition indexes) and its next cursor.
+    type Page = (Vec<(String, Vec<i32>)>, Option<(String, i32)>);
+
+    fn page(image: &MetadataImage, from: (&str, i32), limit: i32) -> Page {
         let names: Vec<String> = image
             .topics
             .keys()

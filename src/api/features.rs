@@ -106,7 +106,8 @@ pub async fn update(
         }
         levels.insert(name, u.max_version_level);
     }
-    if !(version >= 1 && req.validate_only) && !levels.is_empty() {
+    let dry_run = version >= 1 && req.validate_only;
+    if !dry_run && !levels.is_empty() {
         if let Err(e) = broker
             .meta
             .propose(MetadataRecord::FeatureLevels(levels.clone()))
