@@ -40,6 +40,7 @@ TOOLS = {
     "kafka-transactions": "org.apache.kafka.tools.TransactionsCommand",
     "kafka-storage": "kafka.tools.StorageTool",
     "kafka-server-start": "kafka.Kafka",
+    "kafka-features": "org.apache.kafka.tools.FeatureCommand",
 }
 
 # Short-lived JVMs: C1 only and the serial GC start fastest on 2 cores; slf4j-simple at warn.

@@ -1,5 +1,10 @@
 //! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), or the first offset whose
-//! record timestamp is at or after a given time (through the time index).
+//! record timestamp is at or after a given time (through the time index); and the tiered
+//! storage specials answered as Kafka does with remote storage off: earliest local (-4, v8+)
+//! is the log start offset, latest tiered (-5, v9+) is offset -1 with leader epoch -1
+//! (UnifiedLog.fetchOffsetByTimestamp). Earliest pending upload (-6) needs v11, past what the
+//! codec knows: below it Kafka 4.3 answers UNSUPPORTED_VERSION, as for any timestamp a
+//! version does not know.
 
 use std::collections::HashSet;
 
@@ -17,6 +22,8 @@ use crate::meta::acl::{AclOperation, ResourceType};
 pub const LATEST: i64 = -1;
 pub const EARLIEST: i64 = -2;
 pub const MAX_TIMESTAMP: i64 = -3;
+pub const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
+pub const LATEST_TIERED_TIMESTAMP: i64 = -5;
 const READ_COMMITTED: i8 = 1;
 
 pub fn handle(
@@ -82,6 +89,14 @@ pub fn handle(
                     let found: Option<(i64, i64)> = match p.timestamp {
                         LATEST => Some((visible, -1)),
                         EARLIEST => Some((partition.log.log_start_offset(), -1)),
+                        // Without tiered storage the local log is the whole log.
+                        EARLIEST_LOCAL_TIMESTAMP if version >= 8 => {
+                            Some((partition.log.log_start_offset(), -1))
+                        }
+                        // Nothing is tiered: Kafka answers offset -1 and leader epoch -1.
+                        LATEST_TIERED_TIMESTAMP if version >= 9 => {
+                            return no_tiered_offset(r, version)
+                        }
                         MAX_TIMESTAMP if version >= 7 => {
                             partition.log.offset_of_max_timestamp(visible)
                         }
@@ -108,4 +123,13 @@ pub fn handle(
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// The answer for a tiered-storage position on a broker without tiered storage.
+fn no_tiered_offset(r: ListOffsetsPartitionResponse, version: i16) -> ListOffsetsPartitionResponse {
+    let mut r = r.with_offset(-1).with_timestamp(-1);
+    if version >= 4 {
+        r.leader_epoch = -1;
+    }
+    r
 }

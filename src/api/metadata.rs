@@ -265,7 +265,8 @@ fn topic_metadata(
         .with_partitions(partitions)
 }
 
-/// DescribeCluster: the cluster id, the active controller and the registered brokers.
+/// DescribeCluster: the cluster id, the active controller and the unfenced brokers (with
+/// `include_fenced_brokers`, v2, the fenced ones too), as Kafka's broker answers.
 pub fn describe_cluster(
     broker: &Broker,
     session: &Session,
@@ -297,12 +298,20 @@ pub fn describe_cluster(
         .with_brokers(
             brokers(&image, &session.listener)
                 .into_iter()
-                .map(|b| {
-                    DescribeClusterBroker::default()
-                        .with_broker_id(b.node_id)
-                        .with_host(b.host)
-                        .with_port(b.port)
-                        .with_rack(b.rack)
+                .filter_map(|b| {
+                    // v2 (KIP-1073): fenced brokers only when asked for, marked as such.
+                    let fenced = !image.is_live(b.node_id.0);
+                    if fenced && !(version >= 2 && req.include_fenced_brokers) {
+                        return None;
+                    }
+                    Some(
+                        DescribeClusterBroker::default()
+                            .with_broker_id(b.node_id)
+                            .with_host(b.host)
+                            .with_port(b.port)
+                            .with_rack(b.rack)
+                            .with_is_fenced(fenced),
+                    )
                 })
                 .collect(),
         );

@@ -10,6 +10,8 @@ pub mod client_quotas;
 pub mod configs;
 pub mod consumer_groups;
 pub mod delete_records;
+pub mod describe_topic_partitions;
+pub mod features;
 pub mod fetch;
 pub mod groups;
 pub mod leader_epoch;
@@ -42,12 +44,17 @@ use crate::replica::{Partition, PartitionError};
 /// (api key, lowest advertised version, highest version).
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     // Produce v0-2 are advertised but refused, as Kafka 4 does (KAFKA-18659): librdkafka
-    // requires the advertised range to start at 0.
-    (ApiKey::Produce, 0, 11),
+    // requires the advertised range to start at 0. v12 (KIP-890 part 2) has v11's layout; in
+    // Kafka a transactional v12 request adds its partitions to the transaction implicitly
+    // (a TV2 add), but clients send one only when transaction.version >= 2 is finalized (the
+    // Java producer caps transactional produce at v11 otherwise; librdkafka 2.16 stops at
+    // v10), which Gregor never finalizes (meta::features). So v12 is served as v11, with
+    // KIP-890 part 1 verification. v13 (topic ids instead of names) is not offered.
+    (ApiKey::Produce, 0, 12),
     // Topic ids (v13), incremental fetch sessions, follower fetching, leader hints (v16).
     (ApiKey::Fetch, 4, 17),
-    (ApiKey::ListOffsets, 1, 7),
-    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
@@ -93,6 +100,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 2),
     (ApiKey::DescribeProducers, 0, 0),
+    // Features (KIP-584): metadata.version only, at one level (see meta::features).
+    (ApiKey::UpdateFeatures, 0, 2),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// The lowest Produce version actually served.
@@ -182,10 +192,10 @@ mod tests {
 
     #[test]
     fn produce_v0_to_2_advertised_not_served() {
-        assert_eq!(supported_range(ApiKey::Produce), Some((0, 11)));
+        assert_eq!(supported_range(ApiKey::Produce), Some((0, 12)));
         assert!(!is_served(ApiKey::Produce, 2));
         assert!(is_served(ApiKey::Produce, 3));
-        assert!(!is_served(ApiKey::Produce, 12));
+        assert!(!is_served(ApiKey::Produce, 13));
         assert!(is_served(ApiKey::AddPartitionsToTxn, 0));
         assert!(!is_served(ApiKey::EndTxn, 5));
     }

@@ -156,6 +156,9 @@ pub struct KafkaSettings {
     pub fetch_session_cache_slots: usize,
     /// `replica.selector.class` is Kafka's RackAwareReplicaSelector (KIP-392).
     pub rack_aware_replica_selector: bool,
+    /// `max.request.partition.size.limit`: the most partitions one DescribeTopicPartitions
+    /// answer holds.
+    pub max_request_partition_size_limit: i32,
     /// Replication: `replica.lag.time.max.ms` and `replica.fetch.*`.
     pub replica: crate::replica::ReplicaSettings,
     pub group: crate::group::GroupConfig,
@@ -411,6 +414,7 @@ pub const BROKER_SETTINGS: &[(&str, &str, i8, &str)] = &[
     ("max.connections", "2147483647", 3, "The maximum number of client connections the broker holds at once; at the limit the listener stops accepting until one closes."),
     ("max.connections.per.ip", "2147483647", 3, "The maximum number of connections allowed from one IP address; a connection over it is closed at once."),
     ("max.connections.per.ip.overrides", "", 2, "Per-address overrides of max.connections.per.ip, as host:count pairs separated by commas (hosts as IP addresses or names)."),
+    ("max.request.partition.size.limit", "2000", 3, "The maximum number of partitions can be served in one request."),
     ("num.partitions", "1", 3, "The default number of partitions per topic."),
     ("offset.metadata.max.bytes", "4096", 3, "The maximum size for a metadata entry associated with an offset commit."),
     ("offsets.commit.timeout.ms", "5000", 3, "Offset commits wait this long for the offsets topic's replicas."),
@@ -500,6 +504,7 @@ impl KafkaSettings {
                 &raw,
                 "replica.selector.class",
             )?)?,
+            max_request_partition_size_limit: get(&raw, "max.request.partition.size.limit")?,
             replica: crate::replica::ReplicaSettings {
                 lag_time_max: Duration::from_millis(get(&raw, "replica.lag.time.max.ms")?),
                 fetch_wait_max: Duration::from_millis(get(&raw, "replica.fetch.wait.max.ms")?),
@@ -534,6 +539,9 @@ impl KafkaSettings {
         }
         if settings.group.offsets_replication_factor < 1 {
             bail!("[kafka] offsets.topic.replication.factor must be at least 1");
+        }
+        if settings.max_request_partition_size_limit < 1 {
+            bail!("[kafka] max.request.partition.size.limit must be at least 1");
         }
         if settings.controller.broker_session_timeout < Duration::from_millis(100) {
             bail!("[kafka] broker.session.timeout.ms must be at least 100");

@@ -129,6 +129,9 @@ pub enum MetadataRecord {
         broker_id: Option<i32>,
         changes: BTreeMap<String, Option<String>>,
     },
+    /// Finalizes feature levels (UpdateFeatures, validated by the proposer), all at once, as
+    /// Kafka's FeatureLevelRecords of one request; level 0 removes a feature.
+    FeatureLevels(BTreeMap<String, i16>),
 }
 
 /// A SCRAM credential as stored (RFC 5802): salt, StoredKey, ServerKey, iterations.
@@ -195,6 +198,10 @@ pub struct MetadataImage {
     /// Dynamic broker configs (`kafka-configs --entity-type brokers`); shared until changed.
     #[serde(default)]
     pub broker_configs: Arc<DynamicBrokerConfigs>,
+    /// Finalized feature levels set by UpdateFeatures (above 0); see `meta::features` for
+    /// the levels in effect.
+    #[serde(default)]
+    pub features: BTreeMap<String, i16>,
 }
 
 impl BrokerRegistration {
@@ -411,6 +418,16 @@ impl MetadataImage {
             }
             MetadataRecord::AlterBrokerConfigs { broker_id, changes } => {
                 Arc::make_mut(&mut self.broker_configs).alter(*broker_id, changes);
+                ApplyOutcome::Ok
+            }
+            MetadataRecord::FeatureLevels(levels) => {
+                for (name, level) in levels {
+                    if *level > 0 {
+                        self.features.insert(name.clone(), *level);
+                    } else {
+                        self.features.remove(name);
+                    }
+                }
                 ApplyOutcome::Ok
             }
             MetadataRecord::DeleteTopic { topic_id } => {

@@ -16,6 +16,7 @@ pub mod acl;
 pub mod broker_configs;
 pub mod controller;
 mod controller_loop;
+pub mod features;
 pub mod image;
 mod log_store;
 mod membership;

@@ -80,6 +80,8 @@ served_apis! {
     DescribeProducers => DescribeProducersRequest,
     ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,
     ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
+    UpdateFeatures => UpdateFeaturesRequest,
+    DescribeTopicPartitions => DescribeTopicPartitionsRequest,
 }
 
 #[derive(Debug)]
@@ -351,7 +353,7 @@ async fn route_traced(
         ApiRequest::SaslHandshake(_) | ApiRequest::SaslAuthenticate(_) => {
             return Reply::Close("a SASL request reached the router (a broker bug)".into())
         }
-        ApiRequest::ApiVersions(r) => respond!(api::api_versions::handle(version, &r)),
+        ApiRequest::ApiVersions(r) => respond!(api::api_versions::handle(&b.image(), version, &r)),
         ApiRequest::Metadata(r) => respond!(api::metadata::handle(b, s, version, r).await),
         ApiRequest::Produce(r) => match api::produce::handle(b, s, version, r, &traced).await {
             ProduceOutcome::Respond(resp) => respond!(resp),
@@ -434,6 +436,10 @@ async fn route_traced(
             respond!(api::txn_admin::list_transactions(b, s, version, r))
         }
         ApiRequest::DescribeProducers(r) => respond!(api::txn_admin::describe_producers(b, s, r)),
+        ApiRequest::UpdateFeatures(r) => respond!(api::features::update(b, s, version, r).await),
+        ApiRequest::DescribeTopicPartitions(r) => {
+            respond!(api::describe_topic_partitions::handle(b, s, r))
+        }
     };
     reply(encoded)
 }
