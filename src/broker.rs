@@ -30,6 +30,8 @@ pub struct Broker {
     pub groups: Arc<GroupCoordinator>,
     pub txns: Arc<TransactionCoordinator>,
     pub metrics: Metrics,
+    /// Client quotas in force here, and each client's usage (`quota`).
+    pub quotas: crate::quota::QuotaManagers,
     /// Cancelled when the broker starts shutting down.
     pub shutdown: CancellationToken,
     /// This process's registration: a restarted broker registers with a new one.
@@ -65,6 +67,7 @@ impl Broker {
             groups,
             txns,
             metrics: Metrics::default(),
+            quotas: crate::quota::QuotaManagers::default(),
             config,
             meta,
             replicas,

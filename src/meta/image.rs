@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::acl::{AclBinding, AclBindingFilter, AclStore};
+use super::client_quotas::{ClientQuotaRecord, ClientQuotaStore};
 
 /// One advertised listener of a broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +123,9 @@ pub enum MetadataRecord {
     },
     /// Removes a user's SCRAM credential for one mechanism.
     DeleteScramCredential { user: String, mechanism: String },
+    /// Sets or removes client quota values (one AlterClientQuotas request's validated
+    /// changes, applied together as Kafka applies its ClientQuotaRecords atomically).
+    ClientQuotas(Vec<ClientQuotaRecord>),
 }
 
 /// A SCRAM credential as stored (RFC 5802): salt, StoredKey, ServerKey, iterations.
@@ -185,6 +189,9 @@ pub struct MetadataImage {
     /// SCRAM credentials: user → mechanism name → credential.
     #[serde(default)]
     pub scram_credentials: BTreeMap<String, BTreeMap<String, ScramCredential>>,
+    /// Client quotas (users, client ids and their defaults).
+    #[serde(default)]
+    pub client_quotas: Arc<ClientQuotaStore>,
 }
 
 impl BrokerRegistration {
@@ -398,6 +405,13 @@ impl MetadataImage {
                 } else {
                     ApplyOutcome::Conflict
                 }
+            }
+            MetadataRecord::ClientQuotas(records) => {
+                let store = Arc::make_mut(&mut self.client_quotas);
+                for r in records {
+                    store.apply(r);
+                }
+                ApplyOutcome::Ok
             }
             MetadataRecord::DeleteTopic { topic_id } => {
                 match self.topic_names_by_id.remove(topic_id) {

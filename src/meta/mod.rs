@@ -13,6 +13,7 @@
 //! members, status).
 
 pub mod acl;
+pub mod client_quotas;
 pub mod controller;
 mod controller_loop;
 pub mod image;
