@@ -56,10 +56,12 @@ def test_kafka_configs_clients_and_users_survive_restart(make_target):
     alter(broker, app, add="producer_byte_rate=1048576,consumer_byte_rate=2097152")
     alter(broker, ["--entity-type", "clients", "--entity-default"],
           add="producer_byte_rate=500000")
-    # Users: quotas and a SCRAM credential in one command (AlterClientQuotas and
-    # AlterUserScramCredentials), a user with a client id, and the default user.
-    alter(broker, ["--entity-type", "users", "--entity-name", "alice"],
-          add="request_percentage=50.5,SCRAM-SHA-256=[iterations=8192,password=alice-secret]")
+    # Users: quotas next to a SCRAM credential (ConfigCommand alters them with
+    # AlterClientQuotas and AlterUserScramCredentials, one kind per command), a user with a
+    # client id, and the default user.
+    alice = ["--entity-type", "users", "--entity-name", "alice"]
+    alter(broker, alice, add="SCRAM-SHA-256=[iterations=8192,password=alice-secret]")
+    alter(broker, alice, add="request_percentage=50.5")
     alter(broker, ["--entity-type", "users", "--entity-name", "alice",
                    "--entity-type", "clients", "--entity-name", "app1"],
           add="producer_byte_rate=1024")
