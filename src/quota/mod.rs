@@ -138,15 +138,22 @@ pub struct SensorReading {
     pub throttle_time_ms: f64,
 }
 
+#[derive(Default)]
+struct Shard {
+    sensors: HashMap<(String, String), Arc<QuotaSensor>>,
+    /// The size at which the next new sensor sweeps out expired ones (amortised).
+    sweep_at: usize,
+}
+
 struct Sensors {
-    shards: Vec<Mutex<HashMap<(String, String), Arc<QuotaSensor>>>>,
+    shards: Vec<Mutex<Shard>>,
     hasher: RandomState,
 }
 
 impl Sensors {
     fn new() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: RandomState::new(),
         }
     }
@@ -154,14 +161,17 @@ impl Sensors {
     fn get_or_create(&self, user: &str, client_id: &str, now_ms: i64) -> Arc<QuotaSensor> {
         let key = (user.to_string(), client_id.to_string());
         let shard = &self.shards[(self.hasher.hash_one(&key) as usize) % SHARDS];
-        let mut map = shard.lock();
-        if let Some(s) = map.get(&key) {
+        let mut shard = shard.lock();
+        if let Some(s) = shard.sensors.get(&key) {
             return s.clone();
         }
         // Expire sensors nobody holds that have not been used for an hour.
-        map.retain(|_, s| {
-            Arc::strong_count(s) > 1 || now_ms - s.state.lock().last_used_ms < SENSOR_EXPIRY_MS
-        });
+        if shard.sensors.len() >= shard.sweep_at {
+            shard.sensors.retain(|_, s| {
+                Arc::strong_count(s) > 1 || now_ms - s.state.lock().last_used_ms < SENSOR_EXPIRY_MS
+            });
+            shard.sweep_at = (shard.sensors.len() * 2).max(64);
+        }
         let sensor = Arc::new(QuotaSensor {
             user: key.0.clone(),
             client_id: key.1.clone(),
@@ -171,14 +181,14 @@ impl Sensors {
                 last_used_ms: now_ms,
             }),
         });
-        map.insert(key, sensor.clone());
+        shard.sensors.insert(key, sensor.clone());
         sensor
     }
 
     fn readings(&self, cfg: &WindowConfig, now_ms: i64, max: usize) -> Vec<SensorReading> {
         let mut all: Vec<(i64, SensorReading)> = Vec::new();
         for shard in &self.shards {
-            for s in shard.lock().values() {
+            for s in shard.lock().sensors.values() {
                 let mut st = s.state.lock();
                 if now_ms - st.last_used_ms >= SENSOR_EXPIRY_MS {
                     continue;
@@ -344,7 +354,7 @@ mod tests {
             .for_client(&mut other, "ANONYMOUS", Some("b"))
             .expect("quota");
         let now = q.now_ms();
-        assert_eq!(produce.record(20_000.0, now, i64::MAX) > 0, true);
+        assert!(produce.record(20_000.0, now, i64::MAX) > 0);
         assert_eq!(
             b.produce.as_ref().expect("b").record(100.0, now, i64::MAX),
             0

@@ -413,7 +413,7 @@ async fn route_traced(
                 r.min_bytes = r.min_bytes.min(r.max_bytes);
             }
             let mut resp = api::fetch::handle(b, s, version, r, &traced).await;
-            let size = resp.compute_size(version).unwrap_or(0);
+            let size = || resp.compute_size(version).unwrap_or(0);
             let (throttle_ms, without_data) = quotas.fetch(version, size, throttle);
             if without_data {
                 resp.responses.clear();

@@ -233,12 +233,19 @@ impl<'a> RequestQuotas<'a> {
         Some(bound.max_value_in_window().min(i32::MAX as f64) as i32)
     }
 
-    /// A consumer's Fetch whose response has `response_bytes`; the throttle, and whether the
-    /// response must go without its data (then its bytes are not charged, as in Kafka).
-    pub fn fetch(&self, version: i16, response_bytes: usize, out: &mut Throttle) -> (i32, bool) {
+    /// A consumer's Fetch whose response has `response_bytes` (sized only for a client under
+    /// a quota); the throttle, and whether the response must go without its data (then its
+    /// bytes are not charged, as in Kafka).
+    pub fn fetch(
+        &self,
+        version: i16,
+        response_bytes: impl FnOnce() -> usize,
+        out: &mut Throttle,
+    ) -> (i32, bool) {
         let Some(client) = self.client else {
             return (0, false);
         };
+        let response_bytes = response_bytes();
         let now = self.managers.now_ms();
         let fetch = client.fetch.as_ref();
         let bytes = fetch.map(|b| (b, b.record(response_bytes as f64, now, i64::MAX)));
