@@ -235,3 +235,32 @@ def test_consumer_byte_rate_slows_a_consumer(shared_target, topic_name):
     if TARGET == "gregor":
         text = metrics(broker)
         assert metric(text, "kafka_server_fetch_throttle_time", "slow-consumer") is not None, text
+
+
+def test_request_percentage_throttles_a_busy_client(shared_target, topic_name):
+    broker = shared_target
+    create_topic(broker, topic_name)
+    # 0.01% of one request handler: a few milliseconds of handling per 10 s window.
+    alter(broker, ["--entity-type", "clients", "--entity-name", "busy"],
+          add="request_percentage=0.01")
+    stats = []
+    p = producer(broker, **{"client.id": "busy", "linger.ms": 0, "acks": 1,
+                            "statistics.interval.ms": 500,
+                            "stats_cb": lambda s: stats.append(json.loads(s))})
+
+    def throttled():
+        return max((b["throttle"]["max"] for s in stats for b in s["brokers"].values()),
+                   default=0)
+    deadline = time.monotonic() + 30
+    sent = 0
+    while throttled() == 0:
+        assert time.monotonic() < deadline, f"never throttled after {sent} requests"
+        produce_latencies(p, topic_name, 20)
+        sent += 20
+    print(f"request_percentage: throttled ({throttled()} ms) after {sent} produce requests")
+    # A request quota's throttle is at most one quota window.
+    assert throttled() <= 1000 + 50
+    if TARGET == "gregor":
+        text = metrics(broker)
+        assert metric(text, "kafka_server_request_request_time", "busy") > 0, text
+        assert metric(text, "kafka_server_request_throttle_time", "busy") > 0, text
