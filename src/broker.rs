@@ -33,6 +33,8 @@ pub struct Broker {
     pub metrics: Metrics,
     /// KIP-227 incremental fetch sessions (`max.incremental.fetch.session.cache.slots`).
     pub fetch_sessions: FetchSessionCache,
+    /// Client quotas in force here, and each client's usage (`quota`).
+    pub quotas: crate::quota::QuotaManagers,
     /// Cancelled when the broker starts shutting down.
     pub shutdown: CancellationToken,
     /// This process's registration: a restarted broker registers with a new one.
@@ -69,6 +71,7 @@ impl Broker {
             txns,
             metrics: Metrics::default(),
             fetch_sessions: FetchSessionCache::new(config.kafka.fetch_session_cache_slots),
+            quotas: crate::quota::QuotaManagers::default(),
             config,
             meta,
             replicas,

@@ -11,6 +11,7 @@ pub mod group;
 pub mod kafka_uuid;
 pub mod log;
 pub mod meta;
+pub mod quota;
 pub mod replica;
 pub mod security;
 pub mod serve;

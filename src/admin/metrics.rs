@@ -158,6 +158,7 @@ pub fn render(broker: &Broker) -> String {
     render_partitions(broker, &mut out);
     render_groups(broker, &mut out);
     render_raft(broker, &mut out);
+    render_quotas(broker, &mut out);
     out
 }
 
@@ -198,6 +199,66 @@ fn render_fetch(broker: &Broker, out: &mut String) {
         "Incremental fetch sessions evicted to make room for new ones.",
     );
     let _ = writeln!(out, "gregor_fetch_session_evictions_total {evictions}");
+}
+
+/// Quota sensors exported per type: the most recently used, so a flood of client ids cannot
+/// flood the scrape.
+const QUOTA_SERIES_PER_TYPE: usize = 200;
+
+/// Per (user, client-id) quota usage and throttle time, named as Kafka's JMX metrics are
+/// exported (`kafka.server:type=Produce,user=..,client-id=..` `byte-rate`, `throttle-time`;
+/// `type=Request` `request-time`). Only clients under a quota are metered, as in Kafka while
+/// no quota is set; a default quota meters each user or client id in its own series.
+fn render_quotas(broker: &Broker, out: &mut String) {
+    use crate::quota::QuotaType;
+    let families = [
+        (
+            QuotaType::Produce,
+            "kafka_server_produce_byte_rate",
+            "Produce request bytes per second of a client under producer_byte_rate.",
+            "kafka_server_produce_throttle_time",
+        ),
+        (
+            QuotaType::Fetch,
+            "kafka_server_fetch_byte_rate",
+            "Fetch response bytes per second of a client under consumer_byte_rate.",
+            "kafka_server_fetch_throttle_time",
+        ),
+        (
+            QuotaType::Request,
+            "kafka_server_request_request_time",
+            "Request handler time, in percent of one thread, of a client under request_percentage.",
+            "kafka_server_request_throttle_time",
+        ),
+    ];
+    for (t, rate_name, rate_help, throttle_name) in families {
+        let readings = broker.quotas.readings(t, QUOTA_SERIES_PER_TYPE);
+        header(out, rate_name, "gauge", rate_help);
+        for r in &readings {
+            let _ = writeln!(
+                out,
+                "{rate_name}{{user=\"{}\",client_id=\"{}\"}} {}",
+                escape(&r.user),
+                escape(&r.client_id),
+                r.rate
+            );
+        }
+        header(
+            out,
+            throttle_name,
+            "gauge",
+            "Average throttle time in ms given to the client over the quota window.",
+        );
+        for r in &readings {
+            let _ = writeln!(
+                out,
+                "{throttle_name}{{user=\"{}\",client_id=\"{}\"}} {}",
+                escape(&r.user),
+                escape(&r.client_id),
+                r.throttle_time_ms
+            );
+        }
+    }
 }
 
 /// Readiness and the per-API request counters and latency histograms.

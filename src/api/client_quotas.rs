@@ -1,10 +1,12 @@
-//! DescribeClientQuotas (KIP-546), which `kafka-configs --describe --entity-type users|clients`
-//! sends alongside DescribeUserScramCredentials. Gregor enforces no client quotas and offers no
-//! way to set one (AlterClientQuotas is not advertised), so every valid filter matches no
-//! entity; the filter is still validated as Kafka's ClientQuotasImage does, with its errors.
+//! DescribeClientQuotas and AlterClientQuotas (KIP-546), which `kafka-configs --entity-type
+//! users|clients` sends (alongside the SCRAM credential requests for users). Quotas are
+//! metadata records (`meta::client_quotas`); describing matches filters and altering validates
+//! entities, keys and values as Kafka's ClientQuotasImage and ClientQuotaControlManager do,
+//! with their errors. `quota` enforces them.
 
 use std::collections::BTreeSet;
 
+use kafka_protocol::messages::describe_client_quotas_response as describe_response;
 use kafka_protocol::messages::{DescribeClientQuotasRequest, DescribeClientQuotasResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -13,6 +15,13 @@ use super::code;
 use super::session::Session;
 use crate::broker::Broker;
 use crate::meta::acl::AclOperation;
+use crate::meta::client_quotas::QuotaEntity;
+
+pub use super::client_quotas_alter::alter;
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
 
 const MATCH_TYPE_EXACT: i8 = 0;
 const MATCH_TYPE_DEFAULT: i8 = 1;
@@ -71,6 +80,26 @@ fn validate(req: &DescribeClientQuotasRequest) -> Result<(), (ResponseError, Str
     Ok(())
 }
 
+/// Whether an entity passes a filter (Kafka's ClientQuotasImage.matches): every exact
+/// component names the entity's name of that type (null: the default), every specified
+/// component's type is present, and with `strict` the entity has no other types.
+fn matches(entity: &QuotaEntity, req: &DescribeClientQuotasRequest) -> bool {
+    let components = entity.components();
+    if req.strict && components.len() != req.components.len() {
+        return false;
+    }
+    req.components.iter().all(|filter| {
+        let found = components
+            .iter()
+            .find(|(t, _)| *t == filter.entity_type.as_str());
+        match (found, filter.match_type) {
+            (None, _) => false,
+            (Some(_), MATCH_TYPE_SPECIFIED) => true,
+            (Some((_, name)), _) => *name == filter._match.as_deref(),
+        }
+    })
+}
+
 /// Needs DESCRIBE_CONFIGS on the cluster.
 pub fn describe(
     broker: &Broker,
@@ -83,16 +112,46 @@ pub fn describe(
             .with_error_message(Some(StrBytes::from_string(message)))
             .with_entries(None)
     };
-    if !session.allowed_on_cluster(&broker.image(), AclOperation::DescribeConfigs) {
+    let image = broker.image();
+    if !session.allowed_on_cluster(&image, AclOperation::DescribeConfigs) {
         return failed(
             ResponseError::ClusterAuthorizationFailed,
             ResponseError::ClusterAuthorizationFailed.to_string(),
         );
     }
-    match validate(&req) {
-        Err((e, message)) => failed(e, message),
-        Ok(()) => DescribeClientQuotasResponse::default().with_entries(Some(Vec::new())),
+    if let Err((e, message)) = validate(&req) {
+        return failed(e, message);
     }
+    let entries = image
+        .client_quotas
+        .iter()
+        .filter(|(entity, _)| matches(entity, &req))
+        .map(|(entity, values)| {
+            describe_response::EntryData::default()
+                .with_entity(
+                    entity
+                        .components()
+                        .into_iter()
+                        .map(|(t, name)| {
+                            describe_response::EntityData::default()
+                                .with_entity_type(s(t))
+                                .with_entity_name(name.map(s))
+                        })
+                        .collect(),
+                )
+                .with_values(
+                    values
+                        .iter()
+                        .map(|(k, v)| {
+                            describe_response::ValueData::default()
+                                .with_key(s(k))
+                                .with_value(v.0)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    DescribeClientQuotasResponse::default().with_entries(Some(entries))
 }
 
 #[cfg(test)]

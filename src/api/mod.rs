@@ -7,6 +7,7 @@ pub mod acls;
 pub mod api_versions;
 mod broker_configs;
 pub mod client_quotas;
+mod client_quotas_alter;
 pub mod configs;
 pub mod consumer_groups;
 pub mod delete_records;
@@ -90,6 +91,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
     (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
     // Transactions, with the classic (TV1) protocol: EndTxn v5 and the epoch bump on every
     // transaction (KIP-890 part 2) are not offered, nor is transaction.version 2.
     (ApiKey::AddPartitionsToTxn, 0, 5),

@@ -93,6 +93,8 @@ pub struct Session {
     /// Whether the principal is a super user (or the authorizer is off).
     everything_allowed: bool,
     cache: Mutex<DecisionCache>,
+    /// The client quotas that apply to this connection, resolved once per quota change.
+    pub quotas: crate::quota::ConnectionQuotas,
 }
 
 impl Session {
@@ -116,6 +118,7 @@ impl Session {
             authorizer,
             everything_allowed,
             cache: Mutex::new(DecisionCache::default()),
+            quotas: crate::quota::ConnectionQuotas::default(),
         }
     }
 
@@ -125,6 +128,16 @@ impl Session {
         self.sasl = Some(sasl);
         self.authentication = Authentication::AwaitingHandshake;
         self
+    }
+
+    /// The client quotas of this connection's principal with `client_id` (`None`: no quota
+    /// applies), from the connection's cache.
+    pub fn client_quotas(
+        &mut self,
+        managers: &crate::quota::QuotaManagers,
+        client_id: Option<&str>,
+    ) -> Option<Arc<crate::quota::ClientQuotas>> {
+        managers.for_client(&mut self.quotas, &self.principal.name, client_id)
     }
 
     pub fn principal(&self) -> &KafkaPrincipal {

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::acl::{AclBinding, AclBindingFilter, AclStore};
 use super::broker_configs::DynamicBrokerConfigs;
+use super::client_quotas::{ClientQuotaRecord, ClientQuotaStore};
 
 /// One advertised listener of a broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +133,9 @@ pub enum MetadataRecord {
     /// Finalizes feature levels (UpdateFeatures, validated by the proposer), all at once, as
     /// Kafka's FeatureLevelRecords of one request; level 0 removes a feature.
     FeatureLevels(BTreeMap<String, i16>),
+    /// Sets or removes client quota values (one AlterClientQuotas request's validated
+    /// changes, applied together as Kafka applies its ClientQuotaRecords atomically).
+    ClientQuotas(Vec<ClientQuotaRecord>),
 }
 
 /// A SCRAM credential as stored (RFC 5802): salt, StoredKey, ServerKey, iterations.
@@ -202,6 +206,9 @@ pub struct MetadataImage {
     /// the levels in effect.
     #[serde(default)]
     pub features: BTreeMap<String, i16>,
+    /// Client quotas (users, client ids and their defaults).
+    #[serde(default)]
+    pub client_quotas: Arc<ClientQuotaStore>,
 }
 
 impl BrokerRegistration {
@@ -427,6 +434,13 @@ impl MetadataImage {
                     } else {
                         self.features.remove(name);
                     }
+                }
+                ApplyOutcome::Ok
+            }
+            MetadataRecord::ClientQuotas(records) => {
+                let store = Arc::make_mut(&mut self.client_quotas);
+                for r in records {
+                    store.apply(r);
                 }
                 ApplyOutcome::Ok
             }

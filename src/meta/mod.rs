@@ -14,6 +14,7 @@
 
 pub mod acl;
 pub mod broker_configs;
+pub mod client_quotas;
 pub mod controller;
 mod controller_loop;
 pub mod features;

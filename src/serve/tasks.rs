@@ -13,6 +13,9 @@ use crate::replica::now_ms;
 /// `ReplicaManager::wait_for_image`).
 pub(super) async fn follow_metadata(broker: Arc<Broker>) {
     let mut images = broker.meta.subscribe();
+    // (`borrow`, not `borrow_and_update`: the loop below still applies this image.)
+    let quotas = images.borrow().client_quotas.clone();
+    broker.quotas.update(&quotas);
     loop {
         tokio::select! {
             changed = images.changed() => {
@@ -21,6 +24,7 @@ pub(super) async fn follow_metadata(broker: Arc<Broker>) {
                     return;
                 }
                 let image = images.borrow_and_update().clone();
+                broker.quotas.update(&image.client_quotas);
                 let b = broker.clone();
                 // Opening logs and loading groups is file I/O; keep it off the async workers.
                 let _ = tokio::task::spawn_blocking(move || {

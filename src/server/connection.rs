@@ -9,11 +9,17 @@
 //! the socket. A frame larger than `socket.request.max.bytes` closes the connection before
 //! anything is allocated for it. Until a SASL connection has authenticated, the bound is
 //! Kafka's `sasl.server.max.receive.size` (512 KiB) instead.
+//!
+//! A client over a quota is throttled as in Kafka: the connection is muted (neither read nor
+//! served) for the throttle time. With KIP-219 response versions the response goes out
+//! first and the client waits by itself as well; with older ones the response is held back
+//! until the throttle time has passed.
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
@@ -24,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::dispatch::{dispatch, Reply};
 use super::frame::ResponseFrame;
 use super::memory_pool::{Lease, MemoryPool};
+use super::throttle::Throttle;
 use crate::api::session::Session;
 use crate::broker::Broker;
 
@@ -38,6 +45,49 @@ const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 const MAX_UNAUTHENTICATED_FRAME: usize = 512 * 1024;
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
+
+/// Until when a throttled connection is muted, shared by its reader and its handler.
+struct Mute {
+    base: Instant,
+    /// Nanoseconds after `base`; 0 when never muted.
+    until: AtomicU64,
+}
+
+impl Mute {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            until: AtomicU64::new(0),
+        }
+    }
+
+    fn mute_for(&self, ms: i64) {
+        let until = self.base.elapsed() + Duration::from_millis(ms.max(0) as u64);
+        self.until
+            .fetch_max(until.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// How long the connection stays muted, if it is.
+    fn remaining(&self) -> Option<Duration> {
+        let until = self.until.load(Ordering::Relaxed);
+        if until == 0 {
+            return None; // never throttled: no clock read
+        }
+        Duration::from_nanos(until)
+            .checked_sub(self.base.elapsed())
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Waits until the connection is unmuted (or the broker shuts down).
+    async fn wait(&self, shutdown: &CancellationToken) {
+        if let Some(d) = self.remaining() {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    }
+}
 
 enum Inbound {
     /// A request frame and the memory it holds from the pool.
@@ -100,16 +150,19 @@ async fn serve<R, W>(
             MAX_UNAUTHENTICATED_FRAME
         },
     ));
+    let mute = Arc::new(Mute::new());
     let reader = tokio::spawn(read_frames(
         read_half,
         tx,
         pool,
         max_frame.clone(),
+        mute.clone(),
         broker.shutdown.clone(),
     ));
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write_half);
     let mut session = session;
-    let close_reason = handle_requests(&broker, &mut session, rx, &mut writer, &max_frame).await;
+    let close_reason =
+        handle_requests(&broker, &mut session, rx, &mut writer, &max_frame, &mute).await;
     let _ = writer.flush().await;
     let _ = writer.shutdown().await;
     reader.abort();
@@ -129,6 +182,7 @@ async fn handle_requests<W: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Inbound>,
     writer: &mut BufWriter<W>,
     max_frame: &AtomicUsize,
+    mute: &Mute,
 ) -> Option<String> {
     loop {
         let (frame, lease) = match rx.recv().await? {
@@ -141,7 +195,8 @@ async fn handle_requests<W: AsyncWrite + Unpin>(
             -1
         };
         let started = std::time::Instant::now();
-        let reply = dispatch(broker, session, frame).await;
+        let mut throttle = Throttle::default();
+        let reply = dispatch(broker, session, frame, &mut throttle).await;
         // The request is handled: its memory goes back to the pool before the response is
         // written, so a slow reader of responses does not hold request memory.
         drop(lease);
@@ -153,6 +208,14 @@ async fn handle_requests<W: AsyncWrite + Unpin>(
         }
         let closes = matches!(reply, Reply::Close(_) | Reply::FrameThenClose(..));
         broker.metrics.observe(api_key, started.elapsed(), closes);
+        let throttled = throttle.time_ms > 0;
+        if throttled {
+            mute.mute_for(throttle.time_ms);
+            if !throttle.client_throttles {
+                // An older client does not wait by itself: hold its response back.
+                mute.wait(&broker.shutdown).await;
+            }
+        }
         match reply {
             Reply::Frame(response) => {
                 if let Err(e) = write_frame(writer, &response).await {
@@ -169,10 +232,14 @@ async fn handle_requests<W: AsyncWrite + Unpin>(
         }
         // Flush when no further request is already waiting, so pipelined responses share
         // one write.
-        if rx.is_empty() {
+        if rx.is_empty() || throttled {
             if let Err(e) = writer.flush().await {
                 return Some(format!("write error: {e}"));
             }
+        }
+        // Muted: serve nothing more until the throttle time has passed.
+        if throttled {
+            mute.wait(&broker.shutdown).await;
         }
     }
 }
@@ -183,9 +250,12 @@ async fn read_frames(
     tx: mpsc::Sender<Inbound>,
     pool: Arc<MemoryPool>,
     max_frame: Arc<AtomicUsize>,
+    mute: Arc<Mute>,
     shutdown: CancellationToken,
 ) {
     let closed = loop {
+        // A throttled connection is not read until its throttle time has passed.
+        mute.wait(&shutdown).await;
         let size = tokio::select! {
             r = read_half.read_i32() => r,
             _ = shutdown.cancelled() => break None,

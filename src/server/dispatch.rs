@@ -4,9 +4,10 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable};
+use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable, Encodable};
 
 use super::frame::{encode_fetch_frame, encode_frame, ResponseFrame};
+use super::throttle::{RequestQuotas, Throttle, Timed};
 use crate::api::sasl::SaslOutcome;
 use crate::api::session::{Authentication, Session};
 use crate::api::tracing::Traced;
@@ -70,6 +71,7 @@ served_apis! {
     DescribeUserScramCredentials => DescribeUserScramCredentialsRequest,
     AlterUserScramCredentials => AlterUserScramCredentialsRequest,
     DescribeClientQuotas => DescribeClientQuotasRequest,
+    AlterClientQuotas => AlterClientQuotasRequest,
     AddPartitionsToTxn => AddPartitionsToTxnRequest,
     AddOffsetsToTxn => AddOffsetsToTxnRequest,
     EndTxn => EndTxnRequest,
@@ -199,8 +201,15 @@ fn refused(session: &Session, key: ApiKey) -> Option<String> {
 }
 
 /// Handles one request frame (without its size prefix): a bare SASL token after a
-/// SaslHandshake v0, else a Kafka request.
-pub async fn dispatch(broker: &Broker, session: &mut Session, frame: Bytes) -> Reply {
+/// SaslHandshake v0, else a Kafka request. A client over a quota gets `throttle` set: the
+/// connection mutes itself for that long.
+pub async fn dispatch(
+    broker: &Broker,
+    session: &mut Session,
+    frame: Bytes,
+    throttle: &mut Throttle,
+) -> Reply {
+    let request_size = frame.len();
     let sasl_listener = session.sasl.clone();
     if session.authentication.awaits_raw_token() {
         let image = broker.image();
@@ -282,71 +291,96 @@ pub async fn dispatch(broker: &Broker, session: &mut Session, frame: Bytes) -> R
             sasl!(outcome)
         }
         other => {
-            return route(
-                broker,
-                session,
+            let quotas = session.client_quotas(&broker.quotas, client_id.as_deref());
+            let call = Call {
                 key,
                 client_id,
                 version,
                 correlation_id,
-                other,
-            )
-            .await
+                request_size,
+            };
+            return route(broker, session, call, other, quotas.as_deref(), throttle).await;
         }
     };
     reply(encoded)
 }
 
-/// Routes an authenticated session's request to its handler.
-async fn route(
-    broker: &Broker,
-    session: &Session,
+/// A request's header fields and size.
+struct Call {
     key: ApiKey,
     client_id: Option<String>,
     version: i16,
     correlation_id: i32,
+    request_size: usize,
+}
+
+/// Routes an authenticated session's request to its handler, timing it when its client is
+/// under a request quota.
+async fn route(
+    broker: &Broker,
+    session: &Session,
+    call: Call,
     request: ApiRequest,
+    client_quotas: Option<&crate::quota::ClientQuotas>,
+    throttle: &mut Throttle,
+) -> Reply {
+    let quotas = RequestQuotas::new(&broker.quotas, client_quotas);
+    let clock = quotas.clock();
+    let routed = route_spanned(broker, session, call, request, &quotas, throttle);
+    match clock {
+        Some(clock) => Timed::new(routed, clock).await,
+        None => routed.await,
+    }
+}
+
+/// `route`, with the request's trace span.
+async fn route_spanned(
+    broker: &Broker,
+    session: &Session,
+    call: Call,
+    request: ApiRequest,
+    quotas: &RequestQuotas<'_>,
+    throttle: &mut Throttle,
 ) -> Reply {
     let traced = if api::tracing::enabled() {
         let traceparents = match &request {
             ApiRequest::Produce(r) => api::produce::traceparents(broker, r),
             _ => Vec::new(),
         };
-        api::tracing::request_span(key, client_id.as_deref(), &traceparents)
+        api::tracing::request_span(call.key, call.client_id.as_deref(), &traceparents)
     } else {
         Traced::none()
     };
     let span = traced.span.clone();
-    route_traced(
-        broker,
-        session,
+    route_traced(broker, session, call, request, traced, quotas, throttle)
+        .instrument(span)
+        .await
+}
+
+/// `route`, inside the request's span. Every response but WriteTxnMarkers' (a cluster
+/// action, exempt as in Kafka) carries the request's throttle time.
+async fn route_traced(
+    broker: &Broker,
+    session: &Session,
+    call: Call,
+    request: ApiRequest,
+    traced: Traced,
+    quotas: &RequestQuotas<'_>,
+    throttle: &mut Throttle,
+) -> Reply {
+    let Call {
         key,
         client_id,
         version,
         correlation_id,
-        request,
-        traced,
-    )
-    .instrument(span)
-    .await
-}
-
-/// `route`, inside the request's span.
-#[allow(clippy::too_many_arguments)]
-async fn route_traced(
-    broker: &Broker,
-    session: &Session,
-    key: ApiKey,
-    client_id: Option<String>,
-    version: i16,
-    correlation_id: i32,
-    request: ApiRequest,
-    traced: Traced,
-) -> Reply {
+        request_size,
+    } = call;
     macro_rules! respond {
-        ($resp:expr) => {
-            encode_frame(key, version, None, correlation_id, &$resp)
-        };
+        ($resp:expr) => {{
+            let mut resp = $resp;
+            resp.throttle_time_ms = quotas.other(key, version, throttle);
+            encode_frame(key, version, None, correlation_id, &resp)
+        }};
     }
     let (b, s) = (broker, session);
     let encoded = match request {
@@ -355,15 +389,40 @@ async fn route_traced(
         }
         ApiRequest::ApiVersions(r) => respond!(api::api_versions::handle(&b.image(), version, &r)),
         ApiRequest::Metadata(r) => respond!(api::metadata::handle(b, s, version, r).await),
-        ApiRequest::Produce(r) => match api::produce::handle(b, s, version, r, &traced).await {
-            ProduceOutcome::Respond(resp) => respond!(resp),
-            ProduceOutcome::NoResponse => return Reply::Nothing,
-            ProduceOutcome::CloseConnection => {
-                return Reply::Close("acks=0 produce failed; closing so the client notices".into())
+        ApiRequest::Produce(r) => {
+            let acks = r.acks;
+            match api::produce::handle(b, s, version, r, &traced).await {
+                ProduceOutcome::Respond(mut resp) => {
+                    resp.throttle_time_ms = quotas.produce(version, request_size, acks, throttle);
+                    encode_frame(key, version, None, correlation_id, &resp)
+                }
+                ProduceOutcome::NoResponse => {
+                    quotas.produce(version, request_size, acks, throttle);
+                    return Reply::Nothing;
+                }
+                ProduceOutcome::CloseConnection => {
+                    return Reply::Close(
+                        "acks=0 produce failed; closing so the client notices".into(),
+                    )
+                }
             }
-        },
-        ApiRequest::Fetch(r) => {
-            let resp = api::fetch::handle(b, s, version, r, &traced).await;
+        }
+        ApiRequest::Fetch(mut r) => {
+            // Replication is not a client: follower fetches are exempt, as in Kafka.
+            let unlimited = RequestQuotas::unlimited(&broker.quotas);
+            let from_follower = r.replica_id.0 >= 0 || r.replica_state.replica_id.0 >= 0;
+            let quotas = if from_follower { &unlimited } else { quotas };
+            if let Some(max) = quotas.fetch_max_bytes() {
+                r.max_bytes = r.max_bytes.min(max);
+                r.min_bytes = r.min_bytes.min(r.max_bytes);
+            }
+            let mut resp = api::fetch::handle(b, s, version, r, &traced).await;
+            let size = || resp.compute_size(version).unwrap_or(0);
+            let (throttle_ms, without_data) = quotas.fetch(version, size, throttle);
+            if without_data {
+                resp.responses.clear();
+            }
+            resp.throttle_time_ms = throttle_ms;
             return match encode_fetch_frame(version, correlation_id, &resp) {
                 Ok(frame) => Reply::Frame(frame),
                 Err(e) => reply(Err(e)),
@@ -420,12 +479,19 @@ async fn route_traced(
         ApiRequest::DescribeUserScramCredentials(r) => respond!(api::scram::describe(b, s, r)),
         ApiRequest::AlterUserScramCredentials(r) => respond!(api::scram::alter(b, s, r).await),
         ApiRequest::DescribeClientQuotas(r) => respond!(api::client_quotas::describe(b, s, r)),
+        ApiRequest::AlterClientQuotas(r) => respond!(api::client_quotas::alter(b, s, r).await),
         ApiRequest::AddPartitionsToTxn(r) => {
             respond!(api::txn::add_partitions(b, s, version, r).await)
         }
         ApiRequest::AddOffsetsToTxn(r) => respond!(api::txn::add_offsets(b, s, version, r).await),
         ApiRequest::EndTxn(r) => respond!(api::txn::end(b, s, version, r).await),
-        ApiRequest::WriteTxnMarkers(r) => respond!(api::txn::write_markers(b, s, r).await),
+        ApiRequest::WriteTxnMarkers(r) => encode_frame(
+            key,
+            version,
+            None,
+            correlation_id,
+            &api::txn::write_markers(b, s, r).await,
+        ),
         ApiRequest::TxnOffsetCommit(r) => {
             respond!(api::txn::txn_offset_commit(b, s, version, r).await)
         }

@@ -5,7 +5,8 @@
 //! Files: `connection.rs` (framing, ordering, backpressure), `dispatch.rs` (decode and route
 //! by API key), `frame.rs` (response frames, zero-copy for Fetch), `memory_pool.rs`
 //! (`queued.max.request.bytes`), `connection_limits.rs` (`max.connections`,
-//! `max.connections.per.ip`), `listener.rs` (a listener's security, TLS accept).
+//! `max.connections.per.ip`), `listener.rs` (a listener's security, TLS accept), `throttle.rs`
+//! (a request's cost against its client's quotas, and the throttle time).
 
 pub mod connection;
 pub mod connection_limits;
@@ -13,6 +14,7 @@ pub mod dispatch;
 pub mod frame;
 pub mod listener;
 pub mod memory_pool;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
