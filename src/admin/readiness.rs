@@ -118,6 +118,7 @@ mod tests {
                     leader,
                     leader_epoch: 1,
                     partition_epoch: 1,
+                    ..PartitionImage::default()
                 }],
                 configs: Default::default(),
             }),

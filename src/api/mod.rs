@@ -8,6 +8,7 @@ pub mod api_versions;
 pub mod client_quotas;
 pub mod configs;
 pub mod delete_records;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod groups;
 pub mod leader_epoch;
@@ -18,6 +19,7 @@ pub mod offsets;
 pub mod produce;
 pub mod produce_txn;
 pub mod producer_id;
+pub mod reassignments;
 pub mod sasl;
 pub mod scram;
 pub mod session;
@@ -87,6 +89,10 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 2),
     (ApiKey::DescribeProducers, 0, 0),
+    // Operator tools: kafka-leader-election.sh and kafka-reassign-partitions.sh.
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 /// The lowest Produce version actually served.

@@ -15,12 +15,15 @@
 pub mod acl;
 pub mod controller;
 mod controller_loop;
+pub mod elections;
 pub mod image;
 mod log_store;
 mod membership;
 mod network;
+pub mod partition_change;
 pub mod plane_security;
 pub mod producer_ids;
+pub mod reassignment;
 mod rpc_server;
 mod state_machine;
 pub mod topic_name;

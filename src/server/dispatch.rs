@@ -78,6 +78,9 @@ served_apis! {
     DescribeTransactions => DescribeTransactionsRequest,
     ListTransactions => ListTransactionsRequest,
     DescribeProducers => DescribeProducersRequest,
+    ElectLeaders => ElectLeadersRequest,
+    AlterPartitionReassignments => AlterPartitionReassignmentsRequest,
+    ListPartitionReassignments => ListPartitionReassignmentsRequest,
 }
 
 #[derive(Debug)]
@@ -422,6 +425,11 @@ async fn route_traced(
             respond!(api::txn_admin::list_transactions(b, s, version, r))
         }
         ApiRequest::DescribeProducers(r) => respond!(api::txn_admin::describe_producers(b, s, r)),
+        ApiRequest::ElectLeaders(r) => respond!(api::elect_leaders::handle(b, s, r).await),
+        ApiRequest::AlterPartitionReassignments(r) => {
+            respond!(api::reassignments::alter(b, s, version, r).await)
+        }
+        ApiRequest::ListPartitionReassignments(r) => respond!(api::reassignments::list(b, s, r)),
     };
     reply(encoded)
 }
