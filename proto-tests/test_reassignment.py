@@ -9,7 +9,8 @@ One five-broker cluster (proto-tests/cluster.py) serves the module:
   partition whose only ISR member is down.
 - test_reassign_cli: kafka-reassign-partitions --generate, --execute, --verify, --list and
   --cancel; removed replicas' logs are deleted.
-- test_reassignment_errors: Kafka's error codes for bad requests (raw requests).
+- test_reassignment_errors: Kafka's error codes for bad requests, a reorder that completes at
+  once, and ElectLeaders v0 (raw requests).
 - test_move_under_load: a partition moves from brokers {1,2,3} to {2,3,4} under an idempotent
   acks=all producer; nothing acknowledged is lost, the ISR ends as {2,3,4}, broker 1 deleted
   the partition's log directory.
@@ -40,7 +41,7 @@ ELECTION = "org.apache.kafka.tools.LeaderElectionCommand"
 VERIFY_THROTTLES = ("--preserve-throttles",)
 
 NO_ERROR, UNKNOWN_TOPIC_OR_PARTITION, INVALID_REPLICA_ASSIGNMENT = 0, 3, 39
-NO_REASSIGNMENT_IN_PROGRESS, PREFERRED_LEADER_NOT_AVAILABLE = 85, 80
+NO_REASSIGNMENT_IN_PROGRESS, PREFERRED_LEADER_NOT_AVAILABLE, ELECTION_NOT_NEEDED = 85, 80, 84
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +132,24 @@ def alter_reassignments(node, moves, correlation_id=7):
     for entries in r.compact_array(topic):
         results.update(entries)
     return top, results
+
+
+def elect_preferred_v0(node, topic, partitions, correlation_id=9):
+    """ElectLeaders v0 (preferred only, not flexible): {partition: error code}."""
+    body = wire.i32(1) + wire.string(topic) + wire.i32(len(partitions)) \
+        + b"".join(wire.i32(p) for p in partitions) + wire.i32(30000)
+    with wire.connect(node, timeout=40) as s:
+        r = wire.request(s, wire.header_v1(43, 0, correlation_id) + body, correlation_id)
+    r.i32()
+    out = {}
+    for _ in range(r.i32()):
+        assert r.string() == topic
+        for _ in range(r.i32()):
+            p, code = r.i32(), r.i16()
+            r.string()
+            out[p] = code
+    assert r.done()
+    return out
 
 
 def list_reassignments(node, correlation_id=8):
@@ -291,6 +310,12 @@ def test_reassignment_errors(cluster):
     assert alter_reassignments(node, {("errs", 0): [2, 1]})[1] == {("errs", 0): NO_ERROR}
     wait_state(cluster, "errs", "reordered", lambda s: s[0][:2] == (leader, [2, 1]), 10)
     assert list_reassignments(node) == {}
+    # ElectLeaders v0 (preferred): the new first replica, 2, takes over.
+    assert leader == 1
+    assert elect_preferred_v0(node, "errs", [0]) == {0: NO_ERROR}
+    wait_state(cluster, "errs", "led by 2", lambda s: s[0][0] == 2, 10)
+    assert elect_preferred_v0(node, "errs", [0, 7]) == \
+        {0: ELECTION_NOT_NEEDED, 7: UNKNOWN_TOPIC_OR_PARTITION}
 
 
 # --- a move under load -----------------------------------------------------------------------
