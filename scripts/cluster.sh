@@ -5,6 +5,8 @@
 #   scripts/cluster.sh stop           SIGTERM every broker and wait
 #   scripts/cluster.sh kill ID        kill -9 one broker
 #   scripts/cluster.sh start-node ID  start one broker again (it rejoins and catches up)
+#   scripts/cluster.sh grow N         scale out to N brokers: start each new one, add it to the
+#                                     metadata quorum as a learner, then promote it to voter
 #   scripts/cluster.sh status         pid, readiness and Raft status of each broker
 #
 # Broker ID listens for Kafka on 127.0.0.1:(19092 + 100*(ID-1)), for Raft on +1 and for the
@@ -241,6 +243,22 @@ start-node)
     start_node "$id"
     wait_ready "$id"
     ;;
+grow)
+    n=${2:?usage: cluster.sh grow N}
+    old=$(cluster_size)
+    [ "$n" -gt "$old" ] || { echo "the cluster already has $old brokers" >&2; exit 1; }
+    for id in $(seq $((old + 1)) "$n"); do
+        # The new node lists the current voters and itself; it waits until it is added.
+        CLUSTER_SIZE=$id start_node "$id"
+        "$GREGOR_BIN" admin --admin-url "http://127.0.0.1:$(admin_port 1)" \
+            add-learner "$id" "127.0.0.1:$(raft_port "$id")" >/dev/null
+        "$GREGOR_BIN" admin --admin-url "http://127.0.0.1:$(admin_port 1)" promote "$id" >/dev/null
+        echo "$id" >"$CLUSTER_DIR/size"
+        wait_ready "$id"
+        echo "node $id joined the quorum as a voter"
+    done
+    echo "cluster of $n ready; existing partitions stay where they are until reassigned"
+    ;;
 status)
     for id in $(seq 1 "$(cluster_size)"); do
         if is_running "$id"; then
@@ -253,7 +271,7 @@ status)
     done
     ;;
 *)
-    sed -n '2,26p' "$0"
+    sed -n '2,28p' "$0"
     exit 2
     ;;
 esac

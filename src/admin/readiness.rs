@@ -2,7 +2,9 @@
 //! the active controller, has applied the metadata log up to its own registration (so its
 //! view of the cluster is current), is not fenced, and is in the ISR of every partition it
 //! replicates whose leader is live. A rolling restart that waits for readiness therefore never
-//! takes down a second replica of a partition while the first is still catching up.
+//! takes down a second replica of a partition while the first is still catching up. A replica
+//! that a reassignment is adding does not count: the partition keeps its original replicas
+//! until it has caught up, and a large move must not take a new broker out of service.
 
 use crate::meta::image::MetadataImage;
 
@@ -60,6 +62,7 @@ pub fn check(
     for topic in image.topics.values() {
         for p in &topic.partitions {
             let needs_me = p.replicas.contains(&node_id)
+                && !p.adding_replicas.contains(&node_id)
                 && p.leader != node_id
                 && p.leader >= 0
                 && image.is_live(p.leader);
@@ -118,6 +121,7 @@ mod tests {
                     leader,
                     leader_epoch: 1,
                     partition_epoch: 1,
+                    ..PartitionImage::default()
                 }],
                 configs: Default::default(),
             }),
@@ -153,5 +157,12 @@ mod tests {
         assert_eq!(check(&leading, 2, me, true), Ok(()));
         let leaderless = image_with(vec![broker(2, me, false)], 1, vec![1]);
         assert_eq!(check(&leaderless, 2, me, true), Ok(()));
+        // a replica a reassignment is still adding does not hold readiness back either
+        let mut adding = behind.clone();
+        let name = "t".to_string();
+        let mut t = (**adding.topics.get(&name).expect("topic")).clone();
+        t.partitions[0].adding_replicas = vec![2];
+        adding.topics.insert(name, Arc::new(t));
+        assert_eq!(check(&adding, 2, me, true), Ok(()));
     }
 }

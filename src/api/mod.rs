@@ -13,6 +13,7 @@ pub mod consumer_groups;
 pub mod delete_records;
 pub mod describe_topic_partitions;
 pub mod features;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod groups;
 pub mod leader_epoch;
@@ -23,6 +24,7 @@ pub mod offsets;
 pub mod produce;
 pub mod produce_txn;
 pub mod producer_id;
+pub mod reassignments;
 pub mod sasl;
 pub mod scram;
 pub mod session;
@@ -105,6 +107,10 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     // Features (KIP-584): metadata.version only, at one level (see meta::features).
     (ApiKey::UpdateFeatures, 0, 2),
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    // Operator tools: kafka-leader-election.sh and kafka-reassign-partitions.sh.
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 /// The lowest Produce version actually served.

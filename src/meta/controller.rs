@@ -192,6 +192,7 @@ fn new_partitions(
                 isr,
                 replicas,
                 partition_epoch: 0,
+                ..PartitionImage::default()
             })
         })
         .collect()

@@ -402,6 +402,7 @@ mod tests {
             leader,
             leader_epoch: 0,
             partition_epoch: 0,
+            ..PartitionImage::default()
         }
     }
 

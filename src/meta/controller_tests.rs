@@ -43,6 +43,7 @@ fn three_way_topic() -> TopicImage {
         isr: replicas.clone(),
         replicas,
         partition_epoch: 0,
+        ..PartitionImage::default()
     };
     TopicImage {
         name: "t".into(),

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::acl::{AclBinding, AclBindingFilter, AclStore};
 use super::broker_configs::DynamicBrokerConfigs;
 use super::client_quotas::{ClientQuotaRecord, ClientQuotaStore};
+use super::partition_change::PartitionChange;
 
 /// One advertised listener of a broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,16 +46,39 @@ pub struct BrokerRegistration {
 }
 
 /// One partition's replica set and leadership, as the controller decided it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
     pub partition: i32,
+    /// While a reassignment is in progress: the target replicas followed by
+    /// `removing_replicas` (Kafka's KRaft model).
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
     /// -1 when the partition has no leader.
     pub leader: i32,
     pub leader_epoch: i32,
-    /// Bumped on every change to this partition's state (leader or ISR).
+    /// Bumped on every change to this partition's state (leader, ISR or replicas).
     pub partition_epoch: i32,
+    /// Replicas a reassignment in progress adds (they catch up, then join the ISR).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<i32>,
+    /// Replicas a reassignment in progress removes once the targets are all in the ISR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing_replicas: Vec<i32>,
+}
+
+/// A partition's next replicas, ISR, leader and reassignment state, computed by the proposer
+/// from the partition as it was at `expected_partition_epoch` (Kafka's PartitionChangeRecord).
+/// The state machine sets the epochs itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionChangeRecord {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub expected_partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub leader: i32,
+    pub adding_replicas: Vec<i32>,
+    pub removing_replicas: Vec<i32>,
 }
 
 /// A topic: its id, its partitions and its topic-level config overrides.
@@ -136,6 +160,9 @@ pub enum MetadataRecord {
     /// Sets or removes client quota values (one AlterClientQuotas request's validated
     /// changes, applied together as Kafka applies its ClientQuotaRecords atomically).
     ClientQuotas(Vec<ClientQuotaRecord>),
+    /// Partition changes decided by the controller's callers (ElectLeaders, reassignments),
+    /// each applied only if its partition epoch is still the expected one; one outcome each.
+    ChangePartitions(Vec<PartitionChangeRecord>),
 }
 
 /// A SCRAM credential as stored (RFC 5802): salt, StoredKey, ServerKey, iterations.
@@ -225,6 +252,11 @@ impl BrokerRegistration {
 }
 
 impl PartitionImage {
+    /// Whether a reassignment is in progress.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
     /// Sets leader and ISR; a new leader bumps the leader epoch, any change the partition
     /// epoch.
     pub fn set_leader_and_isr(&mut self, leader: i32, isr: Vec<i32>) {
@@ -291,6 +323,7 @@ impl MetadataImage {
                     p.leader
                 };
                 p.set_leader_and_isr(leader, isr);
+                self.complete_reassignment(p);
             }
             self.topics.insert(name, Arc::new(t));
         }
@@ -444,6 +477,9 @@ impl MetadataImage {
                 }
                 ApplyOutcome::Ok
             }
+            MetadataRecord::ChangePartitions(changes) => {
+                ApplyOutcome::Each(changes.iter().map(|c| self.change_partition(c)).collect())
+            }
             MetadataRecord::DeleteTopic { topic_id } => {
                 match self.topic_names_by_id.remove(topic_id) {
                     Some(name) => {
@@ -538,6 +574,59 @@ impl MetadataImage {
             return ApplyOutcome::Conflict;
         }
         p.set_leader_and_isr(leader, isr.to_vec());
+        self.complete_reassignment(p);
+        self.topics.insert(t.name.clone(), Arc::new(t));
+        ApplyOutcome::Ok
+    }
+
+    /// Finishes `p`'s reassignment if its ISR now holds every target replica (Kafka completes
+    /// it in the same change that grows the ISR).
+    fn complete_reassignment(&self, p: &mut PartitionImage) {
+        if p.is_reassigning() {
+            if let Some(next) = PartitionChange::of(p).build(p, |r| self.is_live(r)) {
+                *p = next;
+            }
+        }
+    }
+
+    /// Applies one `PartitionChangeRecord` (checked against the current state).
+    fn change_partition(&mut self, c: &PartitionChangeRecord) -> ApplyOutcome {
+        let Some(topic) = self.topic_by_id(&c.topic_id).cloned() else {
+            return ApplyOutcome::UnknownTopic;
+        };
+        let mut t = (*topic).clone();
+        let Some(p) = t.partitions.iter_mut().find(|p| p.partition == c.partition) else {
+            return ApplyOutcome::UnknownTopic;
+        };
+        let unique = |v: &[i32]| v.iter().collect::<BTreeSet<_>>().len() == v.len();
+        let valid = p.partition_epoch == c.expected_partition_epoch
+            && !c.replicas.is_empty()
+            && unique(&c.replicas)
+            && !c.isr.is_empty()
+            && unique(&c.isr)
+            && c.isr.iter().all(|r| c.replicas.contains(r))
+            && c.adding_replicas.iter().all(|r| c.replicas.contains(r))
+            && c.removing_replicas.iter().all(|r| c.replicas.contains(r))
+            && (c.leader == -1 || (c.isr.contains(&c.leader) && self.is_live(c.leader)))
+            && c.replicas.iter().all(|r| self.brokers.contains_key(r))
+            // Only the leader of an unclean election joins the ISR from outside it.
+            && c
+                .isr
+                .iter()
+                .all(|r| p.isr.contains(r) || (*r == c.leader && c.isr.len() == 1));
+        if !valid {
+            return ApplyOutcome::Conflict;
+        }
+        let lost_replicas = p.replicas.iter().any(|r| !c.replicas.contains(r));
+        if c.leader != p.leader || lost_replicas {
+            p.leader_epoch += 1;
+        }
+        p.partition_epoch += 1;
+        p.replicas = c.replicas.clone();
+        p.isr = c.isr.clone();
+        p.leader = c.leader;
+        p.adding_replicas = c.adding_replicas.clone();
+        p.removing_replicas = c.removing_replicas.clone();
         self.topics.insert(t.name.clone(), Arc::new(t));
         ApplyOutcome::Ok
     }
@@ -598,6 +687,7 @@ mod tests {
             isr: replicas.clone(),
             replicas,
             partition_epoch: 0,
+            ..PartitionImage::default()
         };
         image.apply(&MetadataRecord::CreateTopic(TopicImage {
             name: "t".into(),

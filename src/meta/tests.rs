@@ -38,6 +38,7 @@ pub(super) fn topic(name: &str) -> TopicImage {
             leader: 1,
             leader_epoch: 0,
             partition_epoch: 0,
+            ..PartitionImage::default()
         }],
         configs: BTreeMap::new(),
     }

@@ -84,6 +84,7 @@ mod tests {
             leader: 1,
             leader_epoch: 0,
             partition_epoch: 0,
+            ..PartitionImage::default()
         };
         let big = MetadataRecord::CreateTopic(TopicImage {
             name: "é".repeat(300),

@@ -84,6 +84,9 @@ served_apis! {
     ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
     UpdateFeatures => UpdateFeaturesRequest,
     DescribeTopicPartitions => DescribeTopicPartitionsRequest,
+    ElectLeaders => ElectLeadersRequest,
+    AlterPartitionReassignments => AlterPartitionReassignmentsRequest,
+    ListPartitionReassignments => ListPartitionReassignmentsRequest,
 }
 
 #[derive(Debug)]
@@ -506,6 +509,11 @@ async fn route_traced(
         ApiRequest::DescribeTopicPartitions(r) => {
             respond!(api::describe_topic_partitions::handle(b, s, r))
         }
+        ApiRequest::ElectLeaders(r) => respond!(api::elect_leaders::handle(b, s, r).await),
+        ApiRequest::AlterPartitionReassignments(r) => {
+            respond!(api::reassignments::alter(b, s, version, r).await)
+        }
+        ApiRequest::ListPartitionReassignments(r) => respond!(api::reassignments::list(b, s, r)),
     };
     reply(encoded)
 }
