@@ -251,6 +251,8 @@ mod tests {
                         leader: 1,
                         leader_epoch: 0,
                         partition_epoch: 0,
+                        adding_replicas: vec![],
+                        removing_replicas: vec![],
                     })
                     .collect(),
                 configs: BTreeMap::new(),
