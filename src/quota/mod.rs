@@ -203,7 +203,7 @@ impl Sensors {
             }
         }
         // Bounded cardinality: the most recently used sensors.
-        all.sort_by(|a, b| b.0.cmp(&a.0));
+        all.sort_by_key(|r| std::cmp::Reverse(r.0));
         all.truncate(max);
         all.into_iter().map(|(_, r)| r).collect()
     }
