@@ -434,9 +434,11 @@ mod tests {
             .expect("a change");
         apply(&mut img, cancel);
         let p = partition(&img);
+        // As Kafka's PartitionReassignmentRevert: the original replicas are the current ones
+        // without those being added, in the current order (which the target set).
         assert_eq!(
             (p.replicas.clone(), p.isr.clone(), p.leader),
-            (vec![1, 2, 3], vec![1, 2, 3], 1)
+            (vec![3, 2, 1], vec![1, 2, 3], 1)
         );
         assert!(!p.is_reassigning());
         // Shrinking the replication factor completes at once (the rest is in the ISR).
