@@ -21,6 +21,8 @@ pub mod producer_id;
 pub mod sasl;
 pub mod scram;
 pub mod session;
+pub mod share_fetch;
+pub mod share_group;
 pub mod topics;
 pub mod tracing;
 pub mod txn;
@@ -87,6 +89,14 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 2),
     (ApiKey::DescribeProducers, 0, 0),
+    // Share groups (KIP-932), the versions kafka-protocol 0.18 has (Kafka 4.1's schemas).
+    (ApiKey::ShareGroupHeartbeat, 1, 1),
+    (ApiKey::ShareGroupDescribe, 1, 1),
+    (ApiKey::ShareFetch, 1, 1),
+    (ApiKey::ShareAcknowledge, 1, 1),
+    (ApiKey::DescribeShareGroupOffsets, 0, 0),
+    (ApiKey::AlterShareGroupOffsets, 0, 0),
+    (ApiKey::DeleteShareGroupOffsets, 0, 0),
 ];
 
 /// The lowest Produce version actually served.
