@@ -6,7 +6,8 @@ ShareFetch/ShareAcknowledge v1 by hand on the wire for the errors clients only s
 The broker runs with group.share.record.lock.duration.ms=2000 (Kafka's minimum is 1000) and
 group.share.delivery.count.limit=3, so that lock expiry and archiving happen quickly.
 
-- split: 3 share consumers on one partition divide 300 records, none delivered twice.
+- split: 3 share consumers on one partition divide 300 records, each getting some, no delivery
+  of a record twice (a record comes again only when its lock expired, with a higher count).
 - redelivery: a consumer that dies with records acquired: they go to another consumer once the
   acquisition lock expires, with delivery count 2.
 - reject-release: REJECTed records are not delivered again; a RELEASEd one is.
