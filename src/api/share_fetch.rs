@@ -250,6 +250,19 @@ pub async fn share_fetch(
         )
 }
 
+/// A share-partition whose state cannot be read or written now (its state partition is
+/// not led here yet, or a write timed out) is answered REPLICA_NOT_AVAILABLE, which share
+/// consumers retry after refreshing metadata; Kafka's coordinator errors would end them.
+fn retriable_for_consumer(e: ResponseError) -> ResponseError {
+    match e {
+        ResponseError::CoordinatorNotAvailable
+        | ResponseError::CoordinatorLoadInProgress
+        | ResponseError::NotCoordinator
+        | ResponseError::RequestTimedOut => ResponseError::ReplicaNotAvailable,
+        other => other,
+    }
+}
+
 /// One partition's part of a ShareFetch response.
 #[derive(Default)]
 struct PartitionResult {
@@ -331,7 +344,7 @@ async fn fetch_records(
                             r.acquired = f.acquired;
                         }
                         Err(e) => {
-                            r.error = Some(e);
+                            r.error = Some(retriable_for_consumer(e));
                             any = true;
                         }
                     }

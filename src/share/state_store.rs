@@ -28,6 +28,9 @@ use crate::replica::{now_ms, Partition, ReplicaManager, WriteFailed, Written};
 
 pub const SHARE_STATE_TOPIC: &str = "__share_group_state";
 
+/// How long a state read waits for this broker's replicas to catch up with the metadata.
+const LEADERSHIP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Kafka's coordinator record type of ShareSnapshotKey/ShareSnapshotValue.
 const SHARE_SNAPSHOT: i16 = 0;
 
@@ -125,11 +128,21 @@ impl StateStore {
     /// The state partition of `key`, if this broker leads it.
     async fn led_partition(&self, key: &StateKey) -> Result<Arc<Partition>, ResponseError> {
         self.ensure_topic().await.map_err(|(e, _)| e)?;
-        match self
-            .replicas
-            .partition(SHARE_STATE_TOPIC, self.partition_for(key))
-        {
-            Some(p) if p.is_leader() => Ok(p),
+        let p = self.partition_for(key);
+        let led = || {
+            self.replicas
+                .partition(SHARE_STATE_TOPIC, p)
+                .filter(|p| p.is_leader())
+        };
+        if led().is_none() {
+            // Just created, or leadership just moved here: wait until the replicas applied
+            // the metadata this broker has seen.
+            self.replicas
+                .wait_for_image(self.meta.image().version, LEADERSHIP_WAIT)
+                .await;
+        }
+        match led() {
+            Some(p) => Ok(p),
             // The state partition is led by another broker: Gregor does not forward
             // Read/WriteShareGroupState between brokers yet.
             _ => Err(ResponseError::CoordinatorNotAvailable),
