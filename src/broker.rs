@@ -18,6 +18,7 @@ use crate::meta::image::MetadataImage;
 use crate::meta::producer_ids::ProducerIdAllocator;
 use crate::meta::MetadataQuorum;
 use crate::replica::ReplicaManager;
+use crate::share::SharePartitionManager;
 use crate::txn::TransactionCoordinator;
 
 /// How long a handler waits for a metadata change it made to be hosted here.
@@ -30,6 +31,9 @@ pub struct Broker {
     pub producer_ids: Arc<ProducerIdAllocator>,
     pub groups: Arc<GroupCoordinator>,
     pub txns: Arc<TransactionCoordinator>,
+    /// Share groups (KIP-932): their membership, the share-partitions led here, and the
+    /// share coordinator's state store.
+    pub shares: Arc<SharePartitionManager>,
     pub metrics: Metrics,
     /// KIP-227 incremental fetch sessions (`max.incremental.fetch.session.cache.slots`).
     pub fetch_sessions: FetchSessionCache,
@@ -65,8 +69,14 @@ impl Broker {
             producer_ids.clone(),
             shutdown.clone(),
         ));
+        let shares = Arc::new(SharePartitionManager::new(
+            config.kafka.share.clone(),
+            replicas.clone(),
+            meta.clone(),
+        ));
         Arc::new(Self {
             producer_ids,
+            shares,
             groups,
             txns,
             metrics: Metrics::default(),

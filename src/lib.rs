@@ -16,6 +16,7 @@ pub mod replica;
 pub mod security;
 pub mod serve;
 pub mod server;
+pub mod share;
 pub mod txn;
 
 /// Every binary and test that links Gregor uses the guarded allocator (see `alloc_guard`).

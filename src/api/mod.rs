@@ -28,6 +28,8 @@ pub mod reassignments;
 pub mod sasl;
 pub mod scram;
 pub mod session;
+pub mod share_fetch;
+pub mod share_group;
 pub mod topics;
 pub mod tracing;
 pub mod txn;
@@ -111,6 +113,14 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::AlterPartitionReassignments, 0, 1),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    // Share groups (KIP-932), the versions kafka-protocol 0.18 has (Kafka 4.1's schemas).
+    (ApiKey::ShareGroupHeartbeat, 1, 1),
+    (ApiKey::ShareGroupDescribe, 1, 1),
+    (ApiKey::ShareFetch, 1, 1),
+    (ApiKey::ShareAcknowledge, 1, 1),
+    (ApiKey::DescribeShareGroupOffsets, 0, 0),
+    (ApiKey::AlterShareGroupOffsets, 0, 0),
+    (ApiKey::DeleteShareGroupOffsets, 0, 0),
 ];
 
 /// The lowest Produce version actually served.

@@ -80,6 +80,44 @@ fn consumer_assignors(raw: &BTreeMap<String, String>) -> Result<Vec<&'static str
     Ok(out)
 }
 
+/// Share groups' settings (`group.share.*`) and the share coordinator's
+/// (`share.coordinator.*`), with Kafka's bounds.
+pub(super) fn share_config(raw: &BTreeMap<String, String>) -> Result<crate::share::ShareConfig> {
+    let config = crate::share::ShareConfig {
+        record_lock_duration_ms: get(raw, "group.share.record.lock.duration.ms")?,
+        delivery_count_limit: get(raw, "group.share.delivery.count.limit")?,
+        max_record_locks: get(raw, "group.share.partition.max.record.locks")?,
+        session_timeout: Duration::from_millis(get(raw, "group.share.session.timeout.ms")?),
+        heartbeat_interval_ms: get(raw, "group.share.heartbeat.interval.ms")?,
+        max_size: get(raw, "group.share.max.size")?,
+        state_partitions: get(raw, "share.coordinator.state.topic.num.partitions")?,
+        state_replication_factor: get(raw, "share.coordinator.state.topic.replication.factor")?,
+        state_min_isr: get(raw, "share.coordinator.state.topic.min.isr")?,
+        state_segment_bytes: get(raw, "share.coordinator.state.topic.segment.bytes")?,
+        write_timeout: Duration::from_millis(get(raw, "share.coordinator.write.timeout.ms")?),
+        max_sessions: get(raw, "max.share.session.cache.size")?,
+    };
+    if !(1000..=3_600_000).contains(&config.record_lock_duration_ms) {
+        bail!("[kafka] group.share.record.lock.duration.ms must be between 1000 and 3600000");
+    }
+    if !(2..=10).contains(&config.delivery_count_limit) {
+        bail!("[kafka] group.share.delivery.count.limit must be between 2 and 10");
+    }
+    if !(100..=10_000).contains(&config.max_record_locks) {
+        bail!("[kafka] group.share.partition.max.record.locks must be between 100 and 10000");
+    }
+    if config.heartbeat_interval_ms < 1 || config.max_size < 1 || config.max_sessions < 1 {
+        bail!("[kafka] group.share.heartbeat.interval.ms, group.share.max.size and max.share.session.cache.size must be at least 1");
+    }
+    if config.state_partitions < 1
+        || config.state_replication_factor < 1
+        || config.state_min_isr < 1
+    {
+        bail!("[kafka] share.coordinator.state.topic.* must be at least 1");
+    }
+    Ok(config)
+}
+
 /// The transaction coordinator's settings (`transaction.*`, `transactional.id.*`).
 pub(super) fn txn_config(raw: &BTreeMap<String, String>) -> Result<crate::txn::TxnConfig> {
     let ms = |key: &str| get::<u64>(raw, key).map(Duration::from_millis);

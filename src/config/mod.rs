@@ -162,6 +162,8 @@ pub struct KafkaSettings {
     /// Replication: `replica.lag.time.max.ms` and `replica.fetch.*`.
     pub replica: crate::replica::ReplicaSettings,
     pub group: crate::group::GroupConfig,
+    /// Share groups' `group.share.*` and the share coordinator's `share.coordinator.*`.
+    pub share: crate::share::ShareConfig,
     /// The transaction coordinator's `transaction.*` settings.
     pub txn: crate::txn::TxnConfig,
     /// Broker fencing and leader elections by the active controller.
@@ -405,6 +407,12 @@ pub const BROKER_SETTINGS: &[(&str, &str, i8, &str)] = &[
     ("group.max.session.timeout.ms", "1800000", 3, "The maximum allowed session timeout for registered consumers."),
     ("group.max.size", "2147483647", 3, "The maximum number of consumers a single consumer group can accommodate."),
     ("group.min.session.timeout.ms", "6000", 3, "The minimum allowed session timeout for registered consumers."),
+    ("group.share.delivery.count.limit", "5", 3, "The maximum number of delivery attempts for a record delivered to a share group; a record released or timed out at the limit is archived."),
+    ("group.share.heartbeat.interval.ms", "5000", 3, "The heartbeat interval given to the members of a share group."),
+    ("group.share.max.size", "200", 4, "The maximum number of members that a single share group can accommodate."),
+    ("group.share.partition.max.record.locks", "2000", 3, "Share-group record lock limit per share-partition: the most records in flight between the share-partition start and end offsets."),
+    ("group.share.record.lock.duration.ms", "30000", 3, "The record acquisition lock duration in milliseconds for share groups: an acquired record not acknowledged in time becomes available again."),
+    ("group.share.session.timeout.ms", "45000", 3, "The timeout to detect client failures when using the share group protocol."),
     ("leader.imbalance.check.interval.seconds", "300", 5, "The frequency with which the partition rebalance check is triggered by the controller."),
     ("log.cleaner.backoff.ms", "15000", 5, "The amount of time to sleep when there are no logs to clean."),
     ("log.flush.offset.checkpoint.interval.ms", "60000", 3, "How often the recovery points are written to disk."),
@@ -431,6 +439,12 @@ pub const BROKER_SETTINGS: &[(&str, &str, i8, &str)] = &[
     ("replica.lag.time.max.ms", "30000", 5, "A follower that has not caught up with the leader for this long leaves the ISR."),
     ("producer.id.expiration.ms", "86400000", 3, "How long a producer id is kept after its last write."),
     ("queued.max.request.bytes", "-1", 5, "The bytes of requests read and not yet handled, over all connections, before no more requests are read (backpressure). Gregor is bounded by default: -1 (Kafka's default, which there means unlimited) gives 256 MiB or twice socket.request.max.bytes, whichever is larger. At most one frame may overdraw it."),
+    ("share.coordinator.state.topic.min.isr", "2", 4, "min.insync.replicas of the share-group state topic (capped at its replication factor)."),
+    ("share.coordinator.state.topic.num.partitions", "50", 3, "The number of partitions of the share-group state topic (should not change after deployment)."),
+    ("share.coordinator.state.topic.replication.factor", "3", 4, "The replication factor of the share-group state topic (capped at the number of brokers)."),
+    ("share.coordinator.state.topic.segment.bytes", "104857600", 3, "The share-group state topic's segment bytes, kept small for faster log compaction and cache loads."),
+    ("share.coordinator.write.timeout.ms", "5000", 3, "How long a write of share-partition state waits for the state topic's replicas."),
+    ("max.share.session.cache.size", "1000", 3, "The maximum number of share sessions per broker."),
     ("socket.request.max.bytes", "104857600", 3, "The maximum number of bytes in a socket request."),
     ("super.users", "", 2, "Principals allowed every operation whatever the ACLs say, separated by semicolons (User:admin;User:broker)."),
     ("transaction.abort.timed.out.transaction.cleanup.interval.ms", "10000", 3, "How often transactions that passed their timeout are looked for and aborted."),
@@ -515,6 +529,7 @@ impl KafkaSettings {
                 inter_broker_security: Default::default(),
             },
             group: coordinators::group_config(&raw)?,
+            share: coordinators::share_config(&raw)?,
             txn: coordinators::txn_config(&raw)?,
             controller: crate::meta::ControllerSettings {
                 broker_session_timeout: Duration::from_millis(get(

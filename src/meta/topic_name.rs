@@ -34,7 +34,9 @@ pub fn collision_key(name: &str) -> String {
 
 /// Kafka's internal topics: clients may not write to them.
 pub fn is_internal_topic(name: &str) -> bool {
-    name == "__consumer_offsets" || name == "__transaction_state"
+    name == "__consumer_offsets"
+        || name == "__transaction_state"
+        || name == crate::share::SHARE_STATE_TOPIC
 }
 
 #[cfg(test)]

@@ -87,6 +87,13 @@ served_apis! {
     ElectLeaders => ElectLeadersRequest,
     AlterPartitionReassignments => AlterPartitionReassignmentsRequest,
     ListPartitionReassignments => ListPartitionReassignmentsRequest,
+    ShareGroupHeartbeat => ShareGroupHeartbeatRequest,
+    ShareGroupDescribe => ShareGroupDescribeRequest,
+    ShareFetch => ShareFetchRequest,
+    ShareAcknowledge => ShareAcknowledgeRequest,
+    DescribeShareGroupOffsets => DescribeShareGroupOffsetsRequest,
+    AlterShareGroupOffsets => AlterShareGroupOffsetsRequest,
+    DeleteShareGroupOffsets => DeleteShareGroupOffsetsRequest,
 }
 
 #[derive(Debug)]
@@ -514,6 +521,27 @@ async fn route_traced(
             respond!(api::reassignments::alter(b, s, version, r).await)
         }
         ApiRequest::ListPartitionReassignments(r) => respond!(api::reassignments::list(b, s, r)),
+        ApiRequest::ShareGroupHeartbeat(r) => {
+            let client = api::groups::ClientInfo {
+                client_id: client_id.unwrap_or_default(),
+                client_host: format!("/{}", s.client_host),
+            };
+            respond!(api::share_group::heartbeat(b, s, &client, r))
+        }
+        ApiRequest::ShareGroupDescribe(r) => respond!(api::share_group::describe(b, s, r)),
+        ApiRequest::ShareFetch(r) => respond!(api::share_fetch::share_fetch(b, s, r).await),
+        ApiRequest::ShareAcknowledge(r) => {
+            respond!(api::share_fetch::share_acknowledge(b, s, r).await)
+        }
+        ApiRequest::DescribeShareGroupOffsets(r) => {
+            respond!(api::share_group::describe_offsets(b, s, r).await)
+        }
+        ApiRequest::AlterShareGroupOffsets(r) => {
+            respond!(api::share_group::alter_offsets(b, s, r).await)
+        }
+        ApiRequest::DeleteShareGroupOffsets(r) => {
+            respond!(api::share_group::delete_offsets(b, s, r).await)
+        }
     };
     reply(encoded)
 }

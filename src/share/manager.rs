@@ -1,0 +1,291 @@
+//! The share-partitions of the partitions this broker leads (Kafka's SharePartitionManager):
+//! each is loaded from the share coordinator's store on first use in a leader epoch (or, the
+//! first time the group reads the partition, started at its high watermark, as
+//! `share.auto.offset.reset=latest` does), then ShareFetch acquires records from it and
+//! ShareAcknowledge (or acknowledgements riding on ShareFetch) settle them. Every change of
+//! state that must survive (acknowledgements, releases, expired locks, archived records) is
+//! written to `__share_group_state` before the request is answered.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use parking_lot::Mutex;
+
+use super::group::ShareGroups;
+use super::partition::{AckError, Acquired, SharePartition, ACK_RELEASE};
+use super::session::ShareSessions;
+use super::state_store::{Snapshot, StateKey, StateStore};
+use super::ShareConfig;
+use crate::api::partition_error_code;
+use crate::log::batch::BatchIter;
+use crate::meta::MetadataQuorum;
+use crate::replica::{now_ms, Partition, ReplicaManager};
+
+struct Loaded {
+    sp: SharePartition,
+    leader_epoch: i32,
+}
+
+type Entry = Arc<Mutex<Option<Loaded>>>;
+
+/// What one ShareFetch got from one partition: the batches read, and which of their records
+/// this member acquired (a client delivers only those).
+#[derive(Default)]
+pub struct Fetched {
+    pub records: Bytes,
+    pub acquired: Vec<Acquired>,
+}
+
+pub struct SharePartitionManager {
+    pub config: ShareConfig,
+    pub store: Arc<StateStore>,
+    pub groups: ShareGroups,
+    pub sessions: ShareSessions,
+    partitions: Mutex<HashMap<StateKey, Entry>>,
+    /// Woken when records become available again (released, or their lock expired), for
+    /// ShareFetches waiting for records.
+    pub released: tokio::sync::Notify,
+}
+
+fn snapshot_of(l: &Loaded) -> Snapshot {
+    Snapshot {
+        state_epoch: l.sp.state_epoch(),
+        leader_epoch: l.leader_epoch,
+        start_offset: l.sp.start_offset(),
+        batches: l.sp.snapshot(),
+    }
+}
+
+impl SharePartitionManager {
+    pub fn new(config: ShareConfig, replicas: Arc<ReplicaManager>, meta: MetadataQuorum) -> Self {
+        let store = Arc::new(StateStore::new(config.clone(), replicas, meta));
+        Self {
+            groups: ShareGroups::new(config.session_timeout, config.max_size),
+            sessions: ShareSessions::new(config.max_sessions),
+            config,
+            store,
+            partitions: Mutex::new(HashMap::new()),
+            released: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn entry(&self, key: &StateKey) -> Entry {
+        self.partitions
+            .lock()
+            .entry(key.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// The share-partition of `key`, loaded in the partition's current leader epoch.
+    async fn load(&self, key: &StateKey, partition: &Partition) -> Result<Entry, ResponseError> {
+        let entry = self.entry(key);
+        let epoch = partition.leader_epoch();
+        if entry
+            .lock()
+            .as_ref()
+            .is_some_and(|l| l.leader_epoch == epoch)
+        {
+            return Ok(entry);
+        }
+        let snapshot = self.store.read(key).await?;
+        let (sp, fresh) = match snapshot {
+            Some(s) => (
+                SharePartition::restore(s.start_offset, s.state_epoch, &s.batches),
+                false,
+            ),
+            // share.auto.offset.reset=latest: the group starts at the high watermark.
+            None => (SharePartition::new(partition.high_watermark(), 0), true),
+        };
+        let written = {
+            let mut guard = entry.lock();
+            if guard.as_ref().is_some_and(|l| l.leader_epoch == epoch) {
+                return Ok(entry.clone());
+            }
+            let loaded = Loaded {
+                sp,
+                leader_epoch: epoch,
+            };
+            // A new share-partition's start is written at once, so that a restart does not
+            // move it to a later high watermark.
+            let w = if fresh {
+                Some(self.store.append(key, Some(&snapshot_of(&loaded)))?)
+            } else {
+                None
+            };
+            *guard = Some(loaded);
+            w
+        };
+        if let Some(w) = written {
+            self.store.replicated(&w).await?;
+        }
+        Ok(entry)
+    }
+
+    /// ShareFetch on one partition: acquires for `member` up to `max_records` available
+    /// records from what a read of `max_bytes` returns.
+    pub async fn fetch(
+        &self,
+        key: &StateKey,
+        member: &Arc<str>,
+        partition: &Partition,
+        max_bytes: usize,
+        max_records: usize,
+    ) -> Result<Fetched, ResponseError> {
+        let entry = self.load(key, partition).await?;
+        let now = now_ms();
+        let limits = self.config.limits();
+        let mut out = Fetched::default();
+        let (written, expired) = {
+            let mut guard = entry.lock();
+            let l = guard.as_mut().ok_or(ResponseError::UnknownServerError)?;
+            let expired = l.sp.expire_locks(now, &limits);
+            let mut changed = expired | l.sp.skip_below(partition.log.log_start_offset());
+            if let Some(offset) = l.sp.next_fetch_offset(&limits) {
+                if offset < partition.high_watermark() && max_records > 0 {
+                    let read = partition
+                        .read(offset, -1, max_bytes, true, false)
+                        .map_err(|e| partition_error_code(&e))?;
+                    let below = read.high_watermark;
+                    let mut to = offset - 1;
+                    let mut skipped = Vec::new();
+                    for (_, b) in BatchIter::new(&read.result.records) {
+                        let last = b.last_offset().min(below - 1);
+                        if b.is_control() {
+                            skipped.push((b.base_offset(), last));
+                        }
+                        to = to.max(last);
+                    }
+                    out.acquired =
+                        l.sp.acquire(member, offset, to, max_records, &skipped, now, &limits);
+                    changed |= !skipped.is_empty();
+                    if !out.acquired.is_empty() {
+                        out.records = read.result.records;
+                    }
+                }
+            }
+            let w = if changed {
+                Some(self.store.append(key, Some(&snapshot_of(l)))?)
+            } else {
+                None
+            };
+            (w, expired)
+        };
+        if let Some(w) = written {
+            self.store.replicated(&w).await?;
+        }
+        if expired {
+            self.released.notify_waiters();
+        }
+        Ok(out)
+    }
+
+    /// Acknowledges `member`'s records of one partition: batches of (first offset, last
+    /// offset, acknowledge types). INVALID_RECORD_STATE when a record is not acquired by it.
+    pub async fn acknowledge(
+        &self,
+        key: &StateKey,
+        member: &str,
+        partition: &Partition,
+        batches: &[(i64, i64, Vec<i8>)],
+    ) -> Result<(), ResponseError> {
+        let entry = self.load(key, partition).await?;
+        let limits = self.config.limits();
+        let (written, result) = {
+            let mut guard = entry.lock();
+            let l = guard.as_mut().ok_or(ResponseError::UnknownServerError)?;
+            let expired = l.sp.expire_locks(now_ms(), &limits);
+            let result = l.sp.acknowledge(member, batches, &limits);
+            let w = if expired || result.is_ok() {
+                Some(self.store.append(key, Some(&snapshot_of(l)))?)
+            } else {
+                None
+            };
+            (w, result)
+        };
+        if let Some(w) = written {
+            self.store.replicated(&w).await?;
+        }
+        match result {
+            Ok(()) => {
+                if batches.iter().any(|(_, _, t)| t.contains(&ACK_RELEASE)) {
+                    self.released.notify_waiters();
+                }
+                Ok(())
+            }
+            Err(AckError::InvalidRequest(why)) => {
+                tracing::debug!(group = %key.group, member, %why, "refused acknowledgement");
+                Err(ResponseError::InvalidRequest)
+            }
+            Err(AckError::InvalidRecordState(why)) => {
+                tracing::debug!(group = %key.group, member, %why, "refused acknowledgement");
+                Err(ResponseError::InvalidRecordState)
+            }
+        }
+    }
+
+    /// Releases the records `member` holds in these share-partitions (its share session
+    /// closed or was replaced).
+    pub async fn release_member(&self, keys: &[StateKey], member: &str) {
+        let limits = self.config.limits();
+        let mut writes = Vec::new();
+        for key in keys {
+            let Some(entry) = self.partitions.lock().get(key).cloned() else {
+                continue;
+            };
+            let mut guard = entry.lock();
+            let Some(l) = guard.as_mut() else { continue };
+            if l.sp.release_member(member, &limits) {
+                match self.store.append(key, Some(&snapshot_of(l))) {
+                    Ok(w) => writes.push(w),
+                    Err(e) => {
+                        tracing::warn!(group = %key.group, error = ?e, "releasing a closed session's records was not persisted")
+                    }
+                }
+            }
+        }
+        for w in writes {
+            let _ = self.store.replicated(&w).await;
+        }
+        self.released.notify_waiters();
+    }
+
+    /// When the earliest acquisition lock among these share-partitions expires (ms).
+    pub fn next_lock_deadline(&self, keys: &[StateKey]) -> Option<i64> {
+        let partitions = self.partitions.lock();
+        keys.iter()
+            .filter_map(|k| partitions.get(k))
+            .filter_map(|e| e.lock().as_ref().and_then(|l| l.sp.next_lock_deadline()))
+            .min()
+    }
+
+    /// AlterShareGroupOffsets (a new start offset, nothing in flight) or
+    /// DeleteShareGroupOffsets (None: the state is deleted, and the next fetch starts anew).
+    /// The group must have no members, so nothing is acquired.
+    pub async fn reset(
+        &self,
+        key: &StateKey,
+        start_offset: Option<i64>,
+    ) -> Result<(), ResponseError> {
+        self.store.prepare(key).await?;
+        let previous = self.store.read(key).await?;
+        let entry = self.entry(key);
+        let written = {
+            let mut guard = entry.lock();
+            let state_epoch = previous.as_ref().map_or(0, |s| s.state_epoch + 1);
+            let snapshot = start_offset.map(|start_offset| Snapshot {
+                state_epoch,
+                leader_epoch: -1,
+                start_offset,
+                batches: Vec::new(),
+            });
+            let w = self.store.append(key, snapshot.as_ref())?;
+            // Reloaded from the store on next use.
+            *guard = None;
+            w
+        };
+        self.store.replicated(&written).await
+    }
+}
