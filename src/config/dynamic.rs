@@ -541,11 +541,13 @@ mod tests {
             ("log.retention.hours", "100"),
             ("message.max.bytes", "2000"),
         ]);
-        let mut d = DynamicBrokerConfigs::default();
-        d.cluster_default = map(&[
-            ("log.retention.ms", "3600000"),
-            ("log.segment.bytes", "3000000"),
-        ]);
+        let mut d = DynamicBrokerConfigs {
+            cluster_default: map(&[
+                ("log.retention.ms", "3600000"),
+                ("log.segment.bytes", "3000000"),
+            ]),
+            ..Default::default()
+        };
         d.brokers
             .insert(1, map(&[("log.segment.bytes", "2000000")]));
         d.brokers.insert(2, map(&[("message.max.bytes", "10")]));
@@ -595,8 +597,10 @@ mod tests {
 
     #[test]
     fn invalid_stored_values_are_ignored() {
-        let mut d = DynamicBrokerConfigs::default();
-        d.cluster_default = map(&[("log.segment.bytes", "12"), ("num.partitions", "4")]);
+        let d = DynamicBrokerConfigs {
+            cluster_default: map(&[("log.segment.bytes", "12"), ("num.partitions", "4")]),
+            ..Default::default()
+        };
         let e = EffectiveConfig::build(Arc::new(BTreeMap::new()), 1, Arc::new(d));
         assert!(e.cluster_default.is_empty());
         assert_eq!(
@@ -611,8 +615,10 @@ mod tests {
         let none = Arc::new(DynamicBrokerConfigs::default());
         let a = cache.current(&none);
         assert!(Arc::ptr_eq(&a, &cache.current(&none)));
-        let mut d = DynamicBrokerConfigs::default();
-        d.cluster_default = map(&[("message.max.bytes", "100")]);
+        let d = DynamicBrokerConfigs {
+            cluster_default: map(&[("message.max.bytes", "100")]),
+            ..Default::default()
+        };
         let b = cache.current(&Arc::new(d));
         assert_eq!(
             b.topic_defaults.resolve(&BTreeMap::new()).max_message_bytes,
