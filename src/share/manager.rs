@@ -146,7 +146,7 @@ impl SharePartitionManager {
             if let Some(offset) = l.sp.next_fetch_offset(&limits) {
                 if offset < partition.high_watermark() && max_records > 0 {
                     let read = partition
-                        .read(offset, -1, max_bytes, true, false)
+                        .read(offset, -1, max_bytes, true, false, true)
                         .map_err(|e| partition_error_code(&e))?;
                     let below = read.high_watermark;
                     let mut to = offset - 1;
