@@ -77,13 +77,16 @@ fn key(group: &str, (topic_id, partition): SessionPartition) -> StateKey {
     }
 }
 
+/// One partition's acknowledgement batches: (first offset, last offset, ack types).
+type AckBatches = Vec<(i64, i64, Vec<i8>)>;
+
 /// The acknowledgements of a request's partitions, applied: (topic id, partition) -> error.
 async fn acknowledge_all(
     broker: &Broker,
     session: &Session,
     group: &str,
     member: &str,
-    acks: Vec<(SessionPartition, Vec<(i64, i64, Vec<i8>)>)>,
+    acks: Vec<(SessionPartition, AckBatches)>,
 ) -> HashMap<SessionPartition, Option<ResponseError>> {
     let image = broker.image();
     let mut out = HashMap::new();

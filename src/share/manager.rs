@@ -159,7 +159,7 @@ impl SharePartitionManager {
                         to = to.max(last);
                     }
                     out.acquired =
-                        l.sp.acquire(member, offset, to, max_records, &skipped, now, &limits);
+                        l.sp.acquire(member, offset..=to, max_records, &skipped, now, &limits);
                     changed |= !skipped.is_empty();
                     if !out.acquired.is_empty() {
                         out.records = read.result.records;

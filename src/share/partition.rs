@@ -223,20 +223,20 @@ impl SharePartition {
         (self.records.len() < limits.max_record_locks).then_some(self.end_offset())
     }
 
-    /// Acquires for `member` the available records among offsets `from..=to` (what a log read
+    /// Acquires for `member` the available records among `offsets` (what a log read
     /// returned, all below the high watermark), at most `max_records` of them, within the
     /// window's limit. Offsets in `skipped` (control batches) are archived, never delivered.
     /// Returns the acquired ranges, split where the delivery count changes.
     pub fn acquire(
         &mut self,
         member: &Arc<str>,
-        from: i64,
-        to: i64,
+        offsets: std::ops::RangeInclusive<i64>,
         max_records: usize,
         skipped: &[(i64, i64)],
         now_ms: i64,
         limits: &Limits,
     ) -> Vec<Acquired> {
+        let (from, to) = (*offsets.start(), *offsets.end());
         let mut out: Vec<Acquired> = Vec::new();
         let mut taken = 0usize;
         let mut offset = from.max(self.start_offset);
@@ -423,7 +423,7 @@ mod tests {
     #[test]
     fn acquire_ack_and_advance() {
         let mut sp = SharePartition::new(0, 0);
-        let a = sp.acquire(&m("a"), 0, 4, 100, &[], 0, &LIMITS);
+        let a = sp.acquire(&m("a"), 0..=4, 100, &[], 0, &LIMITS);
         assert_eq!(
             a,
             vec![Acquired {
@@ -454,7 +454,7 @@ mod tests {
         assert!(sp
             .acknowledge("a", &[(4, 4, vec![ACK_ACCEPT])], &LIMITS)
             .is_err());
-        let b = sp.acquire(&m("b"), 2, 4, 100, &[], 0, &LIMITS);
+        let b = sp.acquire(&m("b"), 2..=4, 100, &[], 0, &LIMITS);
         assert_eq!(
             b,
             vec![Acquired {
@@ -483,7 +483,7 @@ mod tests {
         let mut sp = SharePartition::new(0, 0);
         let mut now = 0;
         for round in 1..=3 {
-            let a = sp.acquire(&m("a"), 0, 0, 100, &[], now, &LIMITS);
+            let a = sp.acquire(&m("a"), 0..=0, 100, &[], now, &LIMITS);
             assert_eq!(a.len(), 1, "round {round}");
             assert_eq!(a[0].delivery_count, round);
             assert!(!sp.expire_locks(now + 999, &LIMITS));
@@ -492,13 +492,15 @@ mod tests {
         }
         // Third delivery timed out at the limit of 3: archived.
         assert_eq!(sp.start_offset(), 1);
-        assert!(sp.acquire(&m("a"), 0, 0, 100, &[], now, &LIMITS).is_empty());
+        assert!(sp
+            .acquire(&m("a"), 0..=0, 100, &[], now, &LIMITS)
+            .is_empty());
     }
 
     #[test]
     fn window_is_bounded_and_control_batches_are_archived() {
         let mut sp = SharePartition::new(0, 0);
-        let a = sp.acquire(&m("a"), 0, 100, 100, &[(3, 3)], 0, &LIMITS);
+        let a = sp.acquire(&m("a"), 0..=100, 100, &[(3, 3)], 0, &LIMITS);
         assert_eq!(a.len(), 2);
         assert_eq!(sp.end_offset(), 10);
         assert_eq!(sp.next_fetch_offset(&LIMITS), None);
@@ -509,7 +511,7 @@ mod tests {
     #[test]
     fn snapshot_round_trip() {
         let mut sp = SharePartition::new(5, 2);
-        sp.acquire(&m("a"), 5, 9, 100, &[], 0, &LIMITS);
+        sp.acquire(&m("a"), 5..=9, 100, &[], 0, &LIMITS);
         sp.acknowledge(
             "a",
             &[(6, 6, vec![ACK_ACCEPT]), (8, 8, vec![ACK_REJECT])],
@@ -522,7 +524,7 @@ mod tests {
         assert_eq!(back.end_offset(), 10);
         assert_eq!(back.snapshot(), snap);
         let mut back = back;
-        let again = back.acquire(&m("b"), 5, 9, 100, &[], 0, &LIMITS);
+        let again = back.acquire(&m("b"), 5..=9, 100, &[], 0, &LIMITS);
         assert_eq!(
             again
                 .iter()
