@@ -1,11 +1,17 @@
 //! The direction of dependency between Gregor's modules (DESIGN.md, "Source layout"):
 //!
 //! ```text
-//! server, admin, serve ─▶ api ─▶ txn ─▶ group ─▶ replica ─▶ log
+//! server, admin, serve ─▶ api ─▶ txn, share ─▶ group ─▶ replica ─▶ log
 //!                                  └─────────┴──▶ meta
 //! durable, kafka_uuid: leaves that log and meta both use
 //! security: a leaf (TLS, principals, SASL mechanisms) that meta, replica and api use
+//! quota: client quota sensors over the metadata image's quotas, used by api and server
 //! ```
+//!
+//! One known exception: `replica` names `config` for `config::dynamic` (the effective broker
+//! config, static settings with the dynamic broker configs of the metadata image layered on
+//! top), while `config` names `replica` and `group` for their settings structs. The dynamic
+//! layer belongs below `replica`; until it moves there, the rule allows `replica → config`.
 //!
 //! A lower layer never reaches up: `log` knows nothing above it, `meta` depends on neither
 //! `log` nor `api`, `replica` and `group` get narrow handles and never see the broker. This
@@ -22,9 +28,10 @@ const RULES: &[(&str, &[&str])] = &[
     ("security", &[]),
     ("log", &["durable", "kafka_uuid"]),
     ("meta", &["durable", "kafka_uuid", "security"]),
+    ("quota", &["meta"]),
     (
         "replica",
-        &["log", "meta", "durable", "kafka_uuid", "security"],
+        &["config", "log", "meta", "durable", "kafka_uuid", "security"],
     ),
     (
         "group",
@@ -35,12 +42,18 @@ const RULES: &[(&str, &[&str])] = &[
         &["group", "replica", "log", "meta", "durable", "kafka_uuid"],
     ),
     (
+        "share",
+        &["group", "replica", "log", "meta", "durable", "kafka_uuid"],
+    ),
+    (
         "api",
         &[
             "broker",
             "config",
             "group",
             "txn",
+            "share",
+            "quota",
             "replica",
             "log",
             "meta",

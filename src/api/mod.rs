@@ -41,10 +41,9 @@ use kafka_protocol::ResponseError;
 use std::sync::Arc;
 
 use crate::broker::Broker;
-use crate::log::producer_state::ProducerError;
-use crate::log::LogError;
 use crate::meta::image::MetadataImage;
-use crate::replica::{Partition, PartitionError};
+pub use crate::replica::partition_error_code;
+use crate::replica::Partition;
 
 /// (api key, lowest advertised version, highest version).
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
@@ -175,32 +174,6 @@ pub fn hosted_partition(
                 ResponseError::UnknownTopicOrPartition
             })
         }
-    }
-}
-
-/// The Kafka error code for a partition-level failure.
-pub fn partition_error_code(e: &PartitionError) -> ResponseError {
-    match e {
-        PartitionError::NotLeader => ResponseError::NotLeaderOrFollower,
-        PartitionError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
-        PartitionError::UnknownLeaderEpoch(_) => ResponseError::UnknownLeaderEpoch,
-        PartitionError::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
-        PartitionError::Log(LogError::Producer(ProducerError::InvalidProducerEpoch(_))) => {
-            ResponseError::InvalidProducerEpoch
-        }
-        PartitionError::Log(LogError::Producer(ProducerError::OutOfOrderSequence(_))) => {
-            ResponseError::OutOfOrderSequenceNumber
-        }
-        PartitionError::Log(LogError::Producer(ProducerError::InvalidTxnState(_))) => {
-            ResponseError::InvalidTxnState
-        }
-        PartitionError::Log(LogError::Producer(ProducerError::CoordinatorFenced(_))) => {
-            ResponseError::TransactionCoordinatorFenced
-        }
-        PartitionError::Log(LogError::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,
-        PartitionError::Log(LogError::MessageTooLarge { .. }) => ResponseError::MessageTooLarge,
-        PartitionError::Log(LogError::InvalidTimestamp { .. }) => ResponseError::InvalidTimestamp,
-        PartitionError::Log(LogError::Io(_)) => ResponseError::KafkaStorageError,
     }
 }
 

@@ -34,9 +34,7 @@ pub fn collision_key(name: &str) -> String {
 
 /// Kafka's internal topics: clients may not write to them.
 pub fn is_internal_topic(name: &str) -> bool {
-    name == "__consumer_offsets"
-        || name == "__transaction_state"
-        || name == crate::share::SHARE_STATE_TOPIC
+    name == "__consumer_offsets" || name == "__transaction_state" || name == "__share_group_state"
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use crate::config::dynamic::DynamicConfig;
 use crate::log::manager::LogManager;
 pub use crate::log::now_ms;
 use crate::meta::image::MetadataImage;
-pub use partition::{Partition, PartitionError, PartitionState};
+pub use partition::{partition_error_code, Partition, PartitionError, PartitionState};
 pub use transactions::{WriteFailed, Written};
 
 /// Bytes a topic took in and served here. Counters only grow: they live as long as the topic

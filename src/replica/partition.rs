@@ -336,3 +336,30 @@ impl Partition {
         self.appended.notified()
     }
 }
+
+/// The Kafka error code for a partition-level failure.
+pub fn partition_error_code(e: &PartitionError) -> kafka_protocol::ResponseError {
+    use kafka_protocol::ResponseError;
+    match e {
+        PartitionError::NotLeader => ResponseError::NotLeaderOrFollower,
+        PartitionError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
+        PartitionError::UnknownLeaderEpoch(_) => ResponseError::UnknownLeaderEpoch,
+        PartitionError::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
+        PartitionError::Log(LogError::Producer(
+            crate::log::producer_state::ProducerError::InvalidProducerEpoch(_),
+        )) => ResponseError::InvalidProducerEpoch,
+        PartitionError::Log(LogError::Producer(
+            crate::log::producer_state::ProducerError::OutOfOrderSequence(_),
+        )) => ResponseError::OutOfOrderSequenceNumber,
+        PartitionError::Log(LogError::Producer(
+            crate::log::producer_state::ProducerError::InvalidTxnState(_),
+        )) => ResponseError::InvalidTxnState,
+        PartitionError::Log(LogError::Producer(
+            crate::log::producer_state::ProducerError::CoordinatorFenced(_),
+        )) => ResponseError::TransactionCoordinatorFenced,
+        PartitionError::Log(LogError::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,
+        PartitionError::Log(LogError::MessageTooLarge { .. }) => ResponseError::MessageTooLarge,
+        PartitionError::Log(LogError::InvalidTimestamp { .. }) => ResponseError::InvalidTimestamp,
+        PartitionError::Log(LogError::Io(_)) => ResponseError::KafkaStorageError,
+    }
+}

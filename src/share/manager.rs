@@ -18,9 +18,9 @@ use super::partition::{AckError, Acquired, SharePartition, ACK_RELEASE};
 use super::session::ShareSessions;
 use super::state_store::{Snapshot, StateKey, StateStore};
 use super::ShareConfig;
-use crate::api::partition_error_code;
 use crate::log::batch::BatchIter;
 use crate::meta::MetadataQuorum;
+use crate::replica::partition_error_code;
 use crate::replica::{now_ms, Partition, ReplicaManager};
 
 struct Loaded {
