@@ -48,8 +48,20 @@ impl Broker {
                 .collect(),
             child: None,
         };
-        b.launch();
-        b
+        // free_port() releases the port before gregor binds it, so a concurrently starting
+        // test can take it in between: then pick fresh ports and start again.
+        for _ in 0..5 {
+            match b.try_launch() {
+                Ok(()) => return b,
+                Err(log) if log.contains("Address already in use") => {
+                    b.port = free_port();
+                    b.controller_port = free_port();
+                    b.admin_port = free_port();
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("gregor found no free ports in 5 tries:\n{}", b.log_tail());
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -61,6 +73,14 @@ impl Broker {
     }
 
     pub fn launch(&mut self) {
+        if let Err(log) = self.try_launch() {
+            panic!("{log}");
+        }
+    }
+
+    /// Starts the process and waits for it to be ready; Err(the log tail) if it exits first
+    /// or is not ready in 30 s.
+    fn try_launch(&mut self) -> Result<(), String> {
         let before = self.ready_lines();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -88,16 +108,19 @@ impl Broker {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if self.ready_lines() > before {
-                return;
+                return Ok(());
             }
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!("gregor exited early ({status}):\n{}", self.log_tail());
+                    return Err(format!(
+                        "gregor exited early ({status}):\n{}",
+                        self.log_tail()
+                    ));
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("gregor not ready in 30 s:\n{}", self.log_tail());
+        Err(format!("gregor not ready in 30 s:\n{}", self.log_tail()))
     }
 
     fn ready_lines(&self) -> usize {
