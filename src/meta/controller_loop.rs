@@ -369,41 +369,10 @@ async fn propose_all(raft: &Raft, records: Vec<MetadataRecord>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::image::BrokerRegistration;
-    use uuid::Uuid;
+    use crate::meta::test_image::{image_with, partition};
 
     fn image(brokers: &[i32], partitions: Vec<PartitionImage>) -> MetadataImage {
-        let mut image = MetadataImage::default();
-        for &id in brokers {
-            image.apply(&MetadataRecord::RegisterBroker(BrokerRegistration {
-                node_id: id,
-                host: "h".into(),
-                port: 9092,
-                endpoints: vec![],
-                rack: None,
-                incarnation_id: Uuid::new_v4(),
-                fenced: false,
-            }));
-        }
-        image.apply(&MetadataRecord::CreateTopic(TopicImage {
-            name: "t".into(),
-            topic_id: Uuid::new_v4(),
-            partitions,
-            configs: BTreeMap::new(),
-        }));
-        image
-    }
-
-    fn partition(i: i32, replicas: &[i32], leader: i32, isr: &[i32]) -> PartitionImage {
-        PartitionImage {
-            partition: i,
-            replicas: replicas.to_vec(),
-            isr: isr.to_vec(),
-            leader,
-            leader_epoch: 0,
-            partition_epoch: 0,
-            ..PartitionImage::default()
-        }
+        image_with(brokers, partitions).0
     }
 
     fn settings() -> ControllerSettings {

@@ -5,12 +5,10 @@
 //! of a request's elections go in one proposal. A partition changed concurrently (its epoch
 //! moved on) is planned again from the newer image.
 
-use super::image::{ApplyOutcome, MetadataImage, MetadataRecord, PartitionChangeRecord};
+use super::change_proposal::{propose_changes, ProposalErrors};
+use super::image::{MetadataImage, PartitionChangeRecord};
 use super::partition_change::{Election, PartitionChange};
 use super::MetadataQuorum;
-
-/// How many times a partition changed concurrently is planned again.
-const ATTEMPTS: usize = 3;
 
 /// Why one partition got no new leader; each maps to one Kafka error code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,95 +83,34 @@ pub async fn elect_leaders(
     partitions: &[(String, i32)],
     election: Election,
 ) -> Vec<Result<(), ElectionError>> {
-    let mut results: Vec<Option<Result<(), ElectionError>>> = vec![None; partitions.len()];
-    for attempt in 0..ATTEMPTS {
-        let image = meta.image();
-        let mut planned: Vec<(usize, PartitionChangeRecord)> = Vec::new();
-        for (i, (topic, partition)) in partitions.iter().enumerate() {
-            if results[i].is_some() {
-                continue;
-            }
-            match plan_election(&image, topic, *partition, election) {
-                Ok(change) => planned.push((i, change)),
-                Err(e) => results[i] = Some(Err(e)),
-            }
-        }
-        if planned.is_empty() {
-            break;
-        }
-        let (indexes, changes): (Vec<usize>, Vec<PartitionChangeRecord>) =
-            planned.into_iter().unzip();
-        let outcomes = match meta
-            .propose(MetadataRecord::ChangePartitions(changes))
-            .await
-        {
-            Ok(ApplyOutcome::Each(outcomes)) => outcomes,
-            Ok(other) => vec![other; indexes.len()],
-            Err(e) => {
-                for i in indexes {
-                    results[i] = Some(Err(ElectionError::NotController(e.to_string())));
-                }
-                break;
-            }
-        };
-        let last = attempt + 1 == ATTEMPTS;
-        for (i, outcome) in indexes.into_iter().zip(outcomes) {
-            results[i] = match outcome {
-                ApplyOutcome::Ok => Some(Ok(())),
-                ApplyOutcome::UnknownTopic => Some(Err(ElectionError::UnknownTopicOrPartition(
-                    "The topic was deleted meanwhile.".into(),
-                ))),
-                _ if last => Some(Err(match election {
-                    Election::Preferred => ElectionError::PreferredLeaderNotAvailable,
-                    _ => ElectionError::EligibleLeadersNotAvailable,
-                })),
-                _ => None,
-            };
-        }
-    }
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or(Err(ElectionError::PreferredLeaderNotAvailable)))
-        .collect()
+    let kept_changing = match election {
+        Election::Preferred => ElectionError::PreferredLeaderNotAvailable,
+        _ => ElectionError::EligibleLeadersNotAvailable,
+    };
+    let errors = ProposalErrors {
+        not_controller: ElectionError::NotController,
+        topic_deleted: ElectionError::UnknownTopicOrPartition(
+            "The topic was deleted meanwhile.".into(),
+        ),
+        kept_changing,
+    };
+    propose_changes(
+        meta,
+        partitions,
+        |image, (topic, partition)| plan_election(image, topic, *partition, election).map(Some),
+        errors,
+    )
+    .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::image::{BrokerRegistration, PartitionImage, TopicImage};
-    use std::collections::BTreeMap;
-    use uuid::Uuid;
+    use crate::meta::image::{ApplyOutcome, MetadataRecord, PartitionImage};
+    use crate::meta::test_image::{image_with, partition as p};
 
     fn image(partitions: Vec<PartitionImage>) -> MetadataImage {
-        let mut image = MetadataImage::default();
-        for id in 1..=3 {
-            image.apply(&MetadataRecord::RegisterBroker(BrokerRegistration {
-                node_id: id,
-                host: "h".into(),
-                port: 9092,
-                endpoints: vec![],
-                rack: None,
-                incarnation_id: Uuid::new_v4(),
-                fenced: false,
-            }));
-        }
-        image.apply(&MetadataRecord::CreateTopic(TopicImage {
-            name: "t".into(),
-            topic_id: Uuid::new_v4(),
-            partitions,
-            configs: BTreeMap::new(),
-        }));
-        image
-    }
-
-    fn p(i: i32, replicas: &[i32], leader: i32, isr: &[i32]) -> PartitionImage {
-        PartitionImage {
-            partition: i,
-            replicas: replicas.to_vec(),
-            isr: isr.to_vec(),
-            leader,
-            ..PartitionImage::default()
-        }
+        image_with(&[1, 2, 3], partitions).0
     }
 
     #[test]

@@ -665,41 +665,17 @@ impl MetadataImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meta::test_image::{image_with, partition};
 
     fn cluster() -> (MetadataImage, Uuid) {
-        let mut image = MetadataImage::default();
-        for id in 1..=3 {
-            image.apply(&MetadataRecord::RegisterBroker(BrokerRegistration {
-                node_id: id,
-                host: "h".into(),
-                port: 9092,
-                endpoints: vec![],
-                rack: None,
-                incarnation_id: Uuid::new_v4(),
-                fenced: false,
-            }));
-        }
-        let topic_id = Uuid::new_v4();
-        let partition = |i: i32, replicas: Vec<i32>| PartitionImage {
-            partition: i,
-            leader: replicas[0],
-            leader_epoch: 0,
-            isr: replicas.clone(),
-            replicas,
-            partition_epoch: 0,
-            ..PartitionImage::default()
-        };
-        image.apply(&MetadataRecord::CreateTopic(TopicImage {
-            name: "t".into(),
-            topic_id,
-            partitions: vec![
-                partition(0, vec![1, 2, 3]),
-                partition(1, vec![2, 3, 1]),
-                partition(2, vec![1]),
+        image_with(
+            &[1, 2, 3],
+            vec![
+                partition(0, &[1, 2, 3], 1, &[1, 2, 3]),
+                partition(1, &[2, 3, 1], 2, &[2, 3, 1]),
+                partition(2, &[1], 1, &[1]),
             ],
-            configs: BTreeMap::new(),
-        }));
-        (image, topic_id)
+        )
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 pub mod acl;
 pub mod broker_configs;
+mod change_proposal;
 pub mod client_quotas;
 pub mod controller;
 mod controller_loop;
@@ -36,6 +37,8 @@ mod wire;
 
 #[cfg(test)]
 mod controller_tests;
+#[cfg(test)]
+mod test_image;
 #[cfg(test)]
 mod tests;
 

@@ -10,13 +10,11 @@
 //! log when they apply that image. Cancelling (no target) reverts to the original replicas,
 //! as Kafka's `PartitionReassignmentRevert` does.
 
-use super::image::{
-    ApplyOutcome, MetadataImage, MetadataRecord, PartitionChangeRecord, PartitionImage,
-};
+use super::change_proposal::{propose_changes, ProposalErrors};
+use super::image::{MetadataImage, PartitionChangeRecord, PartitionImage};
 use super::partition_change::{reassignment_replicas, Election, PartitionChange};
 use super::MetadataQuorum;
 
-const ATTEMPTS: usize = 3;
 const UNCLEAN_KEY: &str = "unclean.leader.election.enable";
 
 /// Why one partition's reassignment was refused; each maps to one Kafka error code.
@@ -196,67 +194,24 @@ pub async fn alter_reassignments(
     allow_replication_factor_change: bool,
     unclean_default: bool,
 ) -> Vec<Result<(), ReassignmentError>> {
-    let mut results: Vec<Option<Result<(), ReassignmentError>>> = vec![None; requests.len()];
-    for attempt in 0..ATTEMPTS {
-        let image = meta.image();
-        let mut planned: Vec<(usize, PartitionChangeRecord)> = Vec::new();
-        for (i, req) in requests.iter().enumerate() {
-            if results[i].is_some() {
-                continue;
-            }
-            match plan_reassignment(
-                &image,
-                req,
-                allow_replication_factor_change,
-                unclean_default,
-            ) {
-                Ok(Some(change)) => planned.push((i, change)),
-                Ok(None) => results[i] = Some(Ok(())),
-                Err(e) => results[i] = Some(Err(e)),
-            }
-        }
-        if planned.is_empty() {
-            break;
-        }
-        let (indexes, changes): (Vec<usize>, Vec<PartitionChangeRecord>) =
-            planned.into_iter().unzip();
-        let outcomes = match meta
-            .propose(MetadataRecord::ChangePartitions(changes))
-            .await
-        {
-            Ok(ApplyOutcome::Each(outcomes)) => outcomes,
-            Ok(other) => vec![other; indexes.len()],
-            Err(e) => {
-                for i in indexes {
-                    results[i] = Some(Err(ReassignmentError::NotController(e.to_string())));
-                }
-                break;
-            }
-        };
-        let last = attempt + 1 == ATTEMPTS;
-        for (i, outcome) in indexes.into_iter().zip(outcomes) {
-            results[i] = match outcome {
-                ApplyOutcome::Ok => Some(Ok(())),
-                ApplyOutcome::UnknownTopic => {
-                    Some(Err(ReassignmentError::UnknownTopicOrPartition(
-                        "The topic was deleted meanwhile.".into(),
-                    )))
-                }
-                _ if last => Some(Err(ReassignmentError::NotController(
-                    "The partition kept changing meanwhile; retry.".into(),
-                ))),
-                _ => None,
-            };
-        }
-    }
-    results
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or(Err(ReassignmentError::NotController(
-                "not attempted".into(),
-            )))
-        })
-        .collect()
+    let errors = ProposalErrors {
+        not_controller: ReassignmentError::NotController,
+        topic_deleted: ReassignmentError::UnknownTopicOrPartition(
+            "The topic was deleted meanwhile.".into(),
+        ),
+        kept_changing: ReassignmentError::NotController(
+            "The partition kept changing meanwhile; retry.".into(),
+        ),
+    };
+    propose_changes(
+        meta,
+        requests,
+        |image, req| {
+            plan_reassignment(image, req, allow_replication_factor_change, unclean_default)
+        },
+        errors,
+    )
+    .await
 }
 
 /// The reassignments in progress: of every topic (`None`), or of the listed partitions
@@ -307,37 +262,12 @@ pub fn ongoing(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::image::{BrokerRegistration, TopicImage};
-    use std::collections::BTreeMap;
+    use crate::meta::image::{ApplyOutcome, MetadataRecord};
+    use crate::meta::test_image::{image_with, partition as p};
     use uuid::Uuid;
 
     fn image() -> (MetadataImage, Uuid) {
-        let mut image = MetadataImage::default();
-        for id in 1..=4 {
-            image.apply(&MetadataRecord::RegisterBroker(BrokerRegistration {
-                node_id: id,
-                host: "h".into(),
-                port: 9092,
-                endpoints: vec![],
-                rack: None,
-                incarnation_id: Uuid::new_v4(),
-                fenced: false,
-            }));
-        }
-        let topic_id = Uuid::new_v4();
-        image.apply(&MetadataRecord::CreateTopic(TopicImage {
-            name: "t".into(),
-            topic_id,
-            partitions: vec![PartitionImage {
-                partition: 0,
-                replicas: vec![1, 2, 3],
-                isr: vec![1, 2, 3],
-                leader: 1,
-                ..PartitionImage::default()
-            }],
-            configs: BTreeMap::new(),
-        }));
-        (image, topic_id)
+        image_with(&[1, 2, 3, 4], vec![p(0, &[1, 2, 3], 1, &[1, 2, 3])])
     }
 
     fn req(target: Option<Vec<i32>>) -> ReassignmentRequest {
