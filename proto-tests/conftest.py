@@ -7,6 +7,7 @@ pid: SIGTERM, then SIGKILL after a timeout. `restart()` reuses the data dir and 
 `kill9()` simulates a crash.
 """
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,18 +26,41 @@ STOP_TIMEOUT = 10.0
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
 
 
+# Ports for brokers come from below the kernel's ephemeral range (32768+), so a client's outgoing
+# connection can never take a port a broker is about to bind. Each pytest-xdist worker owns its own
+# slice of 2,500 ports (gw0 from 20000, gw1 from 22500, ...; a run without xdist uses 10000..12499),
+# and walks it from a random point, skipping ports that do not bind.
+_PORT_SLICE = 2500
+_port_cursor = None
+
+
+def _port_slice():
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit():
+        return 20000 + (int(worker[2:]) % 4) * _PORT_SLICE
+    return 10000
+
+
 def free_ports(n):
-    """n distinct free TCP ports on 127.0.0.1 (bound together so they differ)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """n distinct free TCP ports on 127.0.0.1, from this worker's own slice."""
+    global _port_cursor
+    base = _port_slice()
+    if _port_cursor is None:
+        _port_cursor = random.randrange(_PORT_SLICE)
+    ports = []
+    for _ in range(_PORT_SLICE):
+        if len(ports) == n:
+            break
+        port = base + _port_cursor
+        _port_cursor = (_port_cursor + 1) % _PORT_SLICE
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    assert len(ports) == n, f"only {len(ports)} free ports in {base}..{base + _PORT_SLICE}"
+    return ports
 
 
 class Broker:
@@ -227,3 +251,19 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.section("measurements")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+# The modules that take longest run first, so that with pytest-xdist (`-n 3 --dist loadfile`,
+# scripts/test.sh) no worker starts one of them near the end while the others sit idle. The
+# order within a module, and among the rest, is pytest's own.
+_LONGEST_MODULES = (
+    "test_quotas.py", "test_cluster_failover.py", "test_network_partition.py",
+    "test_kafka_cli.py", "test_transactions_failures.py", "test_statefulset_args.py",
+    "test_consumer_protocol.py", "test_more_clients.py", "test_reassignment.py",
+    "test_cluster_script_security.py", "test_transactions_streams.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(_LONGEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -18,4 +18,8 @@ cargo build --release --locked --manifest-path examples/chat/Cargo.toml --target
 export GREGOR_BIN="$PWD/target/release/gregor"
 # screenshots of the console and of a trace (proto-tests/browser.py)
 export GREGOR_TEST_ARTIFACTS="$PWD/target/test-artifacts"
-.deps/venv/bin/python -m pytest proto-tests -q -p no:cacheprovider
+# The proto-tests mostly wait on brokers and clients (a serial run keeps 2 cores a quarter busy),
+# so three pytest-xdist workers share them, each taking whole modules (module-scoped brokers stay
+# shared); conftest.py gives each worker its own port range and starts the longest modules first.
+.deps/venv/bin/python -m pytest proto-tests -q -p no:cacheprovider \
+    -n "${PROTO_TESTS_WORKERS:-3}" --dist loadfile --durations=25
