@@ -41,9 +41,9 @@ cache the kernel can drop, while RssAnon is the process's own memory.
 Environment:
   BENCH_SCALE=1      multiplies W1/W2/W3/W6/PERF/SEC sizes and W4's duration (0.05: a smoke run)
   BENCH_REPS=3       repetitions per workload and broker
-  BENCH_WORKLOADS    comma-separated subset of W1,W2,W3,W4,W5,W6,PERF,SEC,TXN,TRACE (W3 runs
-                     with W1; TXN: transactional produce, scripts/bench_txn.py; TRACE: tracing
-                     on W1, scripts/bench_trace.py)
+  BENCH_WORKLOADS    comma-separated subset of W1,W2,W3,W4,W5,W6,PERF,SEC,TXN,SHARE,TRACE (W3
+                     runs with W1; TXN: transactional produce, scripts/bench_txn.py; SHARE: share
+                     groups, scripts/bench_share.py; TRACE: tracing on W1, scripts/bench_trace.py)
   BENCH_MERGE=1      keep the other workloads' runs of an existing BENCH_OUT/results.json (a
                      re-run of some workloads, e.g. SEC alone); their meta goes to meta.reruns
   BENCH_SEC_MODES    comma-separated subset of PLAINTEXT,SSL,SASL_PLAINTEXT,SASL_PLAINTEXT+ACL
@@ -76,6 +76,7 @@ import uuid
 from pathlib import Path
 
 import bench_trace
+import bench_share
 import bench_txn
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,7 +85,7 @@ GiB = 1 << 30
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 WORKLOADS = [w.strip().upper() for w in
-             os.environ.get("BENCH_WORKLOADS", "W1,W2,W3,W4,W5,W6,PERF,SEC,TXN,TRACE").split(",") if w.strip()]
+             os.environ.get("BENCH_WORKLOADS", "W1,W2,W3,W4,W5,W6,PERF,SEC,TXN,SHARE,TRACE").split(",") if w.strip()]
 OUT = Path(os.environ.get("BENCH_OUT", REPO / "docs" / "bench"))
 KAFKA_HEAP = os.environ.get("KAFKA_HEAP", "1g")
 KAFKA_LIB = Path(os.environ.get("KAFKA_LIB", REPO / ".deps" / "kafka-bench" / "kafka-4.3.1"))
@@ -1049,6 +1050,7 @@ def machine_info():
                   "W5_topics": W5_TOPICS, "W5_idle_s": W5_IDLE_S, "warmup_bytes": WARMUP_BYTES,
                   "W6_warmup_bytes": W6_WARMUP_BYTES, "SEC_bytes": SEC_BYTES,
                   "TXN_bytes": bench_txn.txn_bytes(SCALE),
+                  "SHARE_records": bench_share.share_records(SCALE),
                   "SEC_modes": [m for _, m in SEC_MODES],
                   "TRACE_modes": [m[0] for m in bench_trace.TRACE_MODES]},
         "loadavg_start": os.getloadavg(),
@@ -1064,6 +1066,8 @@ def workload_of(wid):
         return "SEC"
     if wid.startswith("TXN-"):
         return "TXN"
+    if wid.startswith("SHARE-"):
+        return "SHARE"
     if wid.startswith("TRACE-"):
         return "TRACE"
     return {"W3": "W1", "W4b": "W4", "PERF-P": "PERF", "PERF-C": "PERF"}.get(wid, wid)
@@ -1093,7 +1097,7 @@ def main():
             reruns[w] = info
 
     plan = []
-    for w in ("W1", "W2", "W4", "W5", "W6", "PERF", "SEC", "TXN", "TRACE"):
+    for w in ("W1", "W2", "W4", "W5", "W6", "PERF", "SEC", "TXN", "SHARE", "TRACE"):
         if w == "W1" and not ({"W1", "W3"} & set(WORKLOADS)):
             continue
         if w != "W1" and w not in WORKLOADS:
@@ -1134,6 +1138,8 @@ def main():
                 out = run_sec(kind, run_dir, *mode)
             elif w == "TXN":
                 out = bench_txn.run_txn(sys.modules[__name__], kind, run_dir)
+            elif w == "SHARE":
+                out = bench_share.run_share(sys.modules[__name__], kind, run_dir)
             elif w == "TRACE":
                 out = bench_trace.run_trace(sys.modules[__name__], run_dir, *mode)
             else:
@@ -1149,6 +1155,7 @@ def main():
             wids = {"W1": ["W1", "W3"] if "W3" in WORKLOADS else ["W1"], "W4": ["W4", "W4b"],
                     "PERF": ["PERF-P", "PERF-C"],
                     "TXN": [f"TXN-{n}" for n in bench_txn.TXN_SIZES],
+                    "SHARE": [f"SHARE-{n}" for n in bench_share.SHARE_COUNTS],
                     "SEC": [f"SEC-{mode[0]}-P", f"SEC-{mode[0]}-C"] if mode else [],
                     "TRACE": [f"TRACE-{mode[0]}-P", f"TRACE-{mode[0]}-R"] if mode else []
                     }.get(w, [w])

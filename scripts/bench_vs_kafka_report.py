@@ -99,6 +99,11 @@ METRICS = [
     ("TXN-10000", "mb_per_s", "transactions of 10,000 records (MB/s)", "higher", None),
     ("TXN-10000", "txns_per_s", "transactions of 10,000 records (commits/s)", "higher", None),
     ("TXN-10000", "broker_cpu_s", "broker CPU (s)", "lower", None),
+    ("SHARE-1", "msgs_per_s", "1 share consumer on 1 partition (records/s)", "higher", None),
+    ("SHARE-3", "msgs_per_s", "3 share consumers on 1 partition (records/s)", "higher", None),
+    ("SHARE-10", "msgs_per_s", "10 share consumers on 1 partition (records/s)", "higher", None),
+    ("SHARE-10", "redeliveries", "10 share consumers: redeliveries", "lower", None),
+    ("SHARE-1", "broker_cpu_s", "broker CPU over the SHARE program (s)", "lower", None),
 ]
 
 WORKLOAD_TEXT = {
@@ -125,6 +130,11 @@ WORKLOAD_TEXT = {
              "idempotent, linger 5 ms, lz4, 6 partitions, no transactions",
     "TXN-100": "TXN-0's load in transactions of 100 records (a commit every 100 sends)",
     "TXN-10000": "TXN-0's load in transactions of 10,000 records",
+    "SHARE-1": "share groups (KIP-932, bench/kafka/ShareConsumerBench.java): {SHARE} records of 1 KiB "
+               "in one partition, consumed by one Java KafkaShareConsumer (implicit acknowledgement); "
+               "timed from the consumers' creation, so joining the group counts",
+    "SHARE-3": "SHARE-1 with 3 share consumers in one group on the same partition",
+    "SHARE-10": "SHARE-1 with 10 share consumers in one group on the same partition",
 }
 
 # SEC: (id tag, mode as shown); produce is SEC-<tag>-P, consume SEC-<tag>-C.
@@ -472,7 +482,8 @@ def main():
                       SEC=human_bytes(meta.get("reruns", {}).get("SEC", meta)["sizes"].get(
                           "SEC_bytes", sizes["W1_bytes"])),
                       TXN=human_bytes(meta.get("reruns", {}).get("TXN", meta)["sizes"].get(
-                          "TXN_bytes", 0)))
+                          "TXN_bytes", 0)),
+                      SHARE=f'{meta.get("reruns", {}).get("SHARE", meta)["sizes"].get("SHARE_records", 0):,}')
           for k, v in WORKLOAD_TEXT.items()}
     full = meta["scale"] >= 1
     st = [r["metrics"]["stored_mb"] / r["metrics"]["raw_mb"] for r in runs if r["ok"]
@@ -547,7 +558,7 @@ def main():
     L.append("| id | workload |")
     L.append("|---|---|")
     for k in ("W1", "W2", "W3", "W4", "W4b", "W5", "W6", "W6r", "PERF-P", "PERF-C", "SEC",
-              "TXN-0", "TXN-100", "TXN-10000", "TRACE"):
+              "TXN-0", "TXN-100", "TXN-10000", "SHARE-1", "SHARE-3", "SHARE-10", "TRACE"):
         if any(r["workload"] == k or (k in ("SEC", "TRACE") and r["workload"].startswith(k + "-"))
                for r in runs):
             L.append(f"| {k} | {wl[k]} |")
