@@ -4,7 +4,7 @@ own rack (`broker.rack`), with `replica.selector.class` set to Kafka's RackAware
 Raw Fetch v17: the leader names the in-sync follower in the consumer's rack as the preferred
 read replica (and answers a consumer in its own rack itself); the follower serves the records up
 to its high watermark; a broker that holds no replica answers NOT_LEADER_OR_FOLLOWER with the
-current leader and, at the top level, the leader's endpoint. Real clients: franz-go and the Java
+current leader and, at the top level, the leader's endpoint, and so does a raw Produce v11/v12 to it. Real clients: franz-go and the Java
 4.x console consumer with a rack read everything, from the follower (its per-topic bytes out
 grows, and a follower serves no other reads of the topic). Followers replicate with Fetch v17
 (replica id in the replica state) throughout.
@@ -109,3 +109,16 @@ def test_a_broker_without_the_partition_hints_at_its_leader(racks, topic_name):
         # Before v16 the hint is there, the endpoints are not.
         r = fetch(s, 2, 15, [(t, [(0, 0)])])
         assert r["topics"][t][0]["leader"] == (leader, 0) and r["nodes"] == {}
+        # Produce v10+ names the leader and its endpoint too (KIP-951), and appends nothing.
+        batch = wire.record_batch([b"not here"])
+        cid = 3
+        for version in (11, 12):
+            r = wire.read_produce_flexible(wire.request(
+                s, wire.produce_flexible(cid, topic_name, 0, batch, version=version), cid))
+            [p] = r["topics"][topic_name]
+            assert p["error"] == NOT_LEADER and p["leader"] == (leader, 0), p
+            assert r["nodes"] == {leader: ("127.0.0.1", c.node(leader).port, f"rack-{leader}")}
+            cid += 1
+    with wire.connect(c.node(leader)) as s:
+        r = fetch(s, 9, 17, [(t, [(0, 0)])])
+        assert r["topics"][t][0]["count"] == 0, "the refused produce appended nothing"

@@ -308,6 +308,48 @@ def read_produce_v3(r):
     return {name: parts for name, parts in topics}
 
 
+def produce_flexible(correlation_id, topic, partition, batch, version=11, acks=-1,
+                     timeout_ms=10000):
+    """Produce v9+ (flexible): one batch to one partition."""
+    part = i32(partition) + uvarint(len(batch) + 1) + batch + uvarint(0)
+    return (header_v2(0, version, correlation_id) + uvarint(0) + i16(acks) + i32(timeout_ms)
+            + uvarint(2) + compact_string(topic) + uvarint(2) + part + uvarint(0) + uvarint(0))
+
+
+def read_produce_flexible(r):
+    """{"topics": {name: [partition, ...]}, "nodes": {id: (host, port, rack)}}; each partition
+    with its KIP-951 leader hint (tag 0) as "leader": (id, epoch) or None."""
+    r.skip_tags()  # response header v1
+
+    def part(r):
+        p = {"index": r.i32(), "error": r.i16(), "base_offset": r.i64(),
+             "log_append_time": r.i64(), "log_start": r.i64()}
+        r.compact_array(lambda r: (r.i32(), _cstring(r), r.skip_tags()))
+        p["message"] = _cstring(r)
+        p["leader"] = None
+        for _ in range(r.uvarint()):
+            tag, data = r.uvarint(), Reader(r.take(r.uvarint()))
+            if tag == 0:
+                p["leader"] = (data.i32(), data.i32())
+        return p
+
+    def topic(r):
+        name, parts = _cstring(r), r.compact_array(part)
+        r.skip_tags()
+        return name, parts
+
+    out = {"topics": dict(r.compact_array(topic)), "nodes": {}}
+    r.i32()  # throttle_time_ms
+    for _ in range(r.uvarint()):
+        tag, data = r.uvarint(), Reader(r.take(r.uvarint()))
+        if tag == 0:
+            for node in data.compact_array(
+                    lambda d: (d.i32(), _cstring(d), d.i32(), _cstring(d), d.skip_tags())):
+                out["nodes"][node[0]] = node[1:4]
+    assert r.done(), "trailing bytes in the Produce response"
+    return out
+
+
 # --- ListOffsets (key 2) ---------------------------------------------------------------------
 
 def list_offsets_v1(correlation_id, topic, partition, timestamp):

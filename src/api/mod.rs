@@ -17,6 +17,7 @@ pub mod features;
 pub mod fetch;
 pub mod groups;
 pub mod leader_epoch;
+mod leader_hints;
 pub mod list_offsets;
 pub mod log_dirs;
 pub mod metadata;

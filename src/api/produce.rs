@@ -5,18 +5,20 @@
 //! Every partition is appended first, in request order; then the request waits, with one
 //! deadline (`timeout_ms` from when the appends finished, as Kafka's DelayedProduce), for the
 //! fsyncs the topics' flush policy asked for and, with acks=-1, for the ISR to hold each
-//! batch.
+//! batch. A partition this broker does not lead names its current leader (KIP-951, v10+).
 
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use tracing::Instrument as _;
 
 use super::code;
+use super::leader_hints::LeaderHints;
 use super::session::Session;
 use super::tracing::Traced;
 use crate::broker::Broker;
@@ -114,20 +116,48 @@ pub async fn handle(
             ProduceOutcome::NoResponse
         };
     }
+    // KIP-951 (v10+): NOT_LEADER_OR_FOLLOWER names the leader the metadata has now.
+    let image = broker.image();
+    let mut hints = LeaderHints::new(&image);
     let responses = appended
         .into_iter()
         .map(|(name, results)| {
+            let partitions = results
+                .into_iter()
+                .map(|(index, r)| {
+                    let mut resp = partition_response(version, index, r);
+                    if version >= 10 && resp.error_code == code(ResponseError::NotLeaderOrFollower)
+                    {
+                        if let Some((leader, epoch)) = hints.leader_of(&name, index) {
+                            resp.current_leader = LeaderIdAndEpoch::default()
+                                .with_leader_id(BrokerId(leader))
+                                .with_leader_epoch(epoch);
+                        }
+                    }
+                    resp
+                })
+                .collect();
             TopicProduceResponse::default()
                 .with_name(TopicName(StrBytes::from_string(name)))
-                .with_partition_responses(
-                    results
-                        .into_iter()
-                        .map(|(index, r)| partition_response(version, index, r))
-                        .collect(),
-                )
+                .with_partition_responses(partitions)
         })
         .collect();
-    ProduceOutcome::Respond(ProduceResponse::default().with_responses(responses))
+    let node_endpoints = hints
+        .endpoints(&session.listener)
+        .into_iter()
+        .map(|e| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(e.node_id))
+                .with_host(StrBytes::from_string(e.host))
+                .with_port(e.port)
+                .with_rack(e.rack.map(StrBytes::from_string))
+        })
+        .collect();
+    ProduceOutcome::Respond(
+        ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(node_endpoints),
+    )
 }
 
 /// Names the destination of a traced single-topic request (and partition).

@@ -29,6 +29,7 @@ use self::session_cache::{
     TopicKey, FINAL_EPOCH, INITIAL_EPOCH, INVALID_SESSION_ID,
 };
 use super::code;
+use super::leader_hints::LeaderHints;
 use super::session::Session;
 use super::tracing::Traced;
 use crate::broker::Broker;
@@ -411,7 +412,7 @@ fn respond(
         }
     };
     let image = broker.image();
-    let mut leaders: Vec<i32> = Vec::new();
+    let mut hints = LeaderHints::new(&image);
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     for ((w, mut pd), keep) in wanted.iter().zip(read.partitions).zip(keep) {
         if !keep {
@@ -424,7 +425,7 @@ fn respond(
                 .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
         }
         if version >= 12 {
-            leader_hint(&image, w, &mut pd, &mut leaders);
+            leader_hint(&mut hints, w, &mut pd);
         }
         let same_topic = topics.last().is_some_and(|t| {
             if version >= 13 {
@@ -446,7 +447,7 @@ fn respond(
         }
     }
     let node_endpoints = if version >= 16 {
-        node_endpoints(&image, &leaders, listener)
+        node_endpoints(&hints, listener)
     } else {
         Vec::new()
     };
@@ -467,7 +468,7 @@ fn req_is_follower(version: i16, req: &FetchRequest) -> bool {
 
 /// KIP-951: on NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH, the leader and epoch the
 /// metadata names now, so the client can go straight there.
-fn leader_hint(image: &MetadataImage, w: &Wanted, pd: &mut PartitionData, leaders: &mut Vec<i32>) {
+fn leader_hint(hints: &mut LeaderHints, w: &Wanted, pd: &mut PartitionData) {
     let hinted = [
         ResponseError::NotLeaderOrFollower,
         ResponseError::FencedLeaderEpoch,
@@ -475,36 +476,25 @@ fn leader_hint(image: &MetadataImage, w: &Wanted, pd: &mut PartitionData, leader
     if !hinted.iter().any(|e| code(*e) == pd.error_code) {
         return;
     }
-    let Some(state) = w
-        .topic
-        .as_deref()
-        .and_then(|n| image.topic(n))
-        .and_then(|t| t.partitions.iter().find(|p| p.partition == w.index))
-    else {
+    let Some((leader, epoch)) = w.topic.as_deref().and_then(|n| hints.leader_of(n, w.index)) else {
         return;
     };
     pd.current_leader = LeaderIdAndEpoch::default()
-        .with_leader_id(BrokerId(state.leader))
-        .with_leader_epoch(state.leader_epoch);
-    if state.leader >= 0 && !leaders.contains(&state.leader) {
-        leaders.push(state.leader);
-    }
+        .with_leader_id(BrokerId(leader))
+        .with_leader_epoch(epoch);
 }
 
 /// The endpoints (on the client's listener) of the leaders named in leader hints (v16+).
-fn node_endpoints(image: &MetadataImage, leaders: &[i32], listener: &str) -> Vec<NodeEndpoint> {
-    leaders
-        .iter()
-        .filter_map(|id| {
-            let b = image.brokers.get(id)?;
-            let (host, port) = b.endpoint(listener)?;
-            Some(
-                NodeEndpoint::default()
-                    .with_node_id(BrokerId(*id))
-                    .with_host(StrBytes::from_string(host.to_string()))
-                    .with_port(port)
-                    .with_rack(b.rack.clone().map(StrBytes::from_string)),
-            )
+fn node_endpoints(hints: &LeaderHints, listener: &str) -> Vec<NodeEndpoint> {
+    hints
+        .endpoints(listener)
+        .into_iter()
+        .map(|e| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(e.node_id))
+                .with_host(StrBytes::from_string(e.host))
+                .with_port(e.port)
+                .with_rack(e.rack.map(StrBytes::from_string))
         })
         .collect()
 }
