@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResourceResult;
 use kafka_protocol::ResponseError;
 
-use super::configs::{entry, synonym, Detail, Failure};
+use super::configs::{
+    entry, list_op, list_op_refused, synonym, Detail, Failure, OP_APPEND, OP_DELETE, OP_SET,
+    OP_SUBTRACT,
+};
 use crate::broker::Broker;
 use crate::config::dynamic::{
     self, dynamic_key, dynamic_key_type, is_dynamic, is_known, is_list, kafka_default, Refusal,
@@ -20,11 +23,6 @@ use crate::log::config::{
     broker_synonyms, SOURCE_DEFAULT_CONFIG, SOURCE_STATIC_BROKER_CONFIG, TOPIC_CONFIGS,
 };
 use crate::meta::image::MetadataRecord;
-
-const OP_SET: i8 = 0;
-const OP_DELETE: i8 = 1;
-const OP_APPEND: i8 = 2;
-const OP_SUBTRACT: i8 = 3;
 
 /// Kafka's UNKNOWN config type, for custom keys.
 const TYPE_UNKNOWN: i8 = 0;
@@ -70,16 +68,6 @@ fn apply_ops(
     let mut out = current.clone();
     for (key, op, value) in ops {
         let value = value.as_deref().unwrap_or("");
-        let list = |out: &BTreeMap<String, String>| -> Vec<String> {
-            out.get(key)
-                .map(String::as_str)
-                .or_else(|| kafka_default(key))
-                .unwrap_or("")
-                .split(',')
-                .filter(|x| !x.is_empty())
-                .map(String::from)
-                .collect()
-        };
         match *op {
             OP_SET => {
                 out.insert(key.clone(), value.to_string());
@@ -88,11 +76,6 @@ fn apply_ops(
                 out.remove(key);
             }
             OP_APPEND | OP_SUBTRACT => {
-                let verb = if *op == OP_APPEND {
-                    "append"
-                } else {
-                    "subtract"
-                };
                 if !is_known(key) {
                     return Err((
                         ResponseError::InvalidConfig,
@@ -100,23 +83,15 @@ fn apply_ops(
                     ));
                 }
                 if !is_list(key) {
-                    return Err((
-                        ResponseError::InvalidConfig,
-                        format!("Config value {verb} is not allowed for config key: {key}"),
-                    ));
+                    return Err(list_op_refused(*op, key));
                 }
-                let mut items = list(&out);
-                if *op == OP_APPEND {
-                    for v in value.split(',') {
-                        if !items.iter().any(|i| i == v) {
-                            items.push(v.to_string());
-                        }
-                    }
-                } else {
-                    let remove: Vec<&str> = value.split(',').collect();
-                    items.retain(|i| !remove.contains(&i.as_str()));
-                }
-                out.insert(key.clone(), items.join(","));
+                let current = out
+                    .get(key)
+                    .map(String::as_str)
+                    .or_else(|| kafka_default(key))
+                    .unwrap_or("");
+                let next = list_op(current, *op, value);
+                out.insert(key.clone(), next);
             }
             other => {
                 return Err(invalid_request(format!("Unknown operations type {other}")));

@@ -24,10 +24,11 @@ use crate::meta::image::{ApplyOutcome, MetadataRecord};
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
 
-const OP_SET: i8 = 0;
-const OP_DELETE: i8 = 1;
-const OP_APPEND: i8 = 2;
-const OP_SUBTRACT: i8 = 3;
+/// IncrementalAlterConfigs operation types.
+pub(super) const OP_SET: i8 = 0;
+pub(super) const OP_DELETE: i8 = 1;
+pub(super) const OP_APPEND: i8 = 2;
+pub(super) const OP_SUBTRACT: i8 = 3;
 
 pub(super) type Failure = (ResponseError, String);
 
@@ -235,6 +236,44 @@ async fn apply_topic_configs(
     }
 }
 
+/// Kafka's APPEND and SUBTRACT on a list config, for topics and brokers alike
+/// (`prepareIncrementalConfigs`): the current value's items, with the value's items appended
+/// when absent, or removed; items are trimmed and empty ones dropped.
+pub(super) fn list_op(current: &str, op: i8, value: &str) -> String {
+    let items = |s: &str| -> Vec<String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    let mut out = items(current);
+    let given = items(value);
+    if op == OP_APPEND {
+        for item in given {
+            if !out.contains(&item) {
+                out.push(item);
+            }
+        }
+    } else {
+        out.retain(|i| !given.contains(i));
+    }
+    out.join(",")
+}
+
+/// The refusal of APPEND or SUBTRACT on a key that is not a list.
+pub(super) fn list_op_refused(op: i8, key: &str) -> Failure {
+    let verb = if op == OP_APPEND {
+        "append"
+    } else {
+        "subtract"
+    };
+    (
+        ResponseError::InvalidConfig,
+        format!("Config value {verb} is not allowed for config key: {key}"),
+    )
+}
+
 /// Needs ALTER_CONFIGS on each topic, or on the cluster for brokers.
 pub async fn alter(
     broker: &Broker,
@@ -312,16 +351,6 @@ fn incremental(
                 format!("Unknown topic config name: {key}"),
             )
         })?;
-        let effective = || -> Vec<String> {
-            out.get(key)
-                .map(String::as_str)
-                .unwrap_or(def.default)
-                .split(',')
-                .map(str::trim)
-                .filter(|x| !x.is_empty())
-                .map(String::from)
-                .collect()
-        };
         match (*op, value) {
             (OP_SET, Some(v)) => {
                 out.insert(key.clone(), v.clone());
@@ -330,32 +359,12 @@ fn incremental(
                 out.remove(key);
             }
             (OP_APPEND | OP_SUBTRACT, _) if !def.is_list() => {
-                let verb = if *op == OP_APPEND {
-                    "append"
-                } else {
-                    "subtract"
-                };
-                return Err((
-                    ResponseError::InvalidConfig,
-                    format!("Config value {verb} is not allowed for config key: {key}"),
-                ));
+                return Err(list_op_refused(*op, key));
             }
-            (OP_APPEND, Some(v)) => {
-                let mut items = effective();
-                for item in v.split(',').map(str::trim).filter(|x| !x.is_empty()) {
-                    if !items.iter().any(|i| i == item) {
-                        items.push(item.to_string());
-                    }
-                }
-                out.insert(key.clone(), items.join(","));
-            }
-            (OP_SUBTRACT, Some(v)) => {
-                let remove: Vec<&str> = v.split(',').map(str::trim).collect();
-                let items: Vec<String> = effective()
-                    .into_iter()
-                    .filter(|i| !remove.contains(&i.as_str()))
-                    .collect();
-                out.insert(key.clone(), items.join(","));
+            (OP_APPEND | OP_SUBTRACT, Some(v)) => {
+                let current = out.get(key).map(String::as_str).unwrap_or(def.default);
+                let next = list_op(current, *op, v);
+                out.insert(key.clone(), next);
             }
             (OP_SET | OP_APPEND | OP_SUBTRACT, None) => {
                 return Err((
