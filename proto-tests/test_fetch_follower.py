@@ -113,8 +113,7 @@ def test_a_broker_without_the_partition_hints_at_its_leader(racks, topic_name):
         batch = wire.record_batch([b"not here"])
         cid = 3
         for version in (11, 12):
-            r = wire.read_produce_flexible(wire.request(
-                s, wire.produce_flexible(cid, topic_name, 0, batch, version=version), cid))
+            r = wire.produce(s, cid, topic_name, 0, batch, version=version)
             [p] = r["topics"][topic_name]
             assert p["error"] == NOT_LEADER and p["leader"] == (leader, 0), p
             assert r["nodes"] == {leader: ("127.0.0.1", c.node(leader).port, f"rack-{leader}")}

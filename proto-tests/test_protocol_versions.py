@@ -6,6 +6,7 @@ v2 (include_fenced_brokers). Raw requests pin the layout and Kafka's answers; th
 users do. Every test passes against Kafka 4.3.1 too (PROTO_TESTS_TARGET=kafka).
 """
 import re
+import urllib.request
 import uuid
 
 import pytest
@@ -15,12 +16,14 @@ import wire
 from clients import TIMEOUT, admin, consume_range, create_topic, produce_all
 from javatools import kafka_tool
 from targets import TARGET, module_target, shared_target  # noqa: F401  (fixtures)
+from fetch_wire import topic_id
 from wire import compact_string, i8, i32, i64, uvarint
 
 UNKNOWN_TOPIC_OR_PARTITION = 3
 INVALID_REQUEST = 42
 UNSUPPORTED_VERSION = 35
 TOPIC_AUTHORIZATION_FAILED = 29
+UNKNOWN_TOPIC_ID = 100
 
 
 def cnstring(r):
@@ -324,47 +327,43 @@ def test_describe_cluster_v2(shared_target):
         assert [(n, p, fenced) for n, _, p, _, fenced in brokers] == [(1, shared_target.port, 0)]
 
 
-# --- Produce v12 -------------------------------------------------------------------------------
-
-def produce_v12(cid, topic, batch):
-    part = i32(0) + uvarint(len(batch) + 1) + batch + uvarint(0)
-    body = uvarint(0) + wire.i16(-1) + i32(10000)  # no transactional id, acks=all
-    body += carray([compact_string(topic) + carray([part]) + uvarint(0)]) + uvarint(0)
-    return wire.header_v2(0, 12, cid) + body
-
-
-def read_produce_v12(r):
-    r.skip_tags()
-
-    def part(r):
-        p = (r.i32(), r.i16(), r.i64(), r.i64(), r.i64())  # index, error, base, append, start
-        r.compact_array(lambda r: (r.i32(), cnstring(r), r.skip_tags()))
-        cnstring(r)
-        r.skip_tags()
-        return p
-
-    def topic(r):
-        t = (cnstring(r), r.compact_array(part))
-        r.skip_tags()
-        return t
-    topics = r.compact_array(topic)
-    r.i32()
-    r.skip_tags()
-    assert r.done(), "trailing bytes in the Produce v12 response"
-    return topics
-
+# --- Produce v12 and v13 --------------------------------------------------------------------
 
 def test_produce_v12(shared_target, topic_name):
     """v12 has v11's layout; without transactions it means what v11 means."""
     create_topic(shared_target, topic_name)
     with wire.connect(shared_target) as s:
         for cid, values in enumerate([[b"a", b"b"], [b"c"]], start=1):
-            [(name, [p])] = read_produce_v12(wire.request(
-                s, produce_v12(cid, topic_name, wire.record_batch(values)), cid))
-            assert name == topic_name
-            assert p[:3] == (0, 0, 0 if cid == 1 else 2), p
+            r = wire.produce(s, cid, topic_name, 0, wire.record_batch(values), version=12)
+            [p] = r["topics"][topic_name]
+            assert (p["index"], p["error"], p["base_offset"]) == (0, 0, 0 if cid == 1 else 2), p
     # The Java producer 4.x uses the broker's newest Produce version for plain records.
     kafka_tool("kafka-console-producer", shared_target, "--topic", topic_name,
                input="d\ne\n")
     got = [m.value() for m in consume_range(shared_target, topic_name, end=5)]
     assert got == [b"a", b"b", b"c", b"d", b"e"]
+
+
+def test_produce_v13_names_topics_by_id(shared_target, topic_name):
+    """v13 (KIP-516) names the topic by id, in the request and in the response; an id that
+    names no topic gets UNKNOWN_TOPIC_ID and writes nothing. The Java producer 4.x sends v13."""
+    create_topic(shared_target, topic_name)
+    tid = topic_id(shared_target, topic_name)
+    with wire.connect(shared_target) as s:
+        r = wire.produce(s, 1, tid, 0, wire.record_batch([b"a", b"b"]), version=13)
+        assert list(r["topics"]) == [tid]
+        [p] = r["topics"][tid]
+        assert (p["index"], p["error"], p["base_offset"]) == (0, 0, 0), p
+        unknown = uuid.uuid4()
+        r = wire.produce(s, 2, unknown, 0, wire.record_batch([b"x"]), version=13)
+        [p] = r["topics"][unknown]
+        assert (p["error"], p["base_offset"]) == (UNKNOWN_TOPIC_ID, -1), p
+    kafka_tool("kafka-console-producer", shared_target, "--topic", topic_name, input="c\n")
+    got = [m.value() for m in consume_range(shared_target, topic_name, end=3)]
+    assert got == [b"a", b"b", b"c"]
+    if TARGET == "gregor":
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{shared_target.admin_port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        assert re.search(r'^gregor_produce_requests_total\{version="13"\} [1-9]', text, re.M), \
+            "the Java producer did not use Produce v13"

@@ -6,6 +6,7 @@ headers (used to check that batches are stored on disk as the producer sent them
 """
 import socket
 import struct
+import uuid
 
 # --- CRC32C (Castagnoli, reflected polynomial 0x82F63B78) ------------------------------------
 
@@ -310,15 +311,17 @@ def read_produce_v3(r):
 
 def produce_flexible(correlation_id, topic, partition, batch, version=11, acks=-1,
                      timeout_ms=10000):
-    """Produce v9+ (flexible): one batch to one partition."""
+    """Produce v9+ (flexible): one batch to one partition; the topic a name, or from v13 a
+    uuid.UUID (KIP-516)."""
     part = i32(partition) + uvarint(len(batch) + 1) + batch + uvarint(0)
+    name = topic.bytes if version >= 13 else compact_string(topic)
     return (header_v2(0, version, correlation_id) + uvarint(0) + i16(acks) + i32(timeout_ms)
-            + uvarint(2) + compact_string(topic) + uvarint(2) + part + uvarint(0) + uvarint(0))
+            + uvarint(2) + name + uvarint(2) + part + uvarint(0) + uvarint(0))
 
 
-def read_produce_flexible(r):
-    """{"topics": {name: [partition, ...]}, "nodes": {id: (host, port, rack)}}; each partition
-    with its KIP-951 leader hint (tag 0) as "leader": (id, epoch) or None."""
+def read_produce_flexible(r, version=11):
+    """{"topics": {name (a uuid.UUID from v13): [partition, ...]}, "nodes": {id: (host, port,
+    rack)}}; each partition with its KIP-951 leader hint (tag 0) as "leader": (id, epoch)."""
     r.skip_tags()  # response header v1
 
     def part(r):
@@ -334,7 +337,8 @@ def read_produce_flexible(r):
         return p
 
     def topic(r):
-        name, parts = _cstring(r), r.compact_array(part)
+        name = uuid.UUID(bytes=r.take(16)) if version >= 13 else _cstring(r)
+        parts = r.compact_array(part)
         r.skip_tags()
         return name, parts
 
@@ -348,6 +352,13 @@ def read_produce_flexible(r):
                 out["nodes"][node[0]] = node[1:4]
     assert r.done(), "trailing bytes in the Produce response"
     return out
+
+
+def produce(sock, correlation_id, topic, partition, batch, version=11, **kw):
+    """One flexible Produce, its response read."""
+    return read_produce_flexible(request(
+        sock, produce_flexible(correlation_id, topic, partition, batch, version, **kw),
+        correlation_id), version)
 
 
 # --- ListOffsets (key 2) ---------------------------------------------------------------------

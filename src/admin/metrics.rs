@@ -47,12 +47,15 @@ pub struct Metrics {
     request_memory: std::sync::OnceLock<std::sync::Arc<MemoryPool>>,
     /// The console's sampled end offsets: group lag on partitions not hosted here.
     lag_offsets: std::sync::OnceLock<std::sync::Arc<crate::admin::console::sampler::History>>,
-    /// Fetch requests by version (which versions clients negotiated).
+    /// Fetch and Produce requests by version (which versions clients negotiated).
     fetch_versions: [AtomicU64; FETCH_VERSIONS],
+    produce_versions: [AtomicU64; PRODUCE_VERSIONS],
 }
 
 /// Fetch versions counted: 0 to 17.
 const FETCH_VERSIONS: usize = 18;
+/// Produce versions counted: 0 to 13.
+const PRODUCE_VERSIONS: usize = 14;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -65,6 +68,7 @@ impl Default for Metrics {
             request_memory: std::sync::OnceLock::new(),
             lag_offsets: std::sync::OnceLock::new(),
             fetch_versions: Default::default(),
+            produce_versions: Default::default(),
         }
     }
 }
@@ -87,12 +91,12 @@ impl Metrics {
 
     /// Counts one Fetch request of `version`.
     pub fn fetch_version(&self, version: i16) {
-        if let Some(c) = usize::try_from(version)
-            .ok()
-            .and_then(|v| self.fetch_versions.get(v))
-        {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
+        count_version(&self.fetch_versions, version);
+    }
+
+    /// Counts one Produce request of `version`.
+    pub fn produce_version(&self, version: i16) {
+        count_version(&self.produce_versions, version);
     }
 
     /// Counts one request of `api_key`, its handling time, and whether it failed at the
@@ -162,21 +166,43 @@ pub fn render(broker: &Broker) -> String {
     out
 }
 
-/// Fetch requests by version, and the incremental fetch session cache (Kafka's
-/// NumIncrementalFetchSessions, NumIncrementalFetchPartitionsCached and evictions).
-fn render_fetch(broker: &Broker, out: &mut String) {
+fn count_version(counters: &[AtomicU64], version: i16) {
+    if let Some(c) = usize::try_from(version).ok().and_then(|v| counters.get(v)) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn render_versions(out: &mut String, name: &str, api: &str, counters: &[AtomicU64]) {
     header(
         out,
-        "gregor_fetch_requests_total",
+        name,
         "counter",
-        "Fetch requests handled, by request version.",
+        &format!("{api} requests handled, by request version."),
     );
-    for (v, c) in broker.metrics.fetch_versions.iter().enumerate() {
+    for (v, c) in counters.iter().enumerate() {
         let n = c.load(Ordering::Relaxed);
         if n > 0 {
-            let _ = writeln!(out, "gregor_fetch_requests_total{{version=\"{v}\"}} {n}");
+            let _ = writeln!(out, "{name}{{version=\"{v}\"}} {n}");
         }
     }
+}
+
+/// Fetch and Produce requests by version, and the incremental fetch session cache (Kafka's
+/// NumIncrementalFetchSessions, NumIncrementalFetchPartitionsCached and evictions).
+fn render_fetch(broker: &Broker, out: &mut String) {
+    let m = &broker.metrics;
+    render_versions(
+        out,
+        "gregor_fetch_requests_total",
+        "Fetch",
+        &m.fetch_versions,
+    );
+    render_versions(
+        out,
+        "gregor_produce_requests_total",
+        "Produce",
+        &m.produce_versions,
+    );
     let (sessions, partitions, evictions) = broker.fetch_sessions.stats();
     header(
         out,

@@ -54,8 +54,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     // (a TV2 add), but clients send one only when transaction.version >= 2 is finalized (the
     // Java producer caps transactional produce at v11 otherwise; librdkafka 2.16 stops at
     // v10), which Gregor never finalizes (meta::features). So v12 is served as v11, with
-    // KIP-890 part 1 verification. v13 (topic ids instead of names) is not offered.
-    (ApiKey::Produce, 0, 12),
+    // KIP-890 part 1 verification. v13 names topics by id (KIP-516), as non-transactional Java
+    // producers 4.x send it.
+    (ApiKey::Produce, 0, 13),
     // Topic ids (v13), incremental fetch sessions, follower fetching, leader hints (v16).
     (ApiKey::Fetch, 4, 17),
     (ApiKey::ListOffsets, 1, 10),
@@ -184,10 +185,11 @@ mod tests {
 
     #[test]
     fn produce_v0_to_2_advertised_not_served() {
-        assert_eq!(supported_range(ApiKey::Produce), Some((0, 12)));
+        assert_eq!(supported_range(ApiKey::Produce), Some((0, 13)));
         assert!(!is_served(ApiKey::Produce, 2));
         assert!(is_served(ApiKey::Produce, 3));
-        assert!(!is_served(ApiKey::Produce, 13));
+        assert!(is_served(ApiKey::Produce, 13));
+        assert!(!is_served(ApiKey::Produce, 14));
         assert!(is_served(ApiKey::AddPartitionsToTxn, 0));
         assert!(!is_served(ApiKey::EndTxn, 5));
     }

@@ -54,9 +54,13 @@ pub async fn handle(
     broker: &Broker,
     session: &Session,
     version: i16,
-    req: ProduceRequest,
+    mut req: ProduceRequest,
     traced: &Traced,
 ) -> ProduceOutcome {
+    // v13 names topics by id (KIP-516): resolve them first, so that transaction checks,
+    // authorization and the log lookups below work by name as for older versions.
+    broker.metrics.produce_version(version);
+    let ids = resolve_topic_ids(broker, version, &mut req);
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
     let txn = super::produce_txn::prepare(broker, session, &req).await;
@@ -66,8 +70,10 @@ pub async fn handle(
     }
     // Append everything first, in request order; only then wait for replication.
     let mut appended: Vec<(String, Vec<(i32, PartitionResult)>)> = Vec::new();
-    for topic in req.topic_data {
+    for (topic, topic_id) in req.topic_data.into_iter().zip(&ids) {
         let name = topic.name.0.to_string();
+        // A v13 topic id that names no topic: UNKNOWN_TOPIC_ID, as Kafka answers.
+        let unknown_id = topic_id.is_some_and(|_| name.is_empty());
         // Kafka checks WRITE before anything else: an unauthorized topic writes nothing and
         // says nothing about whether it exists.
         let authorized = session.allowed(&image, AclOperation::Write, ResourceType::Topic, &name);
@@ -77,6 +83,7 @@ pub async fn handle(
             .map(|pd| {
                 let origin = txn.origin(&name, pd.index);
                 let result = match origin {
+                    _ if unknown_id => Err((ResponseError::UnknownTopicId, None)),
                     _ if !authorized => Err((ResponseError::TopicAuthorizationFailed, None)),
                     Err(e) => Err((e, None)),
                     Ok(origin) if valid_acks => produce_partition(
@@ -121,7 +128,8 @@ pub async fn handle(
     let mut hints = LeaderHints::new(&image);
     let responses = appended
         .into_iter()
-        .map(|(name, results)| {
+        .zip(ids)
+        .map(|((name, results), topic_id)| {
             let partitions = results
                 .into_iter()
                 .map(|(index, r)| {
@@ -137,9 +145,11 @@ pub async fn handle(
                     resp
                 })
                 .collect();
-            TopicProduceResponse::default()
-                .with_name(TopicName(StrBytes::from_string(name)))
-                .with_partition_responses(partitions)
+            let topic = TopicProduceResponse::default().with_partition_responses(partitions);
+            match topic_id {
+                Some(id) => topic.with_topic_id(id),
+                None => topic.with_name(TopicName(StrBytes::from_string(name))),
+            }
         })
         .collect();
     let node_endpoints = hints
@@ -160,6 +170,30 @@ pub async fn handle(
     )
 }
 
+/// From v13, fills in each topic's name from its id (left empty for an unknown id); the ids,
+/// to answer with (`None` before v13).
+fn resolve_topic_ids(
+    broker: &Broker,
+    version: i16,
+    req: &mut ProduceRequest,
+) -> Vec<Option<uuid::Uuid>> {
+    if version < 13 {
+        return vec![None; req.topic_data.len()];
+    }
+    let image = broker.image();
+    req.topic_data
+        .iter_mut()
+        .map(|topic| {
+            let name = image
+                .topic_by_id(&topic.topic_id)
+                .map(|t| t.name.clone())
+                .unwrap_or_default();
+            topic.name = TopicName(StrBytes::from_string(name));
+            Some(topic.topic_id)
+        })
+        .collect()
+}
+
 /// Names the destination of a traced single-topic request (and partition).
 fn name_destination(req: &ProduceRequest, traced: &Traced) {
     if let [topic] = req.topic_data.as_slice() {
@@ -177,7 +211,13 @@ fn name_destination(req: &ProduceRequest, traced: &Traced) {
 /// `gregor.trace.headers=true`.
 pub fn traceparents(broker: &Broker, req: &ProduceRequest) -> Vec<Vec<u8>> {
     let mut found: Vec<Vec<u8>> = Vec::new();
+    let image = broker.image();
     for topic in &req.topic_data {
+        // v13 names the topic by id only.
+        let name = match image.topic_by_id(&topic.topic_id) {
+            Some(t) if topic.name.0.is_empty() => t.name.as_str(),
+            _ => topic.name.0.as_str(),
+        };
         for pd in &topic.partition_data {
             let Some(records) = pd.records.as_deref() else {
                 continue;
@@ -188,7 +228,7 @@ pub fn traceparents(broker: &Broker, req: &ProduceRequest) -> Vec<Vec<u8>> {
             let decompress = view.codec().is_ok_and(|c| c != batch::Codec::None)
                 && broker
                     .replicas
-                    .partition(topic.name.0.as_str(), pd.index)
+                    .partition(name, pd.index)
                     .is_some_and(|p| p.log.config().trace_headers);
             if let Some(value) =
                 crate::log::trace_header::first_record_header(&view, b"traceparent", decompress)
