@@ -17,6 +17,7 @@ pub mod consumer;
 mod consumer_coordinator;
 pub mod member;
 mod membership;
+mod migration;
 mod offsets;
 pub mod records;
 pub mod state;
@@ -80,7 +81,7 @@ pub struct GroupConfig {
     /// group.consumer.assignors (short names; the first is the default)
     pub consumer_assignors: Vec<&'static str>,
     /// group.consumer.migration.policy
-    pub migration_policy: String,
+    pub migration_policy: consumer::classic::MigrationPolicy,
 }
 
 /// One group, its committed offsets, and offsets committed inside transactions not yet

@@ -23,6 +23,12 @@ impl Topics for FakeTopics {
     fn names(&self) -> Vec<String> {
         self.0.keys().cloned().collect()
     }
+    fn name_of(&self, id: Uuid) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(_, (t, _))| *t == id)
+            .map(|(n, _)| n.clone())
+    }
 }
 
 const T: Uuid = Uuid::from_u128(7);
