@@ -289,7 +289,8 @@ impl ConsumerGroup {
     ) -> Result<(JoinResult, Vec<ConsumerRecord>), ClassicError> {
         let unknown = join.member_id.is_empty();
         let member_id = if unknown {
-            uuid::Uuid::new_v4().to_string()
+            // Kafka names the member as it names a consumer protocol member: a Kafka UUID.
+            crate::kafka_uuid::kafka_uuid(&crate::kafka_uuid::random_kafka_uuid())
         } else {
             join.member_id.clone()
         };

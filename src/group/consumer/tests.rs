@@ -10,6 +10,8 @@ use super::heartbeat::{Heartbeat, HeartbeatReply, HeartbeatSettings, Topics};
 use super::records::{ConsumerRecord, TopicMetadata};
 use super::*;
 
+mod migration;
+
 struct FakeTopics(BTreeMap<String, (Uuid, i32)>);
 
 impl Topics for FakeTopics {

@@ -11,7 +11,9 @@ import java.util.ArrayList;
 import java.util.Collection;
 import java.util.HashSet;
 import java.util.List;
+import java.util.Comparator;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Properties;
 import java.util.Set;
 import java.util.TreeSet;
@@ -23,6 +25,7 @@ import java.util.stream.Collectors;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.ConsumerGroupDescription;
+import org.apache.kafka.clients.admin.MemberDescription;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
@@ -182,7 +185,11 @@ public final class MigrationCheck {
                 ConsumerGroupDescription d = settle(members, "upgrade step " + i);
                 eq(GroupType.CONSUMER, d.type(), "group type after upgrade step " + i);
                 if (i == 0) {
-                    // Mixed: one classic member inside the consumer group.
+                    // Mixed: one classic member inside the consumer group (KIP-1099's
+                    // upgraded=false), one of the consumer protocol (upgraded=true).
+                    List<Optional<Boolean>> types = d.members().stream().map(MemberDescription::upgraded)
+                            .sorted(Comparator.comparing(Object::toString)).collect(Collectors.toList());
+                    eq(List.of(Optional.of(false), Optional.of(true)), types, "member types in the mixed group");
                     System.out.println("READY mixed");
                     System.out.flush();
                     long deadline = System.currentTimeMillis() + TIMEOUT_MS;
