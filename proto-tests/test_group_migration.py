@@ -131,3 +131,54 @@ def test_rolling_upgrade_and_downgrade(request, migration_broker, tmp_path):
             break
         time.sleep(0.5)
     assert after == before, d.stdout + d.stderr
+
+
+def test_librdkafka_consumer_protocol_joins_a_classic_group(request, migration_broker):
+    """librdkafka (confluent-kafka, group.protocol=consumer) joins a live classic group of a
+    librdkafka classic consumer: the group is upgraded and the two split the partitions; when
+    the consumer-protocol member leaves, the group is downgraded and the classic member gets
+    every partition back."""
+    from confluent_kafka import Consumer
+    from confluent_kafka.admin import AdminClient, NewTopic
+    request.node._gregor_brokers = [migration_broker]
+    name = f"rdk-migration-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": migration_broker.bootstrap})
+    admin.create_topics([NewTopic(name, 6, 1)])[name].result(30)
+    base = {"bootstrap.servers": migration_broker.bootstrap, "group.id": name,
+            "auto.offset.reset": "earliest", "session.timeout.ms": 10000,
+            "heartbeat.interval.ms": 300}
+    classic = Consumer(base)
+    modern = None
+    classic.subscribe([name])
+
+    def group_type():
+        d = admin.describe_consumer_groups([name])[name].result(30)
+        return str(d.type).rsplit(".", 1)[-1], str(d.state).rsplit(".", 1)[-1], len(d.members)
+
+    def settle(consumers, want_type, what):
+        deadline = time.time() + 60
+        while True:
+            for c in consumers:
+                c.poll(0.05)
+            owned = [sorted(tp.partition for tp in c.assignment()) for c in consumers]
+            flat = sum(owned, [])
+            if sorted(flat) == list(range(6)) and all(owned):
+                t = group_type()
+                if t == (want_type, "STABLE", len(consumers)):
+                    return owned
+            assert time.time() < deadline, f"{what}: {owned} {group_type()}"
+
+    try:
+        assert settle([classic], "CLASSIC", "the classic member alone") == [list(range(6))]
+        modern = Consumer({**{k: v for k, v in base.items()
+                              if k not in ("session.timeout.ms", "heartbeat.interval.ms")},
+                           "group.protocol": "consumer"})
+        modern.subscribe([name])
+        settle([classic, modern], "CONSUMER", "after the upgrade")
+        modern.close()
+        modern = None
+        assert settle([classic], "CLASSIC", "after the downgrade") == [list(range(6))]
+    finally:
+        if modern is not None:
+            modern.close()
+        classic.close()
