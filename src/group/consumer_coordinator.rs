@@ -27,7 +27,10 @@ pub struct DescribedConsumerGroup {
     pub members: Vec<(ConsumerMember, TopicPartitions)>,
 }
 
-fn encode(group: &str, records: &[ConsumerRecord]) -> Vec<(Bytes, Option<Bytes>)> {
+/// A `__consumer_offsets` record: key and value (None: a tombstone).
+type StoredRecord = (Bytes, Option<Bytes>);
+
+fn encode(group: &str, records: &[ConsumerRecord]) -> Vec<StoredRecord> {
     records.iter().map(|r| r.encode(group)).collect()
 }
 
@@ -96,7 +99,7 @@ impl GroupCoordinator {
         image: &crate::meta::image::MetadataImage,
         settings: &heartbeat::HeartbeatSettings<'_>,
         now: Instant,
-    ) -> Result<(HeartbeatReply, Vec<(Bytes, Option<Bytes>)>), HeartbeatError> {
+    ) -> Result<(HeartbeatReply, Vec<StoredRecord>), HeartbeatError> {
         let mut records = Vec::new();
         if entry.consumer.is_none() {
             if !joining {
