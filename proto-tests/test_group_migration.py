@@ -11,6 +11,9 @@ bidirectional by default as in Kafka 4.x).
   consumer-protocol member) lists all 6 partitions with an owner, and --describe after the
   downgrade shows the committed offsets of the classic group.
 - A broker restart after the downgrade keeps the group's committed offsets.
+- librdkafka (confluent-kafka 2.12+, group.protocol=consumer) joins a live classic group of a
+  librdkafka classic consumer (upgrade), the converted group survives a broker restart (its
+  records in __consumer_offsets), and the consumer-protocol member leaving downgrades it.
 """
 import queue
 import re
@@ -135,9 +138,9 @@ def test_rolling_upgrade_and_downgrade(request, migration_broker, tmp_path):
 
 def test_librdkafka_consumer_protocol_joins_a_classic_group(request, migration_broker):
     """librdkafka (confluent-kafka, group.protocol=consumer) joins a live classic group of a
-    librdkafka classic consumer: the group is upgraded and the two split the partitions; when
-    the consumer-protocol member leaves, the group is downgraded and the classic member gets
-    every partition back."""
+    librdkafka classic consumer: the group is upgraded and the two split the partitions; a
+    broker restart restores the converted group; when the consumer-protocol member leaves, the
+    group is downgraded and the classic member gets every partition back."""
     from confluent_kafka import Consumer
     from confluent_kafka.admin import AdminClient, NewTopic
     request.node._gregor_brokers = [migration_broker]
@@ -175,6 +178,19 @@ def test_librdkafka_consumer_protocol_joins_a_classic_group(request, migration_b
                            "group.protocol": "consumer"})
         modern.subscribe([name])
         settle([classic, modern], "CONSUMER", "after the upgrade")
+        # A restarted coordinator restores the converted group from its records: still a
+        # consumer group with both members, which carry on in it.
+        migration_broker.restart()
+        deadline = time.time() + 60
+        while True:
+            try:
+                restored = group_type()
+                break
+            except Exception:
+                assert time.time() < deadline, "the group was never described after the restart"
+                time.sleep(0.5)
+        assert restored[0] == "CONSUMER" and restored[2] == 2, restored
+        settle([classic, modern], "CONSUMER", "after the restart")
         modern.close()
         modern = None
         assert settle([classic], "CLASSIC", "after the downgrade") == [list(range(6))]
