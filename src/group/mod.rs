@@ -6,8 +6,10 @@
 //!
 //! [`GroupCoordinator`] is the entry point for every group API: `membership.rs` (join, sync,
 //! heartbeat, leave, list, describe, delete), `offsets.rs` (commit, fetch, delete, expiry),
-//! `topic.rs` (creating `__consumer_offsets`). The API handlers only translate requests and
-//! responses. `state.rs` is the pure classic-protocol state machine.
+//! `topic.rs` (creating `__consumer_offsets`), `migration.rs` (the online upgrade and
+//! downgrade between classic and consumer groups, `group.consumer.migration.policy`). The API
+//! handlers only translate requests and responses. `state.rs` is the pure classic-protocol
+//! state machine.
 //!
 //! A write to `__consumer_offsets` takes effect in memory only once it is replicated (the
 //! high watermark passed it), as Kafka's pending offset commits do: what OffsetFetch returns
