@@ -24,8 +24,9 @@ fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 
-/// Member type in ConsumerGroupDescribe v1 (KIP-1099): a member of the consumer protocol.
+/// Member types in ConsumerGroupDescribe v1 (KIP-1099): the consumer and the classic protocol.
 const MEMBER_TYPE_CONSUMER: i8 = 1;
+const MEMBER_TYPE_CLASSIC: i8 = 0;
 
 pub async fn heartbeat(
     broker: &Broker,
@@ -174,7 +175,12 @@ pub fn describe(
                         .with_assignment(described(&image, &m.assigned))
                         .with_target_assignment(described(&image, &target));
                     if version >= 1 {
-                        member.member_type = MEMBER_TYPE_CONSUMER;
+                        // KIP-1099: 0 for a member that speaks the classic protocol.
+                        member.member_type = if m.is_classic() {
+                            MEMBER_TYPE_CLASSIC
+                        } else {
+                            MEMBER_TYPE_CONSUMER
+                        };
                     }
                     member
                 })

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use super::get;
+use crate::group::consumer::classic::MigrationPolicy;
 
 /// The group coordinator's settings (`group.*`, `offsets.*`).
 pub(super) fn group_config(raw: &BTreeMap<String, String>) -> Result<crate::group::GroupConfig> {
@@ -28,7 +29,13 @@ pub(super) fn group_config(raw: &BTreeMap<String, String>) -> Result<crate::grou
         consumer_heartbeat_interval: ms("group.consumer.heartbeat.interval.ms")?,
         consumer_max_size: get(raw, "group.consumer.max.size")?,
         consumer_assignors: consumer_assignors(raw)?,
-        migration_policy: get(raw, "group.consumer.migration.policy")?,
+        migration_policy: MigrationPolicy::parse(&get::<String>(
+            raw,
+            "group.consumer.migration.policy",
+        )?)
+        .ok_or_else(|| {
+            anyhow::anyhow!("[kafka] group.consumer.migration.policy must be disabled, upgrade, downgrade or bidirectional")
+        })?,
     })
 }
 
@@ -56,9 +63,7 @@ fn check_consumer_timeouts(raw: &BTreeMap<String, String>) -> Result<()> {
         bail!("[kafka] group.consumer.heartbeat.interval.ms must be less than group.consumer.session.timeout.ms");
     }
     let policy: String = get(raw, "group.consumer.migration.policy")?;
-    if !["disabled", "upgrade", "downgrade", "bidirectional"]
-        .contains(&policy.to_ascii_lowercase().as_str())
-    {
+    if MigrationPolicy::parse(&policy).is_none() {
         bail!("[kafka] group.consumer.migration.policy must be disabled, upgrade, downgrade or bidirectional");
     }
     Ok(())

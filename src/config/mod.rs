@@ -401,7 +401,7 @@ pub const BROKER_SETTINGS: &[(&str, &str, i8, &str)] = &[
     ("group.consumer.min.heartbeat.interval.ms", "5000", 3, "The minimum heartbeat interval for consumer group members."),
     ("group.consumer.min.session.timeout.ms", "45000", 3, "The minimum allowed session timeout for consumer group members."),
     ("group.consumer.max.size", "2147483647", 3, "The maximum number of members a consumer group (KIP-848) can accommodate."),
-    ("group.consumer.migration.policy", "bidirectional", 2, "Conversion between classic and consumer groups: disabled, upgrade, downgrade or bidirectional. Gregor converts only empty groups; a non-empty group of the other kind is refused."),
+    ("group.consumer.migration.policy", "bidirectional", 2, "Online conversion of live groups between classic and consumer (KIP-848): disabled, upgrade, downgrade or bidirectional (case-insensitive). Empty groups are always taken over by either kind."),
     ("group.consumer.session.timeout.ms", "45000", 3, "The timeout to detect client failures when using the consumer group protocol."),
     ("group.initial.rebalance.delay.ms", "3000", 3, "How long the coordinator waits for more consumers to join a new group before the first rebalance."),
     ("group.max.session.timeout.ms", "1800000", 3, "The maximum allowed session timeout for registered consumers."),

@@ -8,11 +8,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 
-use super::consumer::heartbeat::{
-    self, Heartbeat, HeartbeatError, HeartbeatReply, HeartbeatSettings,
-};
+use super::consumer::heartbeat::{self, Heartbeat, HeartbeatError, HeartbeatReply};
 use super::consumer::records::ConsumerRecord;
-use super::consumer::{ConsumerGroup, ConsumerGroupState, ConsumerMember, TopicPartitions};
+use super::consumer::{
+    ConsumerGroup, ConsumerGroupState, ConsumerMember, TopicPartitions, LEAVE_GROUP_MEMBER_EPOCH,
+};
 use super::records::RecordKey;
 use super::state::GroupState;
 use super::{GroupCoordinator, GroupEntry};
@@ -27,7 +27,10 @@ pub struct DescribedConsumerGroup {
     pub members: Vec<(ConsumerMember, TopicPartitions)>,
 }
 
-fn encode(group: &str, records: &[ConsumerRecord]) -> Vec<(Bytes, Option<Bytes>)> {
+/// A `__consumer_offsets` record: key and value (None: a tombstone).
+type StoredRecord = (Bytes, Option<Bytes>);
+
+fn encode(group: &str, records: &[ConsumerRecord]) -> Vec<StoredRecord> {
     records.iter().map(|r| r.encode(group)).collect()
 }
 
@@ -59,51 +62,19 @@ impl GroupCoordinator {
             })?
         };
         let image = self.meta.image();
-        let settings = HeartbeatSettings {
-            session_timeout: self.config.consumer_session_timeout,
-            max_size: self.config.consumer_max_size,
-            default_assignor: self
-                .consumer_assignors()
-                .first()
-                .copied()
-                .unwrap_or("uniform"),
-        };
+        let settings = self.heartbeat_settings();
+        let now = Instant::now();
         let (reply, written) = {
             let mut entry = handle.lock();
-            let mut records = Vec::new();
-            if entry.consumer.is_none() {
-                // An empty classic group gives its id to the consumer group; a live one keeps it.
-                if !joining {
-                    return Err((
-                        ResponseError::GroupIdNotFound,
-                        format!("Consumer group {group_id} not found."),
-                    ));
-                }
-                if entry.group.state != GroupState::Empty || !entry.group.is_empty() {
-                    // What Kafka answers with group.consumer.migration.policy=disabled.
-                    return Err((
-                        ResponseError::GroupIdNotFound,
-                        format!(
-                            "Cannot upgrade classic group {group_id} to consumer group because \
-                             online upgrade is disabled."
-                        ),
-                    ));
-                }
-                if entry.group.generation > 0 || entry.group.protocol_type.is_some() {
-                    records.push(Self::classic_tombstone(group_id));
-                }
-                entry.group = super::state::Group::new(group_id, crate::replica::now_ms());
-                entry.consumer = Some(ConsumerGroup::default());
-            }
-            let Some(group) = entry.consumer.as_mut() else {
-                return Err((ResponseError::UnknownServerError, String::new()));
-            };
-            let (reply, changes) =
-                group.heartbeat(group_id, hb, image.as_ref(), &settings, Instant::now())?;
-            if !changes.is_empty() {
-                group.stored = true;
-            }
-            records.extend(encode(group_id, &changes));
+            let (reply, records) = self.consumer_heartbeat_locked(
+                group_id,
+                &mut entry,
+                hb,
+                joining,
+                image.as_ref(),
+                &settings,
+                now,
+            )?;
             let written = (!records.is_empty()).then(|| self.append(group_id, &records));
             (reply, written)
         };
@@ -117,7 +88,70 @@ impl GroupCoordinator {
         }
     }
 
-    fn classic_tombstone(group_id: &str) -> (Bytes, Option<Bytes>) {
+    /// ConsumerGroupHeartbeat under the group's lock: the reply and the records to append.
+    #[allow(clippy::too_many_arguments)]
+    fn consumer_heartbeat_locked(
+        &self,
+        group_id: &str,
+        entry: &mut GroupEntry,
+        hb: Heartbeat,
+        joining: bool,
+        image: &crate::meta::image::MetadataImage,
+        settings: &heartbeat::HeartbeatSettings<'_>,
+        now: Instant,
+    ) -> Result<(HeartbeatReply, Vec<StoredRecord>), HeartbeatError> {
+        let mut records = Vec::new();
+        if entry.consumer.is_none() {
+            if !joining {
+                return Err((
+                    ResponseError::GroupIdNotFound,
+                    format!("Consumer group {group_id} not found."),
+                ));
+            }
+            if entry.group.state != GroupState::Empty || !entry.group.is_empty() {
+                // A live classic group: upgraded if the policy and the group allow it, and
+                // only if the joining heartbeat itself is accepted.
+                let mut cg = self.upgraded(group_id, &entry.group, image, now)?;
+                let (reply, changes) = cg.heartbeat(group_id, hb, image, settings, now)?;
+                cg.stored = true;
+                tracing::info!(group = %group_id, "upgraded classic group to a consumer group");
+                let mut records = Self::upgrade_records(group_id, &cg);
+                records.extend(encode(group_id, &changes));
+                entry.group.abort_waiting();
+                entry.group = super::state::Group::new(group_id, crate::replica::now_ms());
+                entry.consumer = Some(cg);
+                return Ok((reply, records));
+            }
+            if entry.group.generation > 0 || entry.group.protocol_type.is_some() {
+                records.push(Self::classic_tombstone(group_id));
+            }
+            entry.group = super::state::Group::new(group_id, crate::replica::now_ms());
+            entry.consumer = Some(ConsumerGroup::default());
+        }
+        let Some(group) = entry.consumer.as_mut() else {
+            return Err((ResponseError::UnknownServerError, String::new()));
+        };
+        if hb.member_epoch == LEAVE_GROUP_MEMBER_EPOCH
+            && group.members.contains_key(&hb.member_id)
+            && self.downgrade_allowed(group, &hb.member_id)
+        {
+            let reply = HeartbeatReply {
+                member_id: hb.member_id.clone(),
+                member_epoch: LEAVE_GROUP_MEMBER_EPOCH,
+                assignment: None,
+            };
+            let records = self.downgrade(group_id, entry, &hb.member_id, image);
+            return Ok((reply, records));
+        }
+        let (reply, changes) = group.heartbeat(group_id, hb, image, settings, now)?;
+        if !changes.is_empty() {
+            group.stored = true;
+        }
+        records.extend(encode(group_id, &changes));
+        Ok((reply, records))
+    }
+
+    pub(super) fn classic_tombstone(group_id: &str) -> (Bytes, Option<Bytes>) {
         (
             RecordKey::Group {
                 group: group_id.to_string(),
@@ -128,8 +162,9 @@ impl GroupCoordinator {
     }
 
     /// A classic JoinGroup reached a group: if it is an empty consumer group, the classic
-    /// group takes the id over (its records are deleted); a non-empty consumer group refuses
-    /// classic members (INCONSISTENT_GROUP_PROTOCOL), since Gregor does not run mixed groups.
+    /// group takes the id over (its records are deleted). A non-empty consumer group takes
+    /// classic members in (`migration.rs`) unless migration is disabled: then it refuses
+    /// them (INCONSISTENT_GROUP_PROTOCOL, as Kafka).
     pub(super) fn claim_for_classic(
         &self,
         group_id: &str,
@@ -204,7 +239,7 @@ impl GroupCoordinator {
         let image = self.meta.image();
         for (id, handle) in self.all_groups() {
             let mut entry = handle.lock();
-            let Some(g) = entry.consumer.as_mut() else {
+            let Some(g) = entry.consumer.as_ref() else {
                 continue;
             };
             let expired = g.expired_members(now);
@@ -214,9 +249,16 @@ impl GroupCoordinator {
             let mut records = Vec::new();
             for member in expired {
                 tracing::info!(group = %id, member = %member, "fencing consumer group member: session or rebalance timeout");
-                records.extend(g.fence(&member, image.as_ref()));
+                let Some(g) = entry.consumer.as_mut() else {
+                    break;
+                };
+                if self.downgrade_allowed(g, &member) {
+                    records.extend(self.downgrade(&id, &mut entry, &member, image.as_ref()));
+                    break;
+                }
+                records.extend(encode(&id, &g.fence(&member, image.as_ref())));
             }
-            if let Err(e) = self.append(&id, &encode(&id, &records)) {
+            if let Err(e) = self.append(&id, &records) {
                 tracing::warn!(group = %id, error = ?e, "storing consumer group records failed");
             }
         }

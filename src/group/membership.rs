@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 
+use super::consumer::classic::MigrationPolicy;
 use super::member::{JoinRequest, JoinResult, Reply, SyncRequest, SyncResult};
 use super::records::RecordKey;
 use super::state::{GroupState, NONE};
@@ -82,19 +83,42 @@ impl GroupCoordinator {
         let rebalance_timeout = join.rebalance_timeout;
         let (reply, written) = {
             let mut entry = handle.lock();
-            if let Err(e) = self.claim_for_classic(group_id, &mut entry) {
-                // Kafka answers this without a member id.
-                return JoinResult::error(e, "");
+            let policy = self.config.migration_policy;
+            if policy != MigrationPolicy::Disabled
+                && entry.consumer.as_ref().is_some_and(|c| !c.is_empty())
+            {
+                // A classic member of a consumer group (refused only when migration is
+                // disabled, as Kafka does): answered once its records are stored.
+                let (result, written) = self.classic_join_to_consumer(group_id, &mut entry, &join);
+                (Reply::Now(result), written.map(|w| (w, true)))
+            } else {
+                if let Err(e) = self.claim_for_classic(group_id, &mut entry) {
+                    // Kafka answers this without a member id.
+                    return JoinResult::error(e, "");
+                }
+                let (reply, persist) =
+                    entry
+                        .group
+                        .join(join, self.timing(), Instant::now(), now_ms());
+                let written = persist.map(|v| {
+                    (
+                        self.append(group_id, &[Self::group_record(group_id, &v)]),
+                        false,
+                    )
+                });
+                (reply, written)
             }
-            let (reply, persist) = entry
-                .group
-                .join(join, self.timing(), Instant::now(), now_ms());
-            let written =
-                persist.map(|v| self.append(group_id, &[Self::group_record(group_id, &v)]));
-            (reply, written)
         };
-        if let Some(Ok(w)) = written {
-            let _ = self.replicated(&w).await;
+        match written {
+            Some((Ok(w), strict)) => {
+                if let Err(e) = self.replicated(&w).await {
+                    if strict {
+                        return fail(e);
+                    }
+                }
+            }
+            Some((Err(e), true)) => return fail(e),
+            _ => {}
         }
         match reply {
             Reply::Now(r) => r,
@@ -127,6 +151,9 @@ impl GroupCoordinator {
         };
         let (reply, written) = {
             let mut entry = handle.lock();
+            if let Some(cg) = entry.consumer.as_mut() {
+                return self.classic_sync_to_consumer(cg, &sync);
+            }
             let (reply, persist) = entry.group.sync(sync, Instant::now(), now_ms());
             let written =
                 persist.map(|v| self.append(group_id, &[Self::group_record(group_id, &v)]));
@@ -166,10 +193,17 @@ impl GroupCoordinator {
         }
         match self.group(group_id) {
             None => ResponseError::UnknownMemberId.code(),
-            Some(h) => h
-                .lock()
-                .group
-                .heartbeat(member_id, instance, generation, Instant::now()),
+            Some(h) => {
+                let mut entry = h.lock();
+                match entry.consumer.as_mut() {
+                    Some(cg) => cg
+                        .classic_heartbeat(member_id, instance, generation, Instant::now())
+                        .map_or_else(|e| e.code(), |()| NONE),
+                    None => entry
+                        .group
+                        .heartbeat(member_id, instance, generation, Instant::now()),
+                }
+            }
         }
     }
 
@@ -189,18 +223,27 @@ impl GroupCoordinator {
         let mut written = Vec::new();
         {
             let mut entry = handle.lock();
-            for (member, instance) in members {
-                let (error, persist) = entry.group.leave(
-                    member,
-                    instance.as_deref(),
-                    self.timing(),
-                    Instant::now(),
-                    now_ms(),
-                );
-                if let Some(v) = persist {
-                    written.push(self.append(group_id, &[Self::group_record(group_id, &v)]));
+            if let Some(cg) = entry.consumer.as_mut() {
+                let (codes, records) = self.classic_leave_from_consumer(cg, members);
+                if !records.is_empty() {
+                    let records: Vec<_> = records.iter().map(|r| r.encode(group_id)).collect();
+                    written.push(self.append(group_id, &records));
                 }
-                results.push(error);
+                results = codes;
+            } else {
+                for (member, instance) in members {
+                    let (error, persist) = entry.group.leave(
+                        member,
+                        instance.as_deref(),
+                        self.timing(),
+                        Instant::now(),
+                        now_ms(),
+                    );
+                    if let Some(v) = persist {
+                        written.push(self.append(group_id, &[Self::group_record(group_id, &v)]));
+                    }
+                    results.push(error);
+                }
             }
         }
         for w in written.into_iter().flatten() {

@@ -6,8 +6,10 @@
 //!
 //! [`GroupCoordinator`] is the entry point for every group API: `membership.rs` (join, sync,
 //! heartbeat, leave, list, describe, delete), `offsets.rs` (commit, fetch, delete, expiry),
-//! `topic.rs` (creating `__consumer_offsets`). The API handlers only translate requests and
-//! responses. `state.rs` is the pure classic-protocol state machine.
+//! `topic.rs` (creating `__consumer_offsets`), `migration.rs` (the online upgrade and
+//! downgrade between classic and consumer groups, `group.consumer.migration.policy`). The API
+//! handlers only translate requests and responses. `state.rs` is the pure classic-protocol
+//! state machine.
 //!
 //! A write to `__consumer_offsets` takes effect in memory only once it is replicated (the
 //! high watermark passed it), as Kafka's pending offset commits do: what OffsetFetch returns
@@ -17,6 +19,7 @@ pub mod consumer;
 mod consumer_coordinator;
 pub mod member;
 mod membership;
+mod migration;
 mod offsets;
 pub mod records;
 pub mod state;
@@ -80,7 +83,7 @@ pub struct GroupConfig {
     /// group.consumer.assignors (short names; the first is the default)
     pub consumer_assignors: Vec<&'static str>,
     /// group.consumer.migration.policy
-    pub migration_policy: String,
+    pub migration_policy: consumer::classic::MigrationPolicy,
 }
 
 /// One group, its committed offsets, and offsets committed inside transactions not yet

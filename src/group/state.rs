@@ -156,6 +156,48 @@ impl Group {
         g
     }
 
+    /// A stable group of `members` in `generation` (a consumer group downgraded to classic,
+    /// Kafka's `ClassicGroup.fromConsumerGroup`); its first member leads.
+    pub fn converted(id: &str, generation: i32, members: Vec<Member>, now_ms: i64) -> Self {
+        let mut g = Group::new(id, now_ms);
+        g.generation = generation;
+        g.protocol_type = Some("consumer".to_string());
+        for m in members {
+            g.add(m);
+        }
+        g.protocol = g.select_protocol();
+        g.leader = g.members.values().next().cloned();
+        g.state = if g.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
+        g
+    }
+
+    /// Starts a rebalance (a group just converted from a consumer group): members learn of
+    /// it through REBALANCE_IN_PROGRESS on their next heartbeat.
+    pub fn start_rebalance(&mut self, timing: GroupTiming, now: Instant, now_ms: i64) -> Persist {
+        let persist = self.prepare_rebalance(timing, now, now_ms);
+        self.try_complete_join(now, now_ms).or(persist)
+    }
+
+    /// Answers every JoinGroup and SyncGroup waiting in this group with REBALANCE_IN_PROGRESS
+    /// (the group is becoming a consumer group; its members rejoin that).
+    pub fn abort_waiting(&mut self) {
+        for m in self.by_id.values_mut() {
+            if let Some(tx) = m.awaiting_join.take() {
+                let _ = tx.send(JoinResult::error(
+                    ResponseError::RebalanceInProgress,
+                    &m.member_id,
+                ));
+            }
+            if let Some(tx) = m.awaiting_sync.take() {
+                let _ = tx.send(SyncResult::error(ResponseError::RebalanceInProgress));
+            }
+        }
+    }
+
     /// The metadata record Kafka stores for this group.
     pub fn to_value(&self) -> GroupValue {
         GroupValue {

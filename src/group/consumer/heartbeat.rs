@@ -26,6 +26,8 @@ pub type HeartbeatError = (ResponseError, String);
 pub trait Topics {
     fn lookup(&self, name: &str) -> Option<TopicMetadata>;
     fn names(&self) -> Vec<String>;
+    /// A topic's name by id.
+    fn name_of(&self, id: uuid::Uuid) -> Option<String>;
 }
 
 impl Topics for crate::meta::image::MetadataImage {
@@ -39,6 +41,10 @@ impl Topics for crate::meta::image::MetadataImage {
 
     fn names(&self) -> Vec<String> {
         self.topics.keys().cloned().collect()
+    }
+
+    fn name_of(&self, id: uuid::Uuid) -> Option<String> {
+        self.topic_by_id(&id).map(|t| t.name.clone())
     }
 }
 
@@ -221,7 +227,7 @@ impl ConsumerGroup {
     }
 
     /// Every member's resolved topics, with `updated` standing in for its id.
-    fn subscriptions(
+    pub(super) fn subscriptions(
         &self,
         updated: Option<&ConsumerMember>,
         topics: &dyn Topics,
@@ -262,7 +268,7 @@ impl ConsumerGroup {
     }
 
     /// Records a new subscription metadata if it changed; whether it did.
-    fn refresh_subscription_metadata(
+    pub(super) fn refresh_subscription_metadata(
         &mut self,
         subs: &BTreeMap<String, BTreeSet<String>>,
         topics: &dyn Topics,
@@ -279,14 +285,14 @@ impl ConsumerGroup {
         true
     }
 
-    fn bump_group_epoch(&mut self, records: &mut Vec<ConsumerRecord>) {
+    pub(super) fn bump_group_epoch(&mut self, records: &mut Vec<ConsumerRecord>) {
         self.group_epoch += 1;
         records.push(ConsumerRecord::GroupEpoch(Some(self.group_epoch)));
     }
 
     /// Computes the target assignment for the group epoch (Kafka's TargetAssignmentBuilder),
     /// recording what changed.
-    fn update_target(
+    pub(super) fn update_target(
         &mut self,
         subs: &BTreeMap<String, BTreeSet<String>>,
         default_assignor: &str,

@@ -7,6 +7,7 @@
 //! reads.
 
 pub mod assignor;
+pub mod classic;
 pub mod heartbeat;
 pub mod reconcile;
 pub mod records;
@@ -253,7 +254,8 @@ impl ConsumerGroup {
     }
 
     /// OffsetCommit by a member (KIP-848 rules: epoch -1 commits only to an empty group; a
-    /// member must commit in its current epoch, with OffsetCommit v9 or later).
+    /// member must commit in its current epoch, with OffsetCommit v9 or later unless it is a
+    /// classic member, whose generation is its epoch).
     pub fn validate_offset_commit(
         &self,
         member_id: &str,
@@ -268,13 +270,22 @@ impl ConsumerGroup {
             .members
             .get(member_id)
             .ok_or(ResponseError::UnknownMemberId)?;
-        if !transactional && version < 9 {
+        if !transactional && !member.is_classic() && version < 9 {
             return Err(ResponseError::UnsupportedVersion);
         }
-        if member_epoch != member.member_epoch {
-            return Err(ResponseError::StaleMemberEpoch);
+        Self::check_member_epoch(member, member_epoch)
+    }
+
+    /// A member asking in another epoch: STALE_MEMBER_EPOCH, or ILLEGAL_GENERATION for a
+    /// classic member (whose generation is its member epoch).
+    fn check_member_epoch(member: &ConsumerMember, epoch: i32) -> Result<(), ResponseError> {
+        if epoch == member.member_epoch {
+            Ok(())
+        } else if member.is_classic() {
+            Err(ResponseError::IllegalGeneration)
+        } else {
+            Err(ResponseError::StaleMemberEpoch)
         }
-        Ok(())
     }
 
     /// OffsetFetch v9+ with a member id and epoch.
@@ -293,10 +304,7 @@ impl ConsumerGroup {
             .members
             .get(member_id)
             .ok_or(ResponseError::UnknownMemberId)?;
-        if member_epoch != member.member_epoch {
-            return Err(ResponseError::StaleMemberEpoch);
-        }
-        Ok(())
+        Self::check_member_epoch(member, member_epoch)
     }
 
     /// The records that delete the whole group (DeleteGroups), as Kafka writes them.

@@ -45,6 +45,52 @@ pub struct MemberMetadataValue {
     pub subscribed_topic_regex: Option<String>,
     pub rebalance_timeout_ms: i32,
     pub server_assignor: Option<String>,
+    /// Set for a member that speaks the classic protocol inside a consumer group (the
+    /// value's tagged field 0, as Kafka stores it).
+    pub classic: Option<ClassicMemberMetadata>,
+}
+
+/// ConsumerGroupMemberMetadataValue.ClassicMemberMetadata: what a classic member joined with.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClassicMemberMetadata {
+    pub session_timeout_ms: i32,
+    /// (protocol name, metadata), in the member's order of preference.
+    pub supported_protocols: Vec<(String, Bytes)>,
+}
+
+impl ClassicMemberMetadata {
+    fn encode(&self, buf: &mut BytesMut) {
+        buf.put_i32(self.session_timeout_ms);
+        put_uvarint(buf, self.supported_protocols.len() as u32 + 1);
+        for (name, metadata) in &self.supported_protocols {
+            put_compact_string(buf, Some(name));
+            put_uvarint(buf, metadata.len() as u32 + 1);
+            buf.put_slice(metadata);
+            put_uvarint(buf, 0);
+        }
+        put_uvarint(buf, 0);
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Self, RecordError> {
+        let session_timeout_ms = get_i32(buf)?;
+        let mut supported_protocols = Vec::new();
+        for _ in 0..get_array_len(buf)? {
+            let name = get_compact_string(buf)?.unwrap_or_default();
+            let len = get_uvarint(buf)?.saturating_sub(1) as usize;
+            if buf.len() < len {
+                return Err(RecordError("bytes past the end"));
+            }
+            let metadata = Bytes::copy_from_slice(&buf[..len]);
+            buf.advance(len);
+            skip_tagged_fields(buf)?;
+            supported_protocols.push((name, metadata));
+        }
+        skip_tagged_fields(buf)?;
+        Ok(Self {
+            session_timeout_ms,
+            supported_protocols,
+        })
+    }
 }
 
 /// ConsumerGroupCurrentMemberAssignmentValue: where a member is in its reconciliation.
@@ -178,6 +224,24 @@ fn skip_tagged_fields(buf: &mut &[u8]) -> Result<(), RecordError> {
     Ok(())
 }
 
+/// The member metadata value's tagged fields: tag 0 is ClassicMemberMetadata, others skipped.
+fn classic_tagged_field(buf: &mut &[u8]) -> Result<Option<ClassicMemberMetadata>, RecordError> {
+    let mut classic = None;
+    for _ in 0..get_uvarint(buf)? {
+        let tag = get_uvarint(buf)?;
+        let size = get_uvarint(buf)? as usize;
+        if buf.len() < size {
+            return Err(RecordError("tagged field past the end"));
+        }
+        let mut field = &buf[..size];
+        if tag == 0 {
+            classic = Some(ClassicMemberMetadata::decode(&mut field)?);
+        }
+        buf.advance(size);
+    }
+    Ok(classic)
+}
+
 fn get_partitions(buf: &mut &[u8]) -> Result<TopicPartitions, RecordError> {
     let mut out = TopicPartitions::new();
     for _ in 0..get_array_len(buf)? {
@@ -276,6 +340,19 @@ impl ConsumerRecord {
                     put_compact_string(&mut buf, m.subscribed_topic_regex.as_deref());
                     buf.put_i32(m.rebalance_timeout_ms);
                     put_compact_string(&mut buf, m.server_assignor.as_deref());
+                    if let Some(c) = &m.classic {
+                        // The value's tagged fields: tag 0, ClassicMemberMetadata.
+                        let mut field = BytesMut::new();
+                        c.encode(&mut field);
+                        put_uvarint(&mut buf, 1);
+                        put_uvarint(&mut buf, 0);
+                        put_uvarint(&mut buf, field.len() as u32);
+                        buf.put_slice(&field);
+                        return (
+                            key(MEMBER_METADATA_KEY, Some(member)).encode(),
+                            Some(buf.freeze()),
+                        );
+                    }
                 }
                 (key(MEMBER_METADATA_KEY, Some(member)), v.is_some())
             }
@@ -353,6 +430,7 @@ impl ConsumerRecord {
                 let subscribed_topic_regex = get_compact_string(buf)?;
                 let rebalance_timeout_ms = get_i32(buf)?;
                 let server_assignor = get_compact_string(buf)?;
+                let classic = classic_tagged_field(buf)?;
                 ConsumerRecord::MemberMetadata(
                     member(),
                     Some(MemberMetadataValue {
@@ -364,6 +442,7 @@ impl ConsumerRecord {
                         subscribed_topic_regex,
                         rebalance_timeout_ms,
                         server_assignor,
+                        classic,
                     }),
                 )
             }
@@ -432,6 +511,23 @@ mod tests {
                 subscribed_topic_regex: None,
                 rebalance_timeout_ms: 300_000,
                 server_assignor: Some("range".into()),
+                classic: None,
+            }),
+        ));
+        roundtrip(ConsumerRecord::MemberMetadata(
+            "c".into(),
+            Some(MemberMetadataValue {
+                client_id: "c".into(),
+                subscribed_topic_names: vec!["a".into()],
+                rebalance_timeout_ms: 300_000,
+                classic: Some(ClassicMemberMetadata {
+                    session_timeout_ms: 45_000,
+                    supported_protocols: vec![
+                        ("range".into(), Bytes::from_static(&[0, 3, 0, 0])),
+                        ("cooperative-sticky".into(), Bytes::new()),
+                    ],
+                }),
+                ..Default::default()
             }),
         ));
         roundtrip(ConsumerRecord::MemberMetadata("m".into(), None));

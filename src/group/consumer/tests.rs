@@ -10,6 +10,8 @@ use super::heartbeat::{Heartbeat, HeartbeatReply, HeartbeatSettings, Topics};
 use super::records::{ConsumerRecord, TopicMetadata};
 use super::*;
 
+mod migration;
+
 struct FakeTopics(BTreeMap<String, (Uuid, i32)>);
 
 impl Topics for FakeTopics {
@@ -22,6 +24,12 @@ impl Topics for FakeTopics {
     }
     fn names(&self) -> Vec<String> {
         self.0.keys().cloned().collect()
+    }
+    fn name_of(&self, id: Uuid) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(_, (t, _))| *t == id)
+            .map(|(n, _)| n.clone())
     }
 }
 
