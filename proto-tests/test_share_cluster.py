@@ -12,7 +12,7 @@ replica.lag.time.max.ms=5000 (a killed broker leaves the ISRs quickly).
   (start offset -1), stores a write and reads it back, fences a write or read from an older
   leader epoch (FENCED_LEADER_EPOCH) and an older state epoch (FENCED_STATE_EPOCH), and refuses
   an unknown topic id (UNKNOWN_TOPIC_OR_PARTITION). ApiVersions lists them at v0.
-- test_share_consumers_through_leader_failover: the Java KafkaShareConsumer (ShareFailoverCheck,
+- test_share_consumers_through_failover[leader]: the Java KafkaShareConsumer (ShareFailoverCheck,
   2 consumers in one JVM, explicit ACCEPT + commitSync) consumes 1500 records of a partition led
   by a broker that is not the share coordinator; after a third of them are accepted, the
   partition's leader is killed with SIGKILL. The consumers go on with the new leader (the
@@ -23,6 +23,10 @@ replica.lag.time.max.ms=5000 (a killed broker leaves the ISRs quickly).
   the partition), and no record whose ACCEPT the broker confirmed is delivered again (records
   acquired but not confirmed when the leader died may be). The failover gap (kill -> first
   confirmed ACCEPT after it) is printed as `SHARE_FAILOVER_GAP`.
+- test_share_consumers_through_failover[coordinator]: the same, but the share coordinator is
+  killed (it may be the controller too). The state partition gets a new leader, which replays
+  it; the share-partition leader's reads and writes meanwhile fail (connection errors,
+  NOT_COORDINATOR) and are retried against the newest metadata until they reach it.
 """
 import subprocess
 import threading
@@ -233,7 +237,8 @@ class JavaEvents(threading.Thread):
                     self.accepted.add(int(fields[1]))
 
 
-def test_share_consumers_through_leader_failover(cluster, tmp_path):
+@pytest.mark.parametrize("victim", ["leader", "coordinator"])
+def test_share_consumers_through_failover(cluster, tmp_path, victim):
     c = cluster
     c.create_topic("share-warm", 1)
     coordinator = start_state_topic(c, topic_id(c, "share-warm"))
@@ -272,7 +277,7 @@ def test_share_consumers_through_leader_failover(cluster, tmp_path):
                    "a third of the records accepted before the kill")
         assert proc.poll() is None, "ShareFailoverCheck ended early: " + proc.stderr.read()[-3000:]
         killed_at = time.monotonic()
-        c.kill9(leader)
+        c.kill9(leader if victim == "leader" else coordinator)
         proc.wait(120)
     finally:
         if proc.poll() is None:
@@ -286,8 +291,14 @@ def test_share_consumers_through_leader_failover(cluster, tmp_path):
     assert evs and evs[-1][0] == "DONE", f"no DONE line: {evs[-5:]}\n{stderr[-3000:]}"
 
     new_leader = wait_until(lambda: c.leaders(topic)[0] if c.leaders(topic)[0] > 0 else None,
-                            30, "a new leader")
-    assert new_leader == third, f"new leader {new_leader}, expected {third}"
+                            30, "a leader")
+    if victim == "leader":
+        assert new_leader == third, f"new leader {new_leader}, expected {third}"
+    else:
+        assert new_leader == leader
+        killed = coordinator
+        coordinator = wait_until(lambda: state_leader(c) if state_leader(c) != killed else None,
+                                 30, "a new share coordinator")
 
     # Nothing lost: every record was delivered, and every one was accepted with the broker's
     # confirmation, or its acknowledgement was in flight when the leader died (its outcome
@@ -316,5 +327,6 @@ def test_share_consumers_through_leader_failover(cluster, tmp_path):
     assert after, "no acceptance after the kill"
     redelivered = sum(1 for f in evs if f[0] == "D" and int(f[2]) > 1)
     refused = len(unconfirmed)
-    print(f"SHARE_FAILOVER_GAP {after[0] - killed_at:.2f}s (leader {leader} -> {new_leader}, "
-          f"coordinator {coordinator}); redelivered {redelivered}, unconfirmed acks {refused}")
+    print(f"SHARE_FAILOVER_GAP kill {victim}: {after[0] - killed_at:.2f}s (leader {leader} -> "
+          f"{new_leader}, coordinator now {coordinator}); redelivered {redelivered}, "
+          f"unconfirmed acks {refused}")

@@ -7,7 +7,8 @@ is never delivered again, a RELEASEd one (i%10 == 7, released at its first deliv
 delivered again with delivery count 2 and then accepted, and the others are delivered once.
 A new share group starts at the latest offset, so the program first produces warm-up records
 until a consumer gets one. Runs against Kafka 4.3.1 too (PROTO_TESTS_TARGET=kafka), where share
-groups are on by default.
+groups are on by default. Then kafka-share-groups --list and kafka-groups --list show the
+group (ListGroups lists share groups, with group type "share").
 """
 import json
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from clients import create_topic
+from javatools import kafka_tool
 from targets import make_target  # noqa: F401  (fixture)
 
 FRANZ_SHARE = Path(__file__).resolve().parent.parent / ".deps" / "bin" / "franz-share"
@@ -51,3 +53,13 @@ def test_franz_share_consumers_split_reject_release(make_target):
         else:
             assert got == [1], f"rec-{i} ({'rejected' if i % 10 == 3 else 'accepted'}): {got}"
     print(f"franz-go share consumers: {rep['consumers']} deliveries each")
+
+    # ListGroups lists the share group (its members left: Empty), with type "share":
+    # kafka-share-groups --list (ListGroups v5, types filter "share") and kafka-groups --list.
+    out = kafka_tool("org.apache.kafka.tools.consumer.group.ShareGroupCommand", b,
+                     "--list", "--state").stdout
+    rows = [line.split() for line in out.splitlines()]
+    assert [group, "Empty"] in rows, out
+    out = kafka_tool("org.apache.kafka.tools.GroupsCommand", b, "--list").stdout
+    rows = [line.split() for line in out.splitlines()]
+    assert [group, "Share", "share"] in rows, out
