@@ -10,8 +10,9 @@ replica.lag.time.max.ms=5000 (a killed broker leaves the ISRs quickly).
 - test_share_state_rpcs: the inter-broker APIs on the wire, as another broker sends them: a
   broker that is not the coordinator answers NOT_COORDINATOR; the coordinator reads "no state"
   (start offset -1), stores a write and reads it back, fences a write or read from an older
-  leader epoch (FENCED_LEADER_EPOCH) and an older state epoch (FENCED_STATE_EPOCH), and refuses
-  an unknown topic id (UNKNOWN_TOPIC_OR_PARTITION). ApiVersions lists them at v0.
+  leader epoch (FENCED_LEADER_EPOCH) and an older state epoch (FENCED_STATE_EPOCH), answers
+  ReadShareGroupStateSummary, deletes the state (DeleteShareGroupState), and refuses an unknown
+  topic id (UNKNOWN_TOPIC_OR_PARTITION). ApiVersions lists the five at v0.
 - test_share_consumers_through_failover[leader]: the Java KafkaShareConsumer (ShareFailoverCheck,
   2 consumers in one JVM, explicit ACCEPT + commitSync) consumes 1500 records of a partition led
   by a broker that is not the share coordinator; after a third of them are accepted, the
@@ -46,7 +47,7 @@ from targets import TARGET
 pytestmark = pytest.mark.skipif(TARGET != "gregor", reason="a Gregor cluster (cluster.py)")
 
 STATE_TOPIC = "__share_group_state"
-INITIALIZE, READ, WRITE = 83, 84, 85
+INITIALIZE, READ, WRITE, DELETE, SUMMARY = 83, 84, 85, 86, 87
 NOT_COORDINATOR, UNKNOWN_TOPIC_OR_PARTITION = 16, 3
 FENCED_LEADER_EPOCH, FENCED_STATE_EPOCH = 74, 124
 
@@ -102,6 +103,30 @@ def initialize_state_req(cid, group, tid, state_epoch, start):
     body += wire.i32(0) + wire.i32(state_epoch) + wire.i64(start) + wire.uvarint(0)
     body += wire.uvarint(0) + wire.uvarint(0)
     return wire.header_v2(INITIALIZE, 0, cid) + body
+
+
+def summary_req(cid, group, tid):
+    body = wire.compact_string(group) + wire.uvarint(2) + tid + wire.uvarint(2)
+    body += wire.i32(0) + wire.i32(-1) + wire.uvarint(0)
+    body += wire.uvarint(0) + wire.uvarint(0)
+    return wire.header_v2(SUMMARY, 0, cid) + body
+
+
+def delete_state_req(cid, group, tid):
+    body = wire.compact_string(group) + wire.uvarint(2) + tid + wire.uvarint(2)
+    body += wire.i32(0) + wire.uvarint(0)
+    body += wire.uvarint(0) + wire.uvarint(0)
+    return wire.header_v2(DELETE, 0, cid) + body
+
+
+def summary_resp(r):
+    def partition(r):
+        p = {"partition": r.i32(), "error": r.i16()}
+        r.take(max(r.uvarint() - 1, 0))
+        p["state_epoch"], p["leader_epoch"], p["start"] = r.i32(), r.i32(), r.i64()
+        r.skip_tags()
+        return p
+    return _partitions(r, partition)
 
 
 def _partitions(r, partition):
@@ -209,8 +234,15 @@ def test_share_state_rpcs(cluster):
     p = call(c.node(coordinator), read_state_req(12, group, tid, 4), read_state_resp)
     assert (p["error"], p["state_epoch"], p["start"], p["batches"]) == (0, 1, 100, []), p
 
+    p = call(c.node(coordinator), summary_req(13, group, tid), summary_resp)
+    assert (p["error"], p["state_epoch"], p["leader_epoch"], p["start"]) == (0, 1, 4, 100), p
+    assert call(c.node(coordinator), delete_state_req(14, group, tid), error_resp) == 0
+    p = call(c.node(coordinator), read_state_req(15, group, tid, 4), read_state_resp)
+    assert (p["error"], p["start"]) == (0, -1), p
+    assert call(c.node(other), delete_state_req(16, group, tid), error_resp) == NOT_COORDINATOR
+
     unknown = uuid.uuid4().bytes
-    p = call(c.node(coordinator), read_state_req(13, group, unknown, 0), read_state_resp)
+    p = call(c.node(coordinator), read_state_req(17, group, unknown, 0), read_state_resp)
     assert p["error"] == UNKNOWN_TOPIC_OR_PARTITION, p
 
 
