@@ -44,10 +44,11 @@ scripts/install-java-deps.sh  # Kafka jars from Maven Central, for the Java prot
 # franz-go GroupTransactSession) for the transaction proto-tests, .deps/bin/franz-fetch (a
 # many-partition franz-go consumer, with or without fetch sessions and a rack) for the fetch
 # session proto-tests and scripts/bench_fetch_sessions.py, .deps/bin/franz-848 (KIP-848
-# consumer groups) for the consumer protocol proto-tests, and .deps/bin/client-compat (Sarama
+# consumer groups) for the consumer protocol proto-tests, .deps/bin/franz-share (a share group
+# consumer, KIP-932) for test_share_franz.py, and .deps/bin/client-compat (Sarama
 # and segmentio/kafka-go) for test_more_clients.py, each built again only when its sources change.
 FRANZ_SRC=proto-tests/go
-for prog in franzcheck:franz-check franztxn:franz-txn franzfetch:franz-fetch franz848:franz-848 clientcompat:client-compat; do
+for prog in franzcheck:franz-check franztxn:franz-txn franzfetch:franz-fetch franz848:franz-848 franzshare:franz-share clientcompat:client-compat; do
     dir=${prog%%:*}
     FRANZ_BIN=.deps/bin/${prog##*:}
     FRANZ_STAMP=.deps/bin/.${prog##*:}.sha256

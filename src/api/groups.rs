@@ -303,9 +303,25 @@ pub fn list(
     } else {
         Vec::new()
     };
-    let groups = broker
-        .groups
-        .list(&states, &types)
+    let mut listed = broker.groups.list(&states, &types);
+    // Share groups (KIP-932) too, as Kafka lists them: protocol type and group type "share".
+    listed.extend(
+        broker
+            .shares
+            .groups
+            .list()
+            .into_iter()
+            .filter(|(_, state)| states.is_empty() || states.contains(&state.to_lowercase()))
+            .filter(|_| types.is_empty() || types.iter().any(|t| t == "share"))
+            .map(|(group_id, state)| crate::group::ListedGroup {
+                group_id,
+                protocol_type: "share".to_string(),
+                state,
+                group_type: "share",
+            }),
+    );
+    listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    let groups = listed
         .into_iter()
         .filter(|g| {
             all || session.allowed(

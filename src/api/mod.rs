@@ -31,6 +31,7 @@ pub mod scram;
 pub mod session;
 pub mod share_fetch;
 pub mod share_group;
+pub mod share_state;
 pub mod topics;
 pub mod tracing;
 pub mod txn;
@@ -122,6 +123,13 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeShareGroupOffsets, 0, 0),
     (ApiKey::AlterShareGroupOffsets, 0, 0),
     (ApiKey::DeleteShareGroupOffsets, 0, 0),
+    // The share coordinator's inter-broker APIs (share::persister sends them). Kafka lists
+    // them on every broker listener, as it does WriteTxnMarkers; so does Gregor.
+    (ApiKey::ReadShareGroupState, 0, 0),
+    (ApiKey::WriteShareGroupState, 0, 0),
+    (ApiKey::InitializeShareGroupState, 0, 0),
+    (ApiKey::DeleteShareGroupState, 0, 0),
+    (ApiKey::ReadShareGroupStateSummary, 0, 0),
 ];
 
 /// The lowest Produce version actually served.

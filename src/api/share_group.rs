@@ -300,7 +300,7 @@ pub async fn describe_offsets(
                     .with_partition_index(p)
                     .with_start_offset(-1)
                     .with_leader_epoch(-1);
-                partitions.push(match broker.shares.store.read(&key).await {
+                partitions.push(match broker.shares.persister.summary(&key).await {
                     Ok(Some(snap)) => out
                         .with_start_offset(snap.start_offset)
                         .with_leader_epoch(snap.leader_epoch),

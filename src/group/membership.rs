@@ -26,7 +26,7 @@ pub struct ListedGroup {
     pub group_id: String,
     pub protocol_type: String,
     pub state: &'static str,
-    /// "classic" or "consumer".
+    /// "classic", "consumer" (or "share", listed by the share coordinator's side).
     pub group_type: &'static str,
 }
 

@@ -94,6 +94,11 @@ served_apis! {
     DescribeShareGroupOffsets => DescribeShareGroupOffsetsRequest,
     AlterShareGroupOffsets => AlterShareGroupOffsetsRequest,
     DeleteShareGroupOffsets => DeleteShareGroupOffsetsRequest,
+    ReadShareGroupState => ReadShareGroupStateRequest,
+    WriteShareGroupState => WriteShareGroupStateRequest,
+    InitializeShareGroupState => InitializeShareGroupStateRequest,
+    DeleteShareGroupState => DeleteShareGroupStateRequest,
+    ReadShareGroupStateSummary => ReadShareGroupStateSummaryRequest,
 }
 
 #[derive(Debug)]
@@ -542,6 +547,42 @@ async fn route_traced(
         ApiRequest::DeleteShareGroupOffsets(r) => {
             respond!(api::share_group::delete_offsets(b, s, r).await)
         }
+        // The share coordinator's inter-broker APIs: no throttle time, as in Kafka.
+        ApiRequest::ReadShareGroupState(r) => encode_frame(
+            key,
+            version,
+            None,
+            correlation_id,
+            &api::share_state::read_state(b, s, r).await,
+        ),
+        ApiRequest::WriteShareGroupState(r) => encode_frame(
+            key,
+            version,
+            None,
+            correlation_id,
+            &api::share_state::write_state(b, s, r).await,
+        ),
+        ApiRequest::InitializeShareGroupState(r) => encode_frame(
+            key,
+            version,
+            None,
+            correlation_id,
+            &api::share_state::initialize_state(b, s, r).await,
+        ),
+        ApiRequest::DeleteShareGroupState(r) => encode_frame(
+            key,
+            version,
+            None,
+            correlation_id,
+            &api::share_state::delete_state(b, s, r).await,
+        ),
+        ApiRequest::ReadShareGroupStateSummary(r) => encode_frame(
+            key,
+            version,
+            None,
+            correlation_id,
+            &api::share_state::read_state_summary(b, s, r).await,
+        ),
     };
     reply(encoded)
 }

@@ -1,10 +1,17 @@
 //! The share-partitions of the partitions this broker leads (Kafka's SharePartitionManager):
-//! each is loaded from the share coordinator's store on first use in a leader epoch (or, the
-//! first time the group reads the partition, started at its high watermark, as
-//! `share.auto.offset.reset=latest` does), then ShareFetch acquires records from it and
-//! ShareAcknowledge (or acknowledgements riding on ShareFetch) settle them. Every change of
-//! state that must survive (acknowledgements, releases, expired locks, archived records) is
-//! written to `__share_group_state` before the request is answered.
+//! each is loaded from the share coordinator (through the persister, wherever the coordinator
+//! is) on first use in a leader epoch of its partition, so a new leader after a failover
+//! continues from the persisted state (or, the first time the group reads the partition,
+//! started at its high watermark, as `share.auto.offset.reset=latest` does). Then ShareFetch
+//! acquires records from it and ShareAcknowledge (or acknowledgements riding on ShareFetch)
+//! settle them. Every change of state that must survive (acknowledgements, releases, expired
+//! locks, archived records) is written to the share coordinator before the request is
+//! answered.
+//!
+//! Writes of one share-partition are ordered by its writer lock: whoever holds it writes the
+//! newest snapshot, which covers every change made before, so concurrent requests share one
+//! write instead of racing older snapshots past newer ones. A write the coordinator fences
+//! (a newer leader epoch or state epoch is stored) drops the cached state, to be read again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +22,7 @@ use parking_lot::Mutex;
 
 use super::group::ShareGroups;
 use super::partition::{AckError, Acquired, SharePartition, ACK_RELEASE};
+use super::persister::Persister;
 use super::session::ShareSessions;
 use super::state_store::{Snapshot, StateKey, StateStore};
 use super::ShareConfig;
@@ -28,7 +36,22 @@ struct Loaded {
     leader_epoch: i32,
 }
 
-type Entry = Arc<Mutex<Option<Loaded>>>;
+/// A share-partition's cached state and the version of its last change.
+#[derive(Default)]
+struct Cached {
+    loaded: Option<Loaded>,
+    /// Bumped on every change to persist (never reset, across reloads too).
+    version: u64,
+}
+
+#[derive(Default)]
+struct ShareEntry {
+    state: Mutex<Cached>,
+    /// Held while writing; the version the last successful write covered.
+    writer: tokio::sync::Mutex<u64>,
+}
+
+type Entry = Arc<ShareEntry>;
 
 /// What one ShareFetch got from one partition: the batches read, and which of their records
 /// this member acquired (a client delivers only those).
@@ -40,7 +63,10 @@ pub struct Fetched {
 
 pub struct SharePartitionManager {
     pub config: ShareConfig,
+    /// The share coordinator's side: the state partitions this broker leads.
     pub store: Arc<StateStore>,
+    /// The share-partition leader's side: reads and writes state wherever it is kept.
+    pub persister: Persister,
     pub groups: ShareGroups,
     pub sessions: ShareSessions,
     partitions: Mutex<HashMap<StateKey, Entry>>,
@@ -81,12 +107,18 @@ fn slice_to_acquired(records: &Bytes, acquired: &[Acquired]) -> Bytes {
 
 impl SharePartitionManager {
     pub fn new(config: ShareConfig, replicas: Arc<ReplicaManager>, meta: MetadataQuorum) -> Self {
-        let store = Arc::new(StateStore::new(config.clone(), replicas, meta));
+        let store = Arc::new(StateStore::new(
+            config.clone(),
+            replicas.clone(),
+            meta.clone(),
+        ));
+        let persister = Persister::new(store.clone(), replicas, meta, config.write_timeout);
         Self {
             groups: ShareGroups::new(config.session_timeout, config.max_size),
             sessions: ShareSessions::new(config.max_sessions),
             config,
             store,
+            persister,
             partitions: Mutex::new(HashMap::new()),
             released: tokio::sync::Notify::new(),
         }
@@ -104,14 +136,15 @@ impl SharePartitionManager {
     async fn load(&self, key: &StateKey, partition: &Partition) -> Result<Entry, ResponseError> {
         let entry = self.entry(key);
         let epoch = partition.leader_epoch();
-        if entry
-            .lock()
-            .as_ref()
-            .is_some_and(|l| l.leader_epoch == epoch)
-        {
+        let current = |c: &Cached| c.loaded.as_ref().is_some_and(|l| l.leader_epoch == epoch);
+        if current(&entry.state.lock()) {
             return Ok(entry);
         }
-        let snapshot = self.store.read(key).await?;
+        let snapshot = self
+            .persister
+            .read(key, epoch)
+            .await
+            .map_err(fenced_as_not_leader)?;
         let (sp, fresh) = match snapshot {
             Some(s) => (
                 SharePartition::restore(s.start_offset, s.state_epoch, &s.batches),
@@ -120,29 +153,65 @@ impl SharePartitionManager {
             // share.auto.offset.reset=latest: the group starts at the high watermark.
             None => (SharePartition::new(partition.high_watermark(), 0), true),
         };
-        let written = {
-            let mut guard = entry.lock();
-            if guard.as_ref().is_some_and(|l| l.leader_epoch == epoch) {
+        let version = {
+            let mut guard = entry.state.lock();
+            if current(&guard) {
                 return Ok(entry.clone());
             }
-            let loaded = Loaded {
+            guard.loaded = Some(Loaded {
                 sp,
                 leader_epoch: epoch,
-            };
+            });
             // A new share-partition's start is written at once, so that a restart does not
             // move it to a later high watermark.
-            let w = if fresh {
-                Some(self.store.append(key, Some(&snapshot_of(&loaded)))?)
-            } else {
-                None
-            };
-            *guard = Some(loaded);
-            w
+            guard.version += 1;
+            fresh.then_some(guard.version)
         };
-        if let Some(w) = written {
-            self.store.replicated(&w).await?;
+        if let Some(v) = version {
+            self.persist(key, &entry, v).await?;
         }
         Ok(entry)
+    }
+
+    /// Makes sure the change of version `version` (or a later one) of `key`'s state is
+    /// stored by the share coordinator.
+    async fn persist(
+        &self,
+        key: &StateKey,
+        entry: &Entry,
+        version: u64,
+    ) -> Result<(), ResponseError> {
+        let mut persisted = entry.writer.lock().await;
+        if *persisted >= version {
+            return Ok(());
+        }
+        let (snapshot, newest) = {
+            let guard = entry.state.lock();
+            let Some(l) = guard.loaded.as_ref() else {
+                // Dropped after a fenced write: nothing of it may be stored any more.
+                return Err(ResponseError::NotLeaderOrFollower);
+            };
+            (snapshot_of(l), guard.version)
+        };
+        match self.persister.write(key, &snapshot).await {
+            Ok(()) => {
+                *persisted = newest;
+                Ok(())
+            }
+            Err(e @ (ResponseError::FencedLeaderEpoch | ResponseError::FencedStateEpoch)) => {
+                tracing::info!(group = %key.group, partition = key.partition, error = ?e, "share-partition state fenced by the share coordinator; reloading");
+                let mut guard = entry.state.lock();
+                if guard
+                    .loaded
+                    .as_ref()
+                    .is_some_and(|l| l.leader_epoch == snapshot.leader_epoch)
+                {
+                    guard.loaded = None;
+                }
+                Err(fenced_as_not_leader(e))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// ShareFetch on one partition: acquires for `member` up to `max_records` available
@@ -159,9 +228,13 @@ impl SharePartitionManager {
         let now = now_ms();
         let limits = self.config.limits();
         let mut out = Fetched::default();
-        let (written, expired) = {
-            let mut guard = entry.lock();
-            let l = guard.as_mut().ok_or(ResponseError::UnknownServerError)?;
+        let (version, expired) = {
+            let mut guard = entry.state.lock();
+            let cached = &mut *guard;
+            let l = cached
+                .loaded
+                .as_mut()
+                .ok_or(ResponseError::NotLeaderOrFollower)?;
             let expired = l.sp.expire_locks(now, &limits);
             let mut changed = expired | l.sp.skip_below(partition.log.log_start_offset());
             if let Some(offset) = l.sp.next_fetch_offset(&limits) {
@@ -185,15 +258,13 @@ impl SharePartitionManager {
                     out.records = slice_to_acquired(&read.result.records, &out.acquired);
                 }
             }
-            let w = if changed {
-                Some(self.store.append(key, Some(&snapshot_of(l)))?)
-            } else {
-                None
-            };
-            (w, expired)
+            if changed {
+                cached.version += 1;
+            }
+            (changed.then_some(cached.version), expired)
         };
-        if let Some(w) = written {
-            self.store.replicated(&w).await?;
+        if let Some(v) = version {
+            self.persist(key, &entry, v).await?;
         }
         if expired {
             self.released.notify_waiters();
@@ -212,20 +283,23 @@ impl SharePartitionManager {
     ) -> Result<(), ResponseError> {
         let entry = self.load(key, partition).await?;
         let limits = self.config.limits();
-        let (written, result) = {
-            let mut guard = entry.lock();
-            let l = guard.as_mut().ok_or(ResponseError::UnknownServerError)?;
+        let (version, result) = {
+            let mut guard = entry.state.lock();
+            let cached = &mut *guard;
+            let l = cached
+                .loaded
+                .as_mut()
+                .ok_or(ResponseError::NotLeaderOrFollower)?;
             let expired = l.sp.expire_locks(now_ms(), &limits);
             let result = l.sp.acknowledge(member, batches, &limits);
-            let w = if expired || result.is_ok() {
-                Some(self.store.append(key, Some(&snapshot_of(l)))?)
-            } else {
-                None
-            };
-            (w, result)
+            let changed = expired || result.is_ok();
+            if changed {
+                cached.version += 1;
+            }
+            (changed.then_some(cached.version), result)
         };
-        if let Some(w) = written {
-            self.store.replicated(&w).await?;
+        if let Some(v) = version {
+            self.persist(key, &entry, v).await?;
         }
         match result {
             Ok(()) => {
@@ -254,19 +328,20 @@ impl SharePartitionManager {
             let Some(entry) = self.partitions.lock().get(key).cloned() else {
                 continue;
             };
-            let mut guard = entry.lock();
-            let Some(l) = guard.as_mut() else { continue };
+            let mut guard = entry.state.lock();
+            let cached = &mut *guard;
+            let Some(l) = cached.loaded.as_mut() else {
+                continue;
+            };
             if l.sp.release_member(member, &limits) {
-                match self.store.append(key, Some(&snapshot_of(l))) {
-                    Ok(w) => writes.push(w),
-                    Err(e) => {
-                        tracing::warn!(group = %key.group, error = ?e, "releasing a closed session's records was not persisted")
-                    }
-                }
+                cached.version += 1;
+                writes.push((key, entry.clone(), cached.version));
             }
         }
-        for w in writes {
-            let _ = self.store.replicated(&w).await;
+        for (key, entry, version) in writes {
+            if let Err(e) = self.persist(key, &entry, version).await {
+                tracing::warn!(group = %key.group, error = ?e, "releasing a closed session's records was not persisted");
+            }
         }
         self.released.notify_waiters();
     }
@@ -276,36 +351,50 @@ impl SharePartitionManager {
         let partitions = self.partitions.lock();
         keys.iter()
             .filter_map(|k| partitions.get(k))
-            .filter_map(|e| e.lock().as_ref().and_then(|l| l.sp.next_lock_deadline()))
+            .filter_map(|e| {
+                e.state
+                    .lock()
+                    .loaded
+                    .as_ref()
+                    .and_then(|l| l.sp.next_lock_deadline())
+            })
             .min()
     }
 
-    /// AlterShareGroupOffsets (a new start offset, nothing in flight) or
-    /// DeleteShareGroupOffsets (None: the state is deleted, and the next fetch starts anew).
+    /// AlterShareGroupOffsets (a new start offset, nothing in flight: InitializeShareGroupState
+    /// in the next state epoch, which fences the share-partition leader's cached state) or
+    /// DeleteShareGroupOffsets (None: DeleteShareGroupState, and the next fetch starts anew).
     /// The group must have no members, so nothing is acquired.
     pub async fn reset(
         &self,
         key: &StateKey,
         start_offset: Option<i64>,
     ) -> Result<(), ResponseError> {
-        self.store.prepare(key).await?;
-        let previous = self.store.read(key).await?;
-        let entry = self.entry(key);
-        let written = {
-            let mut guard = entry.lock();
-            let state_epoch = previous.as_ref().map_or(0, |s| s.state_epoch + 1);
-            let snapshot = start_offset.map(|start_offset| Snapshot {
-                state_epoch,
-                leader_epoch: -1,
-                start_offset,
-                batches: Vec::new(),
-            });
-            let w = self.store.append(key, snapshot.as_ref())?;
-            // Reloaded from the store on next use.
-            *guard = None;
-            w
+        let previous = self.persister.summary(key).await?;
+        let result = match start_offset {
+            Some(start) => {
+                let state_epoch = previous.as_ref().map_or(0, |s| s.state_epoch + 1);
+                self.persister.initialize(key, state_epoch, start).await
+            }
+            None if previous.is_none() => Ok(()),
+            None => self.persister.delete(key).await,
         };
-        self.store.replicated(&written).await
+        // Reloaded from the share coordinator on next use, if this broker leads the partition.
+        if let Some(entry) = self.partitions.lock().get(key) {
+            entry.state.lock().loaded = None;
+        }
+        result
+    }
+}
+
+/// A share-partition leader fenced by the share coordinator is not the leader any more (or
+/// holds state from before an offsets reset): the client looks for the leader again.
+fn fenced_as_not_leader(e: ResponseError) -> ResponseError {
+    match e {
+        ResponseError::FencedLeaderEpoch | ResponseError::FencedStateEpoch => {
+            ResponseError::NotLeaderOrFollower
+        }
+        other => other,
     }
 }
 

@@ -10,10 +10,13 @@
 //!   SharePartitionManager): ShareFetch acquires, ShareAcknowledge acknowledges.
 //! - `session.rs`: share sessions (ShareFetch session epochs).
 //! - `state_store.rs`: the share coordinator's durable state in `__share_group_state`.
+//! - `persister.rs`: the share-partition leader's client of the share coordinator, local or
+//!   over the network (Read/Write/Initialize/DeleteShareGroupState).
 
 pub mod group;
 pub mod manager;
 pub mod partition;
+pub mod persister;
 pub mod session;
 pub mod state_store;
 

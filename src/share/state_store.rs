@@ -6,8 +6,12 @@
 //! so compaction keeps exactly the latest state. The topic is replicated like
 //! `__consumer_offsets`, and a write counts once the ISR holds it (acks=-1).
 //!
-//! The leader of a state partition replays it on first use in its leader epoch and then keeps
-//! the snapshots in memory; that is the ReadShareGroupState answer.
+//! The leader of a state partition is the share coordinator of its keys: it replays the
+//! partition on first use in its leader epoch and then keeps the snapshots in memory; that is
+//! the ReadShareGroupState answer. Writes are fenced as Kafka's ShareCoordinatorShard fences
+//! them: a snapshot from a leader epoch or a state epoch older than the stored one is refused
+//! (FENCED_LEADER_EPOCH, FENCED_STATE_EPOCH), and a read by a newer share-partition leader
+//! records its epoch. Other brokers reach it through `persister.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -74,6 +78,11 @@ impl StateStore {
         }
     }
 
+    /// share.coordinator.write.timeout.ms
+    pub fn write_timeout(&self) -> std::time::Duration {
+        self.config.write_timeout
+    }
+
     pub fn partition_for(&self, key: &StateKey) -> i32 {
         partition_for(
             &format!("{}:{}:{}", key.group, key.topic_id, key.partition),
@@ -97,7 +106,7 @@ impl StateStore {
         )
     }
 
-    async fn ensure_topic(&self) -> Result<(), (ResponseError, String)> {
+    pub async fn ensure_topic(&self) -> Result<(), (ResponseError, String)> {
         let image = self.meta.image();
         if image.topic(SHARE_STATE_TOPIC).is_some() {
             return Ok(());
@@ -125,7 +134,7 @@ impl StateStore {
         ensure_internal_topic(&self.meta, &self.replicas, spec).await
     }
 
-    /// The state partition of `key`, if this broker leads it.
+    /// The state partition of `key`, if this broker leads it (else NOT_COORDINATOR).
     async fn led_partition(&self, key: &StateKey) -> Result<Arc<Partition>, ResponseError> {
         self.ensure_topic().await.map_err(|(e, _)| e)?;
         let p = self.partition_for(key);
@@ -143,9 +152,8 @@ impl StateStore {
         }
         match led() {
             Some(p) => Ok(p),
-            // The state partition is led by another broker: Gregor does not forward
-            // Read/WriteShareGroupState between brokers yet.
-            _ => Err(ResponseError::CoordinatorNotAvailable),
+            // Another broker is the share coordinator of `key` (the persister asks it).
+            _ => Err(ResponseError::NotCoordinator),
         }
     }
 
@@ -179,23 +187,102 @@ impl StateStore {
         Ok(partition)
     }
 
-    /// ReadShareGroupState: the latest snapshot of `key`, None if it has none.
-    pub async fn read(self: &Arc<Self>, key: &StateKey) -> Result<Option<Snapshot>, ResponseError> {
+    /// ReadShareGroupState from the share-partition leader of `leader_epoch` (-1: no
+    /// leader, as for a describe): the latest snapshot of `key`, None if it has none. A
+    /// leader of an older epoch than the state records is fenced (FENCED_LEADER_EPOCH); a
+    /// newer one is recorded, so that the old leader's writes are fenced from now on.
+    pub async fn read(
+        self: &Arc<Self>,
+        key: &StateKey,
+        leader_epoch: i32,
+    ) -> Result<Option<Snapshot>, ResponseError> {
         self.ensure_loaded(key).await?;
-        Ok(self.states.lock().get(key).cloned())
+        let written = {
+            let mut states = self.states.lock();
+            let Some(current) = states.get(key).cloned() else {
+                return Ok(None);
+            };
+            if leader_epoch < 0 || leader_epoch == current.leader_epoch {
+                return Ok(Some(current));
+            }
+            if leader_epoch < current.leader_epoch {
+                return Err(ResponseError::FencedLeaderEpoch);
+            }
+            let bumped = Snapshot {
+                leader_epoch,
+                ..current
+            };
+            let w = self.append_locked(&mut states, key, Some(&bumped))?;
+            (w, bumped)
+        };
+        self.replicated(&written.0).await?;
+        Ok(Some(written.1))
     }
 
-    /// Prepares a write: loads the state partition (so the cache stays whole). Call before
-    /// [`Self::append`] when the key may not have been read in this leader epoch.
-    pub async fn prepare(self: &Arc<Self>, key: &StateKey) -> Result<(), ResponseError> {
-        self.ensure_loaded(key).await.map(|_| ())
+    /// WriteShareGroupState: stores `snapshot` as the state of `key`, unless the writer is
+    /// fenced: a leader epoch or a state epoch older than the stored one.
+    pub async fn write(
+        self: &Arc<Self>,
+        key: &StateKey,
+        snapshot: &Snapshot,
+    ) -> Result<(), ResponseError> {
+        self.ensure_loaded(key).await?;
+        let written = {
+            let mut states = self.states.lock();
+            if let Some(current) = states.get(key) {
+                if current.leader_epoch > snapshot.leader_epoch {
+                    return Err(ResponseError::FencedLeaderEpoch);
+                }
+                if current.state_epoch > snapshot.state_epoch {
+                    return Err(ResponseError::FencedStateEpoch);
+                }
+            }
+            self.append_locked(&mut states, key, Some(snapshot))?
+        };
+        self.replicated(&written).await
     }
 
-    /// WriteShareGroupState: appends the snapshot of `key` (None deletes it: a tombstone).
-    /// Synchronous, so callers append under the lock that orders their state; then wait with
-    /// [`Self::replicated`].
-    pub fn append(
+    /// InitializeShareGroupState: starts the state of `key` anew at `start_offset` with
+    /// nothing in flight, in `state_epoch` (which must not be older than the stored one), so
+    /// that leaders holding the previous state are fenced at their next write.
+    pub async fn initialize(
+        self: &Arc<Self>,
+        key: &StateKey,
+        state_epoch: i32,
+        start_offset: i64,
+    ) -> Result<(), ResponseError> {
+        self.ensure_loaded(key).await?;
+        let written = {
+            let mut states = self.states.lock();
+            if states.get(key).is_some_and(|c| c.state_epoch > state_epoch) {
+                return Err(ResponseError::FencedStateEpoch);
+            }
+            let fresh = Snapshot {
+                state_epoch,
+                leader_epoch: -1,
+                start_offset,
+                batches: Vec::new(),
+            };
+            self.append_locked(&mut states, key, Some(&fresh))?
+        };
+        self.replicated(&written).await
+    }
+
+    /// DeleteShareGroupState: a tombstone for `key`.
+    pub async fn delete(self: &Arc<Self>, key: &StateKey) -> Result<(), ResponseError> {
+        self.ensure_loaded(key).await?;
+        let written = {
+            let mut states = self.states.lock();
+            self.append_locked(&mut states, key, None)?
+        };
+        self.replicated(&written).await
+    }
+
+    /// Appends the snapshot of `key` (None deletes it: a tombstone) to its state partition,
+    /// and updates the cache, under the cache's lock so that appends and the cache agree.
+    fn append_locked(
         &self,
+        states: &mut HashMap<StateKey, Snapshot>,
         key: &StateKey,
         snapshot: Option<&Snapshot>,
     ) -> Result<Written, ResponseError> {
@@ -204,7 +291,7 @@ impl StateStore {
             .partition(SHARE_STATE_TOPIC, self.partition_for(key))
         {
             Some(p) if p.is_leader() => p,
-            _ => return Err(ResponseError::CoordinatorNotAvailable),
+            _ => return Err(ResponseError::NotCoordinator),
         };
         let k = encode_key(key);
         let v = snapshot.map(encode_value);
@@ -213,8 +300,7 @@ impl StateStore {
             batch::validate_produce_batch(&raw).map_err(|_| ResponseError::UnknownServerError)?;
         let info = partition
             .append_as_leader(&view, -1, now_ms())
-            .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
-        let mut states = self.states.lock();
+            .map_err(|_| ResponseError::NotCoordinator)?;
         match snapshot {
             Some(s) => states.insert(key.clone(), s.clone()),
             None => states.remove(key),
@@ -223,10 +309,10 @@ impl StateStore {
     }
 
     /// Waits until a write is replicated to the ISR, up to `share.coordinator.write.timeout.ms`.
-    pub async fn replicated(&self, written: &Written) -> Result<(), ResponseError> {
+    async fn replicated(&self, written: &Written) -> Result<(), ResponseError> {
         let deadline = tokio::time::Instant::now() + self.config.write_timeout;
         written.replicated(deadline).await.map_err(|e| match e {
-            WriteFailed::NotLeader => ResponseError::CoordinatorNotAvailable,
+            WriteFailed::NotLeader => ResponseError::NotCoordinator,
             WriteFailed::TimedOut => ResponseError::RequestTimedOut,
         })
     }
