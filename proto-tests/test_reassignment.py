@@ -14,6 +14,11 @@ One five-broker cluster (proto-tests/cluster.py) serves the module:
 - test_move_under_load: a partition moves from brokers {1,2,3} to {2,3,4} under an idempotent
   acks=all producer; nothing acknowledged is lost, the ISR ends as {2,3,4}, broker 1 deleted
   the partition's log directory.
+- test_replication_throttle: kafka-reassign-partitions --execute --throttle adds a replica to a
+  partition holding 4 MB; the throttle configs it sets are described with their sources, the
+  new replica takes about as long to catch up as the rate implies, --verify reports the move
+  complete and removes the throttle configs, and the new replica, made leader, serves every
+  record.
 test_scale_out_with_cluster_sh: the README's scale-out story through scripts/cluster.sh: three
 brokers, `cluster.sh grow 5`, then half the partitions move onto brokers 4 and 5.
 """
@@ -21,8 +26,8 @@ import json
 import time
 
 import pytest
-from confluent_kafka import ElectionType, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import ElectionType, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 import wire
 from cluster import Cluster, ProducerLoad, check_log, read_all, wait_until
@@ -34,11 +39,6 @@ from test_cluster_failover import ClusterScript, pick_port_base
 SESSION_S = 4.0
 REASSIGN = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
 ELECTION = "org.apache.kafka.tools.LeaderElectionCommand"
-
-# --verify and --cancel clear the replication throttles, which needs the
-# throttle rates as dynamic broker configs (IncrementalAlterConfigs on brokers): until Gregor
-# has those, verify leaves throttles alone.
-VERIFY_THROTTLES = ("--preserve-throttles",)
 
 NO_ERROR, UNKNOWN_TOPIC_OR_PARTITION, INVALID_REPLICA_ASSIGNMENT = 0, 3, 39
 NO_REASSIGNMENT_IN_PROGRESS, PREFERRED_LEADER_NOT_AVAILABLE, ELECTION_NOT_NEEDED = 85, 80, 84
@@ -258,8 +258,7 @@ def test_reassign_cli(cluster, tmp_path):
     wait_state(cluster, "moves", "moved to 3,4",
                lambda s: all(s[p][1] == targets[p] and sorted(s[p][2]) == [3, 4]
                              for p in (0, 1)))
-    out = reassign(cluster, tmp_path, "--verify", "--reassignment-json-file", plan,
-                   *VERIFY_THROTTLES).stdout
+    out = reassign(cluster, tmp_path, "--verify", "--reassignment-json-file", plan).stdout
     assert "Reassignment of partition moves-0 is completed." in out, out
     assert "Reassignment of partition moves-1 is completed." in out, out
     # The removed replicas' logs are gone.
@@ -283,8 +282,9 @@ def test_reassign_cli(cluster, tmp_path):
     assert "moves-0: replicas:" in out and "adding: 1" in out, out
     stuck_file = tmp_path / "stuck.json"
     stuck_file.write_text(json.dumps(stuck))
+    # Clearing throttles would alter the configs of broker 1, which is down (in Kafka too).
     out = reassign(cluster, tmp_path, "--cancel", "--reassignment-json-file", stuck_file,
-                   *VERIFY_THROTTLES, node=2).stdout
+                   "--preserve-throttles", node=2).stdout
     assert "Successfully cancelled partition reassignment for: moves-0" in out, out
     wait_state(cluster, "moves", "reverted", lambda s: s[0][1] == targets[0], 10)
     assert list_reassignments(cluster.node(3)) == {}
@@ -353,6 +353,80 @@ def test_move_under_load(cluster, tmp_path):
           f"move done {moved:.1f}s after --execute started")
 
 
+# --- replication throttles ------------------------------------------------------------------
+
+THROTTLE = 200_000  # bytes/s
+RATES = ("leader.replication.throttled.rate", "follower.replication.throttled.rate")
+REPLICA_LISTS = ("leader.replication.throttled.replicas", "follower.replication.throttled.replicas")
+DYNAMIC_BROKER_CONFIG, DEFAULT_CONFIG = 2, 5
+
+
+def describe(cluster, kind, name):
+    """{name: ConfigEntry} of a broker or topic, through confluent-kafka's AdminClient."""
+    r = ConfigResource(kind, str(name))
+    return admin(cluster).describe_configs([r], request_timeout=30)[r].result(30)
+
+
+def test_replication_throttle(cluster, tmp_path):
+    topic, n, size = "throttled", 4000, 1000
+    create(cluster, topic, [[2, 3]])
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 20,
+                  "enable.idempotence": True, "logger": LOG})
+    for i in range(n):
+        p.produce(topic, f"{i:08d}".encode().ljust(size, b"."), partition=0)
+        p.poll(0)
+    assert p.flush(60) == 0
+    total = n * size
+
+    # Broker 5 joins as the preferred replica, with the inter-broker throttle.
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": topic, "partition": 0, "replicas": [5, 2, 3]}]}))
+    out = reassign(cluster, tmp_path, "--execute", "--reassignment-json-file", plan,
+                   "--throttle", THROTTLE, node=4).stdout
+    t0 = time.monotonic()
+    assert f"The inter-broker throttle limit was set to {THROTTLE} B/s" in out, out
+    # The tool named the current replicas leader-throttled and the new one follower-throttled,
+    # and set both rates on every broker involved.
+    configs = describe(cluster, ConfigResource.Type.TOPIC, topic)
+    assert {k: configs[k].value for k in REPLICA_LISTS} == {
+        "leader.replication.throttled.replicas": "0:2,0:3",
+        "follower.replication.throttled.replicas": "0:5"}, configs
+    for broker in (2, 3, 5):
+        configs = describe(cluster, ConfigResource.Type.BROKER, broker)
+        for k in RATES:
+            assert (configs[k].value, configs[k].source) == \
+                (str(THROTTLE), DYNAMIC_BROKER_CONFIG), (broker, configs[k])
+
+    wait_state(cluster, topic, "5 in the ISR",
+               lambda s: s[0][1] == [5, 2, 3] and sorted(s[0][2]) == [2, 3, 5], 90)
+    took = time.monotonic() - t0
+    print(f"MEASURE throttled catch-up: {total / 1e6:.1f} MB at {THROTTLE / 1e3:.0f} KB/s "
+          f"took {took:.1f}s ({total / THROTTLE:.1f}s at the rate; the first fetch takes up to "
+          f"replica.fetch.max.bytes at once)")
+    # Unthrottled, 4 MB replicate in well under a second here.
+    assert took >= 0.5 * total / THROTTLE, took
+
+    out = reassign(cluster, tmp_path, "--verify", "--reassignment-json-file", plan).stdout
+    assert f"Reassignment of partition {topic}-0 is completed." in out, out
+    assert "Clearing broker-level throttles" in out and "Clearing topic-level throttles" in out, out
+    configs = describe(cluster, ConfigResource.Type.TOPIC, topic)
+    assert {(configs[k].value, configs[k].source) for k in REPLICA_LISTS} == \
+        {("", DEFAULT_CONFIG)}, configs
+    for broker in (2, 3, 5):
+        configs = describe(cluster, ConfigResource.Type.BROKER, broker)
+        # As in Kafka, the rates are listed only while set.
+        assert not set(RATES) & set(configs), (broker, {k: configs[k] for k in RATES if k in configs})
+
+    # The new replica holds every record: made leader, it serves them all.
+    res = admin(cluster).elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic, 0)]).result(30)
+    assert list(res.values()) == [None], res
+    wait_state(cluster, topic, "led by 5", lambda s: s[0][0] == 5, 10)
+    log, hwm = read_all(cluster.bootstrap, topic, 1)
+    assert hwm[0] == n, hwm
+    assert [v[:8] for _, v in log[0]] == [f"{i:08d}".encode() for i in range(n)]
+
+
 # --- scale-out with scripts/cluster.sh -------------------------------------------------------
 
 def test_scale_out_with_cluster_sh(tmp_path):
@@ -380,8 +454,7 @@ def test_scale_out_with_cluster_sh(tmp_path):
             _, parts, _ = cs.kcat_metadata("orders")
             return all(p in parts and sorted(parts[p][1]) == [4, 5] for p in (0, 2, 4))
         wait_until(moved, 60, "partitions 0, 2, 4 in sync on brokers 4 and 5")
-        out = kafka_tool(REASSIGN, Boot, "--verify", "--reassignment-json-file", plan,
-                         *VERIFY_THROTTLES).stdout
+        out = kafka_tool(REASSIGN, Boot, "--verify", "--reassignment-json-file", plan).stdout
         for p in (0, 2, 4):
             assert f"Reassignment of partition orders-{p} is completed." in out, out
         _, parts, _ = cs.kcat_metadata("orders")

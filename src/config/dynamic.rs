@@ -107,9 +107,9 @@ pub const DYNAMIC_KEYS: &[DynamicKey] = &[
     key("transaction.partition.verification.enable", "true", Check::Bool,
         "Verify with the transaction coordinator that a partition is in the transaction before a producer's first transactional write to it (KIP-890). Gregor takes it from the static settings only: a dynamic value is stored and reported, with no effect."),
     quota("follower.replication.throttled.rate",
-        "The replication rate limit, in bytes per second, of a follower's throttled replicas (follower.replication.throttled.replicas)."),
+        "The replication rate limit, in bytes per second, of a follower's throttled replicas (follower.replication.throttled.replicas). A dynamic change applies at once."),
     quota("leader.replication.throttled.rate",
-        "The replication rate limit, in bytes per second, of a leader's throttled replicas (leader.replication.throttled.replicas)."),
+        "The replication rate limit, in bytes per second, of a leader's throttled replicas (leader.replication.throttled.replicas). A dynamic change applies at once."),
     quota("replica.alter.log.dirs.io.max.bytes.per.second",
         "Kafka's limit on moving replicas between log dirs. Stored and reported; no effect in Gregor, which has one log dir."),
 ];
@@ -439,7 +439,8 @@ impl EffectiveConfig {
     }
 
     /// `leader.replication.throttled.rate` and `follower.replication.throttled.rate` in
-    /// bytes per second, `None` when unset (unthrottled): the hook for replication throttles.
+    /// bytes per second, `None` when unset (unthrottled), for the replication throttles
+    /// (`replica::throttle`).
     pub fn replication_throttled_rates(&self) -> (Option<i64>, Option<i64>) {
         let rate = |k: &str| {
             self.effective
