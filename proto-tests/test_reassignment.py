@@ -363,8 +363,8 @@ DYNAMIC_BROKER_CONFIG, DEFAULT_CONFIG = 2, 5
 
 def describe(cluster, kind, name):
     """{name: ConfigEntry} of a broker or topic, through confluent-kafka's AdminClient."""
-    r = ConfigResource(kind, str(name))
-    return admin(cluster).describe_configs([r], request_timeout=30)[r].result(30)
+    r, a = ConfigResource(kind, str(name)), admin(cluster)
+    return a.describe_configs([r], request_timeout=30)[r].result(30)
 
 
 def test_replication_throttle(cluster, tmp_path):
@@ -419,7 +419,8 @@ def test_replication_throttle(cluster, tmp_path):
         assert not set(RATES) & set(configs), (broker, {k: configs[k] for k in RATES if k in configs})
 
     # The new replica holds every record: made leader, it serves them all.
-    res = admin(cluster).elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic, 0)]).result(30)
+    a = admin(cluster)
+    res = a.elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic, 0)]).result(30)
     assert list(res.values()) == [None], res
     wait_state(cluster, topic, "led by 5", lambda s: s[0][0] == 5, 10)
     log, hwm = read_all(cluster.bootstrap, topic, 1)
