@@ -6,7 +6,7 @@ One five-broker cluster (proto-tests/cluster.py) serves the module:
 - test_leader_election: preferred election back to the first replica after a restart moved
   leadership away (kafka-leader-election and confluent-kafka's elect_leaders), "already
   elected" and PREFERRED_LEADER_NOT_AVAILABLE answers, and an unclean election for an explicit
-  partition whose only ISR member is down.
+  partition whose only ISR member is down; Metadata leaves fenced brokers out.
 - test_reassign_cli: kafka-reassign-partitions --generate, --execute, --verify, --list and
   --cancel; removed replicas' logs are deleted.
 - test_reassignment_errors: Kafka's error codes for bad requests, a reorder that completes at
@@ -211,10 +211,15 @@ def test_leader_election(cluster):
     # (and made leader again) until its session runs out: wait out one session.
     wait_until(lambda: time.monotonic() - stopped > SESSION_S + 0.5 and 3 in cluster.fenced()
                and partitions(cluster, "unclean")[0][0] == -1, 30, "unclean-0 without a leader")
+    # Metadata leaves the fenced brokers 3 and 4 out, as Kafka's does.
+    a = admin(cluster)
+    wait_until(lambda: sorted(a.list_topics(timeout=10).brokers) == [1, 2, 5], 10,
+               "Metadata without the fenced brokers")
     cluster.start_node(4)
+    wait_until(lambda: sorted(a.list_topics(timeout=10).brokers) == [1, 2, 4, 5], 30,
+               "Metadata with broker 4 back")
     # confluent-kafka (librdkafka) asks for a preferred election: the preferred replica is down
     # and no ISR member is live.
-    a = admin(cluster)
     futs = a.elect_leaders(ElectionType.PREFERRED, [TopicPartition("unclean", 0)])
     [err] = futs.result(30).values()
     assert err is not None and err.code() == PREFERRED_LEADER_NOT_AVAILABLE, err
