@@ -16,7 +16,8 @@ One five-broker cluster (proto-tests/cluster.py) serves the module:
   the partition's log directory.
 - test_replication_throttle: kafka-reassign-partitions --execute --throttle adds a replica to a
   partition holding 4 MB; the throttle configs it sets are described with their sources, the
-  new replica takes about as long to catch up as the rate implies, --verify reports the move
+  in-sync followers are not held back (acks=all writes go on), the new replica takes about as
+  long to catch up as the rate implies, --verify reports the move
   complete and removes the throttle configs, and the new replica, made leader, serves every
   record.
 test_scale_out_with_cluster_sh: the README's scale-out story through scripts/cluster.sh: three
@@ -373,7 +374,7 @@ def describe(cluster, kind, name):
 
 
 def test_replication_throttle(cluster, tmp_path):
-    topic, n, size = "throttled", 4000, 1000
+    topic, n, more, size = "throttled", 4000, 20, 1000
     create(cluster, topic, [[2, 3]])
     p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 20,
                   "enable.idempotence": True, "logger": LOG})
@@ -403,12 +404,23 @@ def test_replication_throttle(cluster, tmp_path):
             assert (configs[k].value, configs[k].source) == \
                 (str(THROTTLE), DYNAMIC_BROKER_CONFIG), (broker, configs[k])
 
+    # While the leader's quota is used up, its in-sync followers are not held back: acks=all
+    # writes go on (a throttled follower would wait seconds for the quota window).
+    t1 = time.monotonic()
+    for i in range(n, n + more):
+        p.produce(topic, f"{i:08d}".encode().ljust(size, b"."), partition=0)
+    assert p.flush(30) == 0
+    acked_in = time.monotonic() - t1
+    assert acked_in < 3, acked_in
+    assert 5 not in partitions(cluster, topic)[0][2], "the move must still be in progress"
+
     wait_state(cluster, topic, "5 in the ISR",
                lambda s: s[0][1] == [5, 2, 3] and sorted(s[0][2]) == [2, 3, 5], 90)
     took = time.monotonic() - t0
     print(f"MEASURE throttled catch-up: {total / 1e6:.1f} MB at {THROTTLE / 1e3:.0f} KB/s "
           f"took {took:.1f}s ({total / THROTTLE:.1f}s at the rate; the first fetch takes up to "
-          f"replica.fetch.max.bytes at once)")
+          f"replica.fetch.max.bytes at once); {more} acks=all writes meanwhile in "
+          f"{acked_in * 1000:.0f} ms")
     # Unthrottled, 4 MB replicate in well under a second here.
     assert took >= 0.5 * total / THROTTLE, took
 
@@ -429,8 +441,8 @@ def test_replication_throttle(cluster, tmp_path):
     assert list(res.values()) == [None], res
     wait_state(cluster, topic, "led by 5", lambda s: s[0][0] == 5, 10)
     log, hwm = read_all(cluster.bootstrap, topic, 1)
-    assert hwm[0] == n, hwm
-    assert [v[:8] for _, v in log[0]] == [f"{i:08d}".encode() for i in range(n)]
+    assert hwm[0] == n + more, hwm
+    assert [v[:8] for _, v in log[0]] == [f"{i:08d}".encode() for i in range(n + more)]
 
 
 # --- scale-out with scripts/cluster.sh -------------------------------------------------------

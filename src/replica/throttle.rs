@@ -111,9 +111,9 @@ impl ReplicationQuota {
     }
 
     /// Kafka's `shouldLeaderThrottle` and `shouldFollowerThrottle`: a replica the topic lists,
-    /// not in sync, while the quota is used up.
-    pub fn should_throttle(&self, listed: bool, in_sync: bool) -> bool {
-        listed && !in_sync && self.is_exceeded()
+    /// not in sync, while the quota is used up. `in_sync` is asked only for listed replicas.
+    pub fn should_throttle(&self, listed: bool, in_sync: impl FnOnce() -> bool) -> bool {
+        listed && !in_sync() && self.is_exceeded()
     }
 }
 
@@ -160,7 +160,7 @@ mod tests {
         let q = ReplicationQuota::default();
         q.record_at(10_000_000_000, 0);
         assert!(!q.is_exceeded_at(0));
-        assert!(!q.should_throttle(true, false));
+        assert!(!q.should_throttle(true, || false));
     }
 
     #[test]
@@ -224,11 +224,11 @@ mod tests {
         quotas.leader.record(1_000_000);
         assert!(quotas.leader.is_exceeded());
         // Listed and out of sync: held back.
-        assert!(quotas.leader.should_throttle(true, false));
+        assert!(quotas.leader.should_throttle(true, || false));
         // In the ISR (leader side) or caught up (follower side): never.
-        assert!(!quotas.leader.should_throttle(true, true));
+        assert!(!quotas.leader.should_throttle(true, || true));
         // Not listed by the topic: never.
-        assert!(!quotas.leader.should_throttle(false, false));
-        assert!(!quotas.follower.should_throttle(true, false));
+        assert!(!quotas.leader.should_throttle(false, || false));
+        assert!(!quotas.follower.should_throttle(true, || false));
     }
 }

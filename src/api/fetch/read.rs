@@ -156,7 +156,8 @@ fn follower_read(
     quota: &ReplicationQuota,
 ) -> (PartitionData, bool) {
     let p = &w.params;
-    let throttled = quota.should_throttle(partition.leader_throttled(), partition.in_isr(replica));
+    let throttled =
+        quota.should_throttle(partition.leader_throttled(), || partition.in_isr(replica));
     let fetch = FollowerFetch {
         fetch_offset: p.fetch_offset,
         current_leader_epoch: p.current_leader_epoch,
