@@ -597,6 +597,33 @@ mod tests {
     }
 
     #[test]
+    fn replication_throttle_rates_from_every_layer() {
+        let build = |d: DynamicBrokerConfigs, static_raw: &[(&str, &str)]| {
+            EffectiveConfig::build(Arc::new(map(static_raw)), 1, Arc::new(d))
+                .replication_throttled_rates()
+        };
+        assert_eq!(build(Default::default(), &[]), (None, None), "unthrottled");
+        let static_leader = [("leader.replication.throttled.rate", "500")];
+        assert_eq!(build(Default::default(), &static_leader), (Some(500), None));
+        let mut d = DynamicBrokerConfigs {
+            cluster_default: map(&[
+                ("leader.replication.throttled.rate", "1000"),
+                ("follower.replication.throttled.rate", "2000"),
+            ]),
+            ..Default::default()
+        };
+        // The cluster default (kafka-configs --entity-default) beats the static value ...
+        assert_eq!(build(d.clone(), &static_leader), (Some(1000), Some(2000)));
+        // ... and this broker's own value (--entity-name 1, reassign --throttle) beats both;
+        // another broker's is not ours.
+        d.brokers
+            .insert(1, map(&[("follower.replication.throttled.rate", "300")]));
+        d.brokers
+            .insert(2, map(&[("leader.replication.throttled.rate", "7")]));
+        assert_eq!(build(d, &static_leader), (Some(1000), Some(300)));
+    }
+
+    #[test]
     fn invalid_stored_values_are_ignored() {
         let d = DynamicBrokerConfigs {
             cluster_default: map(&[("log.segment.bytes", "12"), ("num.partitions", "4")]),
