@@ -421,7 +421,7 @@ def test_replication_throttle(cluster, tmp_path):
           f"took {took:.1f}s ({total / THROTTLE:.1f}s at the rate; the first fetch takes up to "
           f"replica.fetch.max.bytes at once); {more} acks=all writes meanwhile in "
           f"{acked_in * 1000:.0f} ms")
-    # Unthrottled, 4 MB replicate in well under a second here.
+    # Loose: at least half the time the rate implies (Kafka 4.3.1 took 17.7 s here).
     assert took >= 0.5 * total / THROTTLE, took
 
     out = reassign(cluster, tmp_path, "--verify", "--reassignment-json-file", plan).stdout
