@@ -5,7 +5,8 @@
 //!                                  └─────────┴──▶ meta
 //! durable, kafka_uuid: leaves that log and meta both use
 //! security: a leaf (TLS, principals, SASL mechanisms) that meta, replica and api use
-//! quota: client quota sensors over the metadata image's quotas, used by api and server
+//! quota: client quota sensors over the metadata image's quotas, used by api and server;
+//!        its windowed rate (`quota::rate`) also measures replica's replication throttles
 //! ```
 //!
 //! One known exception: `replica` names `config` for `config::dynamic` (the effective broker
@@ -31,7 +32,15 @@ const RULES: &[(&str, &[&str])] = &[
     ("quota", &["meta"]),
     (
         "replica",
-        &["config", "log", "meta", "durable", "kafka_uuid", "security"],
+        &[
+            "config",
+            "quota",
+            "log",
+            "meta",
+            "durable",
+            "kafka_uuid",
+            "security",
+        ],
     ),
     (
         "group",

@@ -1,5 +1,5 @@
-//! Metadata: brokers, controller, topics and partition leadership, from the metadata image;
-//! auto-creates topics for producers when `auto.create.topics.enable` is set.
+//! Metadata: the live (unfenced) brokers, controller, topics and partition leadership, from the
+//! metadata image; auto-creates topics for producers when `auto.create.topics.enable` is set.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,7 +44,7 @@ pub async fn handle(
             .topics
             .values()
             .filter(|t| describe(&image, &t.name))
-            .map(|t| topic_metadata(&image, t, version))
+            .map(|t| topic_metadata(&image, t, version, &session.listener))
             .collect(),
         Some(names) => {
             let mut seen = std::collections::BTreeSet::new();
@@ -55,7 +55,7 @@ pub async fn handle(
                     Some(_) if !describe(&image, name) => MetadataResponseTopic::default()
                         .with_error_code(code(ResponseError::TopicAuthorizationFailed))
                         .with_name(Some(TopicName(StrBytes::from_string(name.clone())))),
-                    Some(t) => topic_metadata(&image, t, version),
+                    Some(t) => topic_metadata(&image, t, version, &session.listener),
                     None => MetadataResponseTopic::default()
                         .with_error_code(
                             errors
@@ -75,7 +75,13 @@ pub async fn handle(
             .with_topic_id(id)
     }));
     let mut resp = MetadataResponse::default()
-        .with_brokers(brokers(&image, &session.listener))
+        .with_brokers(
+            // As Kafka's getAliveBrokerNodes: fenced brokers are left out.
+            brokers(&image, &session.listener)
+                .into_iter()
+                .filter(|b| image.is_live(b.node_id.0))
+                .collect(),
+        )
         .with_topics(topics);
     if version >= 1 {
         resp.controller_id = BrokerId(broker.controller_id());
@@ -223,11 +229,20 @@ fn brokers(image: &MetadataImage, listener: &str) -> Vec<MetadataResponseBroker>
         .collect()
 }
 
+/// A topic's partitions. Offline replicas are those on brokers that are unknown, fenced or
+/// without the client's listener, as Kafka's `getOfflineReplicas`.
 fn topic_metadata(
     image: &MetadataImage,
     topic: &Arc<TopicImage>,
     version: i16,
+    listener: &str,
 ) -> MetadataResponseTopic {
+    let online = |r: &i32| {
+        image
+            .brokers
+            .get(r)
+            .is_some_and(|b| !b.fenced && b.endpoint(listener).is_some())
+    };
     let partitions = topic
         .partitions
         .iter()
@@ -235,7 +250,7 @@ fn topic_metadata(
             let offline: Vec<BrokerId> = p
                 .replicas
                 .iter()
-                .filter(|r| !image.brokers.contains_key(r))
+                .filter(|r| !online(r))
                 .map(|r| BrokerId(*r))
                 .collect();
             let error = if p.leader < 0 {

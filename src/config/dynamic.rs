@@ -107,9 +107,9 @@ pub const DYNAMIC_KEYS: &[DynamicKey] = &[
     key("transaction.partition.verification.enable", "true", Check::Bool,
         "Verify with the transaction coordinator that a partition is in the transaction before a producer's first transactional write to it (KIP-890). Gregor takes it from the static settings only: a dynamic value is stored and reported, with no effect."),
     quota("follower.replication.throttled.rate",
-        "The replication rate limit, in bytes per second, of a follower's throttled replicas (follower.replication.throttled.replicas)."),
+        "The replication rate limit, in bytes per second, of a follower's throttled replicas (follower.replication.throttled.replicas). A dynamic change applies at once."),
     quota("leader.replication.throttled.rate",
-        "The replication rate limit, in bytes per second, of a leader's throttled replicas (leader.replication.throttled.replicas)."),
+        "The replication rate limit, in bytes per second, of a leader's throttled replicas (leader.replication.throttled.replicas). A dynamic change applies at once."),
     quota("replica.alter.log.dirs.io.max.bytes.per.second",
         "Kafka's limit on moving replicas between log dirs. Stored and reported; no effect in Gregor, which has one log dir."),
 ];
@@ -439,7 +439,8 @@ impl EffectiveConfig {
     }
 
     /// `leader.replication.throttled.rate` and `follower.replication.throttled.rate` in
-    /// bytes per second, `None` when unset (unthrottled): the hook for replication throttles.
+    /// bytes per second, `None` when unset (unthrottled), for the replication throttles
+    /// (`replica::throttle`).
     pub fn replication_throttled_rates(&self) -> (Option<i64>, Option<i64>) {
         let rate = |k: &str| {
             self.effective
@@ -593,6 +594,33 @@ mod tests {
         assert_eq!(row("segment.bytes").2, SOURCE_TOPIC_CONFIG);
         assert_eq!(row("max.message.bytes").2, SOURCE_STATIC_BROKER_CONFIG);
         assert_eq!(row("flush.messages").2, SOURCE_DEFAULT_CONFIG);
+    }
+
+    #[test]
+    fn replication_throttle_rates_from_every_layer() {
+        let build = |d: DynamicBrokerConfigs, static_raw: &[(&str, &str)]| {
+            EffectiveConfig::build(Arc::new(map(static_raw)), 1, Arc::new(d))
+                .replication_throttled_rates()
+        };
+        assert_eq!(build(Default::default(), &[]), (None, None), "unthrottled");
+        let static_leader = [("leader.replication.throttled.rate", "500")];
+        assert_eq!(build(Default::default(), &static_leader), (Some(500), None));
+        let mut d = DynamicBrokerConfigs {
+            cluster_default: map(&[
+                ("leader.replication.throttled.rate", "1000"),
+                ("follower.replication.throttled.rate", "2000"),
+            ]),
+            ..Default::default()
+        };
+        // The cluster default (kafka-configs --entity-default) beats the static value ...
+        assert_eq!(build(d.clone(), &static_leader), (Some(1000), Some(2000)));
+        // ... and this broker's own value (--entity-name 1, reassign --throttle) beats both;
+        // another broker's is not ours.
+        d.brokers
+            .insert(1, map(&[("follower.replication.throttled.rate", "300")]));
+        d.brokers
+            .insert(2, map(&[("leader.replication.throttled.rate", "7")]));
+        assert_eq!(build(d, &static_leader), (Some(1000), Some(300)));
     }
 
     #[test]

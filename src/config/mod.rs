@@ -445,6 +445,8 @@ pub const BROKER_SETTINGS: &[(&str, &str, i8, &str)] = &[
     ("share.coordinator.state.topic.segment.bytes", "104857600", 3, "The share-group state topic's segment bytes, kept small for faster log compaction and cache loads."),
     ("share.coordinator.write.timeout.ms", "5000", 3, "How long a write of share-partition state waits for the state topic's replicas."),
     ("max.share.session.cache.size", "1000", 3, "The maximum number of share sessions per broker."),
+    ("replication.quota.window.num", "11", 3, "The number of samples of the replication throttle rates (leader.replication.throttled.rate, follower.replication.throttled.rate) kept in memory."),
+    ("replication.quota.window.size.seconds", "1", 3, "The time span of each sample of the replication throttle rates."),
     ("socket.request.max.bytes", "104857600", 3, "The maximum number of bytes in a socket request."),
     ("super.users", "", 2, "Principals allowed every operation whatever the ACLs say, separated by semicolons (User:admin;User:broker)."),
     ("transaction.abort.timed.out.transaction.cleanup.interval.ms", "10000", 3, "How often transactions that passed their timeout are looked for and aborted."),

@@ -1,7 +1,8 @@
 //! Kafka's windowed statistics for quotas: a sum over `quota.window.num` samples of
 //! `quota.window.size.seconds` each (SampledStat with its extra overlapping sample), read as a
-//! rate per second (Rate) or an average (Avg), and the throttle time that brings a rate back
-//! within its bound (QuotaUtils.throttleTime). Times are milliseconds.
+//! rate per second (Rate; SimpleRate for the replication throttles) or an average (Avg), and
+//! the throttle time that brings a rate back within its bound (QuotaUtils.throttleTime).
+//! Times are milliseconds.
 
 /// `quota.window.num` and `quota.window.size.seconds`, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +113,15 @@ impl SampledStat {
     pub fn rate(&mut self, cfg: &WindowConfig, now: i64) -> f64 {
         let sum = self.sum(cfg, now);
         let window = self.window_size(cfg, now);
+        sum / (window as f64 / 1000.0)
+    }
+
+    /// The recorded sum per second as Kafka's SimpleRate reads it (replication quotas): over
+    /// the time since the oldest sample started, but at least one window.
+    pub fn simple_rate(&mut self, cfg: &WindowConfig, now: i64) -> f64 {
+        let sum = self.sum(cfg, now);
+        let oldest = self.samples.iter().map(|s| s.start_ms).min().unwrap_or(now);
+        let window = (now - oldest).max(cfg.window_ms);
         sum / (window as f64 / 1000.0)
     }
 

@@ -2,14 +2,17 @@
 //! task fetches with the Kafka Fetch API over the leader's client port (the newest version
 //! both speak, v12 to v17: topic ids from v13, the replica id in the replica state from v15),
 //! appends what it gets as-is (offsets and epochs kept), truncates divergent tails the leader
-//! points out (diverging epochs), and tracks the leader's high watermark.
+//! points out (diverging epochs), and tracks the leader's high watermark. While the follower
+//! replication quota is used up, partitions named by their topic's
+//! `follower.replication.throttled.replicas` sit out of the fetches until they have caught up
+//! (`throttle.rs`).
 //!
 //! A fetch that gets no answer within `replica.fetch.wait.max.ms` plus a margin is taken for a
 //! dead connection (a network partition drops packets silently): the fetcher reconnects at
 //! once instead of waiting for a socket timeout, so a follower cut off by a partition fetches
 //! again right after the partition heals.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -150,9 +153,13 @@ async fn run(
 ) {
     let mut client: Option<(KafkaClient, i16)> = None;
     let deadline = replicas.settings.fetch_wait_max + FETCH_DEADLINE_MARGIN;
+    // The partitions whose log reached the leader's high watermark at their last fetch (Kafka's
+    // PartitionFetchState.isReplicaInSync, a lag of 0): a follower throttle never holds them.
+    let mut caught_up: HashSet<(Arc<str>, i32)> = HashSet::new();
     tracing::info!(leader, "replica fetcher started");
     while !cancel.is_cancelled() {
         let partitions = followed_from(&replicas, leader);
+        caught_up.retain(|key| partitions.contains_key(key));
         if partitions.is_empty() {
             if !back_off(&cancel).await {
                 break;
@@ -173,6 +180,23 @@ async fn run(
             },
         };
         let version = *version;
+        // Kafka's shouldFollowerThrottle: while the follower quota is used up, throttled
+        // partitions that have not caught up with the leader are left out of the fetch.
+        let partitions = if replicas.quotas.follower.is_exceeded() {
+            let kept: HashMap<_, _> = partitions
+                .into_iter()
+                .filter(|(key, p)| !p.follower_throttled() || caught_up.contains(key))
+                .collect();
+            if kept.is_empty() {
+                if !back_off(&cancel).await {
+                    break;
+                }
+                continue;
+            }
+            kept
+        } else {
+            partitions
+        };
         let request = fetch_request(&replicas, &partitions, version);
         let response = tokio::select! {
             r = c.call(version, &request, deadline) => r,
@@ -202,9 +226,29 @@ async fn run(
                         let Some(p) = partitions.get(&(name.clone(), pd.partition_index)) else {
                             continue;
                         };
-                        if let Err(e) = handle_partition(p, pd).await {
-                            tracing::debug!(topic = %p.topic, partition = p.index, error = %e, "replica fetch");
-                            ok = false;
+                        let bytes = pd.records.as_ref().map_or(0, |r| r.len());
+                        let leader_hwm = (pd.error_code == 0).then_some(pd.high_watermark);
+                        let key = (name.clone(), pd.partition_index);
+                        match handle_partition(p, pd).await {
+                            Ok(()) => {
+                                // Traffic of in-sync replicas counts too, as in Kafka.
+                                if p.follower_throttled() {
+                                    replicas.quotas.follower.record(bytes as u64);
+                                }
+                                match leader_hwm {
+                                    Some(hwm) if p.log.log_end_offset() >= hwm => {
+                                        caught_up.insert(key);
+                                    }
+                                    _ => {
+                                        caught_up.remove(&key);
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                caught_up.remove(&key);
+                                tracing::debug!(topic = %p.topic, partition = p.index, error = %e, "replica fetch");
+                                ok = false;
+                            }
                         }
                     }
                 }

@@ -16,6 +16,7 @@ pub mod fetcher;
 pub mod isr;
 pub mod partition;
 pub mod replication;
+pub mod throttle;
 pub mod transactions;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ use crate::config::dynamic::DynamicConfig;
 use crate::log::manager::LogManager;
 pub use crate::log::now_ms;
 use crate::meta::image::MetadataImage;
+use crate::quota::rate::WindowConfig;
 pub use partition::{partition_error_code, Partition, PartitionError, PartitionState};
 pub use transactions::{WriteFailed, Written};
 
@@ -99,6 +101,8 @@ struct ToOpen {
     index: i32,
     config: Arc<crate::log::config::LogConfig>,
     state: PartitionState,
+    /// Leader- and follower-throttled (`throttle.rs`).
+    throttled: (bool, bool),
 }
 
 pub struct ReplicaManager {
@@ -122,6 +126,9 @@ pub struct ReplicaManager {
     pub isr_changes: IsrChanges,
     /// Connections to other brokers for the coordinators' requests.
     pub brokers: broker_clients::BrokerClients,
+    /// Replication throttles (KIP-73): the leader- and follower-side byte-rate quotas, set
+    /// from the broker configs in effect with each image.
+    pub quotas: throttle::ReplicationQuotas,
 }
 
 impl ReplicaManager {
@@ -143,6 +150,7 @@ impl ReplicaManager {
             counters: Mutex::new(HashMap::new()),
             fetchers: fetcher::FetcherManager::default(),
             isr_changes: IsrChanges::default(),
+            quotas: throttle::ReplicationQuotas::default(),
         }
     }
 
@@ -327,6 +335,18 @@ impl ReplicaManager {
         let mut to_open = Vec::new();
         // A dynamic broker config change reaches every topic without an override of its own.
         let effective = self.configs.current(&image.broker_configs);
+        // So do the replication throttle rates.
+        let (leader_rate, follower_rate) = effective.replication_throttled_rates();
+        let window = WindowConfig {
+            samples: effective
+                .get("replication.quota.window.num", 11usize)
+                .max(1),
+            window_ms: effective
+                .get("replication.quota.window.size.seconds", 1i64)
+                .clamp(1, i64::MAX / 1000)
+                * 1000,
+        };
+        self.quotas.configure(leader_rate, follower_rate, window);
         for (name, topic) in &image.topics {
             let config = Arc::new(effective.topic_defaults.resolve(&topic.configs));
             for p in topic
@@ -341,11 +361,21 @@ impl ReplicaManager {
                     isr: p.isr.clone(),
                     partition_epoch: p.partition_epoch,
                 };
+                let throttled = |key: &str| {
+                    topic.configs.get(key).is_some_and(|spec| {
+                        throttle::names_replica(spec, p.partition, self.node_id)
+                    })
+                };
+                let (leader_throttled, follower_throttled) = (
+                    throttled("leader.replication.throttled.replicas"),
+                    throttled("follower.replication.throttled.replicas"),
+                );
                 match hosted
                     .get(name)
                     .and_then(|t| t.partitions.get(&p.partition))
                 {
                     Some(partition) => {
+                        partition.set_throttled(leader_throttled, follower_throttled);
                         if *partition.log.config() != *config {
                             partition.log.set_config(config.clone());
                         }
@@ -359,6 +389,7 @@ impl ReplicaManager {
                         index: p.partition,
                         config: config.clone(),
                         state,
+                        throttled: (leader_throttled, follower_throttled),
                     }),
                 }
             }
@@ -377,7 +408,7 @@ impl ReplicaManager {
             let log = self
                 .logs
                 .get_or_open(&tp, o.topic_id, o.config.clone(), now)?;
-            Ok(Arc::new(Partition::new(
+            let partition = Partition::new(
                 Arc::from(o.topic.as_str()),
                 o.topic_id,
                 o.index,
@@ -385,7 +416,9 @@ impl ReplicaManager {
                 self.node_id,
                 o.state.clone(),
                 self.counters_for(&o.topic),
-            )))
+            );
+            partition.set_throttled(o.throttled.0, o.throttled.1);
+            Ok(Arc::new(partition))
         };
         let threads = OPEN_THREADS.min(to_open.len());
         if threads <= 1 {

@@ -4,7 +4,7 @@
 //! in `replication.rs`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -47,6 +47,9 @@ pub struct Partition {
     pub(super) isr_change_pending: AtomicBool,
     /// The topic's byte counters (shared by its partitions, outliving leadership moves).
     pub counters: Arc<TopicCounters>,
+    /// Named with this broker by the topic's `leader.replication.throttled.replicas` (bit 0)
+    /// and `follower.replication.throttled.replicas` (bit 1); see `throttle.rs`.
+    throttled: AtomicU8,
 }
 
 /// A read from a partition for a fetch, with the offsets the response reports.
@@ -98,6 +101,7 @@ impl Partition {
             followers: Mutex::new(HashMap::new()),
             isr_change_pending: AtomicBool::new(false),
             counters,
+            throttled: AtomicU8::new(0),
         };
         p.update_state(state);
         p
@@ -173,6 +177,25 @@ impl Partition {
             self.maybe_advance_high_watermark();
         }
         self.data_arrived.notify_waiters();
+    }
+
+    /// Sets whether this replica is leader- and follower-throttled (from the topic configs).
+    pub fn set_throttled(&self, leader: bool, follower: bool) {
+        let bits = u8::from(leader) | (u8::from(follower) << 1);
+        self.throttled.store(bits, Ordering::Relaxed);
+    }
+
+    pub fn leader_throttled(&self) -> bool {
+        self.throttled.load(Ordering::Relaxed) & 1 != 0
+    }
+
+    pub fn follower_throttled(&self) -> bool {
+        self.throttled.load(Ordering::Relaxed) & 2 != 0
+    }
+
+    /// Whether `replica` is in this partition's ISR.
+    pub fn in_isr(&self, replica: i32) -> bool {
+        self.state.read().isr.contains(&replica)
     }
 
     pub fn state(&self) -> PartitionState {

@@ -80,12 +80,14 @@ pub struct FollowerFetchState {
 impl Partition {
     /// Serves a follower's fetch on the leader: checks for divergence (Fetch v12
     /// `last_fetched_epoch`), records the follower's progress, advances the high watermark, and
-    /// reads up to the log end offset.
+    /// reads up to the log end offset. With `throttled` (a replication throttle holds this
+    /// follower back, `throttle.rs`) it returns no records.
     pub fn read_for_follower(
         &self,
         replica_id: i32,
         fetch: FollowerFetch,
         max_bytes: usize,
+        throttled: bool,
     ) -> Result<FollowerRead, PartitionError> {
         let FollowerFetch {
             fetch_offset,
@@ -128,7 +130,13 @@ impl Partition {
         }
         self.record_follower_fetch(replica_id, fetch_offset, log_start_offset, leader_end);
         self.maybe_advance_high_watermark();
-        let result = self.log.read(fetch_offset, leader_end, max_bytes, true)?;
+        let result = if throttled {
+            ReadResult {
+                records: Bytes::new(),
+            }
+        } else {
+            self.log.read(fetch_offset, leader_end, max_bytes, true)?
+        };
         Ok(FollowerRead::Records {
             result,
             high_watermark: self.high_watermark(),

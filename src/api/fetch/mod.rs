@@ -98,6 +98,7 @@ pub async fn handle(
         rack: (rack_aware && follower.is_none())
             .then(|| (req.rack_id.as_str(), &*session.listener)),
         image: &image,
+        leader_quota: &broker.replicas.quotas.leader,
     };
     let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let read = wait_and_read(broker, &req, &wanted, &opts, max_wait, traced).await;
@@ -413,6 +414,8 @@ fn respond(
     };
     let image = broker.image();
     let mut hints = LeaderHints::new(&image);
+    let follower = req_is_follower(version, req);
+    let mut leader_throttled_bytes = 0u64;
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     for ((w, mut pd), keep) in wanted.iter().zip(read.partitions).zip(keep) {
         if !keep {
@@ -423,6 +426,9 @@ fn respond(
             p.counters
                 .bytes_out
                 .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+            if follower && p.leader_throttled() {
+                leader_throttled_bytes += bytes as u64;
+            }
         }
         if version >= 12 {
             leader_hint(&mut hints, w, &mut pd);
@@ -446,6 +452,9 @@ fn respond(
             t.partitions.push(pd);
         }
     }
+    // Every follower's bytes of leader-throttled partitions count, in-sync ones' too, as
+    // Kafka's sizeOfThrottledPartitions.
+    broker.replicas.quotas.leader.record(leader_throttled_bytes);
     let node_endpoints = if version >= 16 {
         node_endpoints(&hints, listener)
     } else {

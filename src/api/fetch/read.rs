@@ -2,6 +2,7 @@
 //! (below the high watermark for consumers, below the last stable offset with the aborted
 //! transactions among them for read_committed ones, up to the log end for followers), or the
 //! preferred read replica a rack-aware leader names instead (KIP-392), or the partition's error.
+//! A follower's read of a throttled partition may come back empty (replication throttles).
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use super::session_cache::{FetchParams, PartitionKey};
 use crate::api::{code, partition_error_code};
 use crate::meta::image::MetadataImage;
 use crate::replica::replication::{FollowerFetch, FollowerRead};
+use crate::replica::throttle::ReplicationQuota;
 use crate::replica::Partition;
 
 /// One requested partition, resolved against what this broker hosts.
@@ -42,6 +44,8 @@ pub struct ReadOptions<'a> {
     /// listener it came in on, to name a preferred read replica.
     pub rack: Option<(&'a str, &'a str)>,
     pub image: &'a MetadataImage,
+    /// The leader side's replication throttle (KIP-73), for followers' reads.
+    pub leader_quota: &'a ReplicationQuota,
 }
 
 /// One pass over every wanted partition.
@@ -67,7 +71,7 @@ pub fn read_all(wanted: &[Wanted], opts: &ReadOptions<'_>) -> ReadAll {
         let (data, now) = match (&w.target, opts.replica_id) {
             (Err(e), _) => (error_partition(w.index, *e), true),
             (Ok(p), None) => consumer_read(p, w, limit, min_one, opts),
-            (Ok(p), Some(replica)) => follower_read(p, w, replica, limit),
+            (Ok(p), Some(replica)) => follower_read(p, w, replica, limit, opts.leader_quota),
         };
         total += data.records.as_ref().map_or(0, Bytes::len);
         respond_now |= now;
@@ -142,20 +146,25 @@ fn consumer_read(
 }
 
 /// A follower's read on the leader: up to the log end, or where the follower's log diverges.
+/// A leader-throttled partition gives a follower outside the ISR no records while the leader's
+/// replication quota is used up (Kafka's shouldLeaderThrottle).
 fn follower_read(
     partition: &Partition,
     w: &Wanted,
     replica: i32,
     limit: usize,
+    quota: &ReplicationQuota,
 ) -> (PartitionData, bool) {
     let p = &w.params;
+    let throttled =
+        quota.should_throttle(partition.leader_throttled(), || partition.in_isr(replica));
     let fetch = FollowerFetch {
         fetch_offset: p.fetch_offset,
         current_leader_epoch: p.current_leader_epoch,
         last_fetched_epoch: p.last_fetched_epoch,
         log_start_offset: p.log_start_offset,
     };
-    match partition.read_for_follower(replica, fetch, limit) {
+    match partition.read_for_follower(replica, fetch, limit, throttled) {
         Ok(FollowerRead::Records {
             result,
             high_watermark,
