@@ -261,6 +261,7 @@ _LONGEST_MODULES = (
     "test_kafka_cli.py", "test_transactions_failures.py", "test_statefulset_args.py",
     "test_consumer_protocol.py", "test_more_clients.py", "test_reassignment.py",
     "test_cluster_script_security.py", "test_transactions_streams.py",
+    "test_group_migration.py", "test_share_cluster.py",
 )
 
 
