@@ -23,6 +23,7 @@ use crate::meta::image::{ApplyOutcome, MetadataRecord};
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
+use super::group_configs::RESOURCE_GROUP;
 
 /// IncrementalAlterConfigs operation types.
 pub(super) const OP_SET: i8 = 0;
@@ -51,6 +52,10 @@ fn config_access(
             session.allowed(&image, operation, ResourceType::Topic, name),
             ResponseError::TopicAuthorizationFailed,
         ),
+        RESOURCE_GROUP => (
+            session.allowed(&image, operation, ResourceType::Group, name),
+            ResponseError::GroupAuthorizationFailed,
+        ),
         _ => (
             session.allowed_on_cluster(&image, operation),
             ResponseError::ClusterAuthorizationFailed,
@@ -70,53 +75,57 @@ pub fn describe(
     version: i16,
     req: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
-    let results =
-        req.resources
-            .into_iter()
-            .map(|r| {
-                let keys: Option<HashSet<String>> = r
-                    .configuration_keys
-                    .map(|k| k.iter().map(|k| k.to_string()).collect());
-                let wanted = |name: &str| keys.as_ref().is_none_or(|k| k.contains(name));
-                let detail = Detail {
-                    version,
-                    synonyms: req.include_synonyms,
-                    docs: req.include_documentation,
-                };
-                let access = config_access(
-                    broker,
-                    session,
+    let results = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            let keys: Option<HashSet<String>> = r
+                .configuration_keys
+                .map(|k| k.iter().map(|k| k.to_string()).collect());
+            let wanted = |name: &str| keys.as_ref().is_none_or(|k| k.contains(name));
+            let detail = Detail {
+                version,
+                synonyms: req.include_synonyms,
+                docs: req.include_documentation,
+            };
+            let access = config_access(
+                broker,
+                session,
+                r.resource_type,
+                &r.resource_name,
+                AclOperation::DescribeConfigs,
+            );
+            let configs = match r.resource_type {
+                _ if matches!(
                     r.resource_type,
-                    &r.resource_name,
-                    AclOperation::DescribeConfigs,
-                );
-                let configs = match r.resource_type {
-                    _ if matches!(r.resource_type, RESOURCE_TOPIC | RESOURCE_BROKER)
-                        && access.is_err() =>
-                    {
-                        access.map(|()| Vec::new())
-                    }
-                    RESOURCE_TOPIC => describe_topic(broker, &r.resource_name, detail),
-                    RESOURCE_BROKER => {
-                        super::broker_configs::describe(broker, &r.resource_name, detail)
-                    }
-                    other => Err((
-                        ResponseError::InvalidRequest,
-                        format!("Unsupported resource type {other}"),
-                    )),
-                };
-                let result = DescribeConfigsResult::default()
-                    .with_resource_type(r.resource_type)
-                    .with_resource_name(r.resource_name.clone());
-                match configs {
-                    Ok(configs) => result
-                        .with_configs(configs.into_iter().filter(|c| wanted(&c.name)).collect()),
-                    Err((e, m)) => result
-                        .with_error_code(code(e))
-                        .with_error_message(Some(s(m))),
+                    RESOURCE_TOPIC | RESOURCE_BROKER | RESOURCE_GROUP
+                ) && access.is_err() =>
+                {
+                    access.map(|()| Vec::new())
                 }
-            })
-            .collect();
+                RESOURCE_TOPIC => describe_topic(broker, &r.resource_name, detail),
+                RESOURCE_BROKER => {
+                    super::broker_configs::describe(broker, &r.resource_name, detail)
+                }
+                RESOURCE_GROUP => super::group_configs::describe(broker, &r.resource_name, detail),
+                other => Err((
+                    ResponseError::InvalidRequest,
+                    format!("Unsupported resource type {other}"),
+                )),
+            };
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            match configs {
+                Ok(configs) => {
+                    result.with_configs(configs.into_iter().filter(|c| wanted(&c.name)).collect())
+                }
+                Err((e, m)) => result
+                    .with_error_code(code(e))
+                    .with_error_message(Some(s(m))),
+            }
+        })
+        .collect();
     DescribeConfigsResponse::default().with_results(results)
 }
 
@@ -416,10 +425,19 @@ pub async fn incremental_alter(
                 ResponseError::InvalidRequest,
                 format!("Error due to duplicate config keys : {k}"),
             )),
-            (None, RESOURCE_TOPIC | RESOURCE_BROKER) if access.is_err() => access,
+            (None, RESOURCE_TOPIC | RESOURCE_BROKER | RESOURCE_GROUP) if access.is_err() => access,
             (None, RESOURCE_TOPIC) => {
                 let build = |current: &BTreeMap<String, String>| incremental(current, &ops);
                 apply_topic_configs(broker, &r.resource_name, build, req.validate_only).await
+            }
+            (None, RESOURCE_GROUP) => {
+                super::group_configs::incremental_alter(
+                    broker,
+                    &r.resource_name,
+                    &ops,
+                    req.validate_only,
+                )
+                .await
             }
             (None, RESOURCE_BROKER) => {
                 super::broker_configs::incremental_alter(

@@ -18,6 +18,7 @@ use crate::broker::Broker;
 use crate::group::consumer::heartbeat::Heartbeat;
 use crate::group::consumer::TopicPartitions;
 use crate::meta::acl::{AclOperation, ResourceType};
+use crate::meta::group_configs::CONSUMER_HEARTBEAT_INTERVAL_MS;
 use crate::meta::image::MetadataImage;
 
 fn s(v: impl Into<String>) -> StrBytes {
@@ -95,7 +96,14 @@ pub async fn heartbeat(
             .with_member_id(Some(s(reply.member_id)))
             .with_member_epoch(reply.member_epoch)
             .with_heartbeat_interval_ms(
-                broker.groups.config.consumer_heartbeat_interval.as_millis() as i32,
+                broker
+                    .image()
+                    .group_configs
+                    .int(&req.group_id, CONSUMER_HEARTBEAT_INTERVAL_MS)
+                    .map_or(
+                        broker.groups.config.consumer_heartbeat_interval.as_millis() as i32,
+                        |v| v as i32,
+                    ),
             )
             .with_assignment(reply.assignment.map(|a| {
                 Assignment::default().with_topic_partitions(

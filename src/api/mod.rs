@@ -15,6 +15,7 @@ pub mod describe_topic_partitions;
 pub mod elect_leaders;
 pub mod features;
 pub mod fetch;
+pub mod group_configs;
 pub mod groups;
 pub mod leader_epoch;
 mod leader_hints;

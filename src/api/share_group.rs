@@ -21,6 +21,7 @@ use super::session::{Session, GROUP_OPERATIONS};
 use crate::broker::Broker;
 use crate::group::ClientInfo;
 use crate::meta::acl::{AclOperation, ResourceType};
+use crate::meta::group_configs::SHARE_HEARTBEAT_INTERVAL_MS;
 use crate::meta::image::MetadataImage;
 use crate::share::group::{Heartbeat, LEAVE_EPOCH};
 use crate::share::StateKey;
@@ -104,7 +105,12 @@ pub fn heartbeat(
         Ok(r) => ShareGroupHeartbeatResponse::default()
             .with_member_id(Some(s(member_id)))
             .with_member_epoch(r.member_epoch)
-            .with_heartbeat_interval_ms(broker.shares.config.heartbeat_interval_ms)
+            .with_heartbeat_interval_ms(
+                image
+                    .group_configs
+                    .int(&group, SHARE_HEARTBEAT_INTERVAL_MS)
+                    .map_or(broker.shares.config.heartbeat_interval_ms, |v| v as i32),
+            )
             .with_assignment(r.assignment.map(|a| {
                 heartbeat::Assignment::default().with_topic_partitions(
                     a.into_iter()

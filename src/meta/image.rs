@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::acl::{AclBinding, AclBindingFilter, AclStore};
 use super::broker_configs::DynamicBrokerConfigs;
 use super::client_quotas::{ClientQuotaRecord, ClientQuotaStore};
+use super::group_configs::GroupConfigs;
 use super::partition_change::PartitionChange;
 
 /// One advertised listener of a broker.
@@ -154,6 +155,12 @@ pub enum MetadataRecord {
         broker_id: Option<i32>,
         changes: BTreeMap<String, Option<String>>,
     },
+    /// Sets (`Some`) or removes (`None`) one group's configs (`kafka-configs --entity-type
+    /// groups`, validated by the proposer).
+    AlterGroupConfigs {
+        group: String,
+        changes: BTreeMap<String, Option<String>>,
+    },
     /// Finalizes feature levels (UpdateFeatures, validated by the proposer), all at once, as
     /// Kafka's FeatureLevelRecords of one request; level 0 removes a feature.
     FeatureLevels(BTreeMap<String, i16>),
@@ -229,6 +236,9 @@ pub struct MetadataImage {
     /// Dynamic broker configs (`kafka-configs --entity-type brokers`); shared until changed.
     #[serde(default)]
     pub broker_configs: Arc<DynamicBrokerConfigs>,
+    /// Group configs (`kafka-configs --entity-type groups`); shared until changed.
+    #[serde(default)]
+    pub group_configs: Arc<GroupConfigs>,
     /// Finalized feature levels set by UpdateFeatures (above 0); see `meta::features` for
     /// the levels in effect.
     #[serde(default)]
@@ -458,6 +468,10 @@ impl MetadataImage {
             }
             MetadataRecord::AlterBrokerConfigs { broker_id, changes } => {
                 Arc::make_mut(&mut self.broker_configs).alter(*broker_id, changes);
+                ApplyOutcome::Ok
+            }
+            MetadataRecord::AlterGroupConfigs { group, changes } => {
+                Arc::make_mut(&mut self.group_configs).alter(group, changes);
                 ApplyOutcome::Ok
             }
             MetadataRecord::FeatureLevels(levels) => {

@@ -20,6 +20,7 @@ pub mod controller;
 mod controller_loop;
 pub mod elections;
 pub mod features;
+pub mod group_configs;
 pub mod image;
 mod log_store;
 mod membership;

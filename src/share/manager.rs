@@ -2,7 +2,9 @@
 //! each is loaded from the share coordinator (through the persister, wherever the coordinator
 //! is) on first use in a leader epoch of its partition, so a new leader after a failover
 //! continues from the persisted state (or, the first time the group reads the partition,
-//! started at its high watermark, as `share.auto.offset.reset=latest` does). Then ShareFetch
+//! started where the group's `share.auto.offset.reset` says: the high watermark by default,
+//! the log start, or the first offset of a time). The group's lock duration, delivery count
+//! limit and record lock limit override the broker's too. Then ShareFetch
 //! acquires records from it and ShareAcknowledge (or acknowledgements riding on ShareFetch)
 //! settle them. Every change of state that must survive (acknowledgements, releases, expired
 //! locks, archived records) is written to the share coordinator before the request is
@@ -21,12 +23,16 @@ use kafka_protocol::ResponseError;
 use parking_lot::Mutex;
 
 use super::group::ShareGroups;
-use super::partition::{AckError, Acquired, SharePartition, ACK_RELEASE};
+use super::partition::{AckError, Acquired, Limits, SharePartition, ACK_RELEASE};
 use super::persister::Persister;
 use super::session::ShareSessions;
 use super::state_store::{Snapshot, StateKey, StateStore};
 use super::ShareConfig;
 use crate::log::batch::BatchIter;
+use crate::meta::group_configs::{
+    ShareOffsetReset, SHARE_DELIVERY_COUNT_LIMIT, SHARE_PARTITION_MAX_RECORD_LOCKS,
+    SHARE_RECORD_LOCK_DURATION_MS,
+};
 use crate::meta::MetadataQuorum;
 use crate::replica::partition_error_code;
 use crate::replica::{now_ms, Partition, ReplicaManager};
@@ -69,6 +75,8 @@ pub struct SharePartitionManager {
     pub persister: Persister,
     pub groups: ShareGroups,
     pub sessions: ShareSessions,
+    /// The metadata, for the group configs (`share.auto.offset.reset`, lock duration, ...).
+    meta: MetadataQuorum,
     partitions: Mutex<HashMap<StateKey, Entry>>,
     /// Woken when records become available again (released, or their lock expired), for
     /// ShareFetches waiting for records.
@@ -112,15 +120,46 @@ impl SharePartitionManager {
             replicas.clone(),
             meta.clone(),
         ));
-        let persister = Persister::new(store.clone(), replicas, meta, config.write_timeout);
+        let persister = Persister::new(store.clone(), replicas, meta.clone(), config.write_timeout);
         Self {
             groups: ShareGroups::new(config.session_timeout, config.max_size),
             sessions: ShareSessions::new(config.max_sessions),
             config,
             store,
             persister,
+            meta,
             partitions: Mutex::new(HashMap::new()),
             released: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The record limits of `group`: the broker's, with the group's own configs over them.
+    fn limits(&self, group: &str) -> Limits {
+        let mut limits = self.config.limits();
+        let image = self.meta.image();
+        let configs = &image.group_configs;
+        if let Some(v) = configs.int(group, SHARE_RECORD_LOCK_DURATION_MS) {
+            limits.lock_duration_ms = v;
+        }
+        if let Some(v) = configs.int(group, SHARE_DELIVERY_COUNT_LIMIT) {
+            limits.delivery_count_limit = v.clamp(2, i16::MAX as i64) as i16;
+        }
+        if let Some(v) = configs.int(group, SHARE_PARTITION_MAX_RECORD_LOCKS) {
+            limits.max_record_locks = v.max(1) as usize;
+        }
+        limits
+    }
+
+    /// Where a new share-partition of `key` starts (`share.auto.offset.reset`).
+    fn initial_offset(&self, key: &StateKey, partition: &Partition) -> i64 {
+        let high_watermark = partition.high_watermark();
+        match ShareOffsetReset::of(&self.meta.image().group_configs, &key.group) {
+            ShareOffsetReset::Latest => high_watermark,
+            ShareOffsetReset::Earliest => partition.log.log_start_offset(),
+            ShareOffsetReset::ByDurationMs(ms) => partition
+                .log
+                .offset_for_timestamp(now_ms().saturating_sub(ms), high_watermark)
+                .map_or(high_watermark, |(offset, _)| offset),
         }
     }
 
@@ -150,8 +189,10 @@ impl SharePartitionManager {
                 SharePartition::restore(s.start_offset, s.state_epoch, &s.batches),
                 false,
             ),
-            // share.auto.offset.reset=latest: the group starts at the high watermark.
-            None => (SharePartition::new(partition.high_watermark(), 0), true),
+            None => (
+                SharePartition::new(self.initial_offset(key, partition), 0),
+                true,
+            ),
         };
         let version = {
             let mut guard = entry.state.lock();
@@ -226,7 +267,7 @@ impl SharePartitionManager {
     ) -> Result<Fetched, ResponseError> {
         let entry = self.load(key, partition).await?;
         let now = now_ms();
-        let limits = self.config.limits();
+        let limits = self.limits(&key.group);
         let mut out = Fetched::default();
         let (version, expired) = {
             let mut guard = entry.state.lock();
@@ -282,7 +323,7 @@ impl SharePartitionManager {
         batches: &[(i64, i64, Vec<i8>)],
     ) -> Result<(), ResponseError> {
         let entry = self.load(key, partition).await?;
-        let limits = self.config.limits();
+        let limits = self.limits(&key.group);
         let (version, result) = {
             let mut guard = entry.state.lock();
             let cached = &mut *guard;
@@ -322,9 +363,9 @@ impl SharePartitionManager {
     /// Releases the records `member` holds in these share-partitions (its share session
     /// closed or was replaced).
     pub async fn release_member(&self, keys: &[StateKey], member: &str) {
-        let limits = self.config.limits();
         let mut writes = Vec::new();
         for key in keys {
+            let limits = self.limits(&key.group);
             let Some(entry) = self.partitions.lock().get(key).cloned() else {
                 continue;
             };
