@@ -101,6 +101,7 @@ mod tests {
             rack: None,
             incarnation_id,
             fenced,
+            shutting_down: false,
         }
     }
 

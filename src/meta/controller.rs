@@ -403,6 +403,7 @@ mod tests {
                 rack: None,
                 incarnation_id: Uuid::new_v4(),
                 fenced: false,
+                shutting_down: false,
             }));
         }
         image

@@ -223,6 +223,10 @@ pub(super) fn plan_brokers(
             }
             continue;
         }
+        if broker.shutting_down {
+            // Stopping: fenced until it registers again, whatever it still acknowledges.
+            continue;
+        }
         if node == self_id {
             if broker.fenced {
                 records.push(MetadataRecord::UnfenceBroker { node_id: id });
@@ -437,6 +441,25 @@ mod tests {
                 .iter()
                 .all(|r| !matches!(r, MetadataRecord::UnfenceBroker { node_id: 3 }))
         );
+    }
+
+    #[test]
+    fn a_broker_shutting_down_stays_fenced_until_it_registers_again() {
+        let s = settings();
+        let t0 = Instant::now();
+        let mut img = image(&[1, 2, 3], vec![]);
+        img.apply(&MetadataRecord::ShutDownBroker { node_id: 2 });
+        img.apply(&MetadataRecord::ShutDownBroker { node_id: 1 });
+        let mut lead = Leadership::new(1, t0, &s);
+        // Heartbeats acknowledged while stopping unfence neither it nor the leader itself.
+        lead.heard(2, t0 + Duration::from_secs(1));
+        assert!(plan_brokers(&img, 1, &lead, t0 + Duration::from_secs(2), &s).is_empty());
+        // Its next registration (a new process) ends the shutdown.
+        let mut again = img.brokers[&2].clone();
+        again.incarnation_id = uuid::Uuid::new_v4();
+        img.apply(&MetadataRecord::RegisterBroker(again));
+        assert!(!img.brokers[&2].fenced && !img.brokers[&2].shutting_down);
+        assert!(img.brokers[&1].fenced && img.brokers[&1].shutting_down);
     }
 
     #[test]

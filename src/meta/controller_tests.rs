@@ -31,6 +31,7 @@ fn register(id: u64) -> MetadataRecord {
         rack: None,
         incarnation_id: Uuid::new_v4(),
         fenced: false,
+        shutting_down: false,
     })
 }
 

@@ -44,6 +44,10 @@ pub struct BrokerRegistration {
     /// A fenced broker missed its session: it leads nothing and is in no ISR.
     #[serde(default)]
     pub fenced: bool,
+    /// The broker fenced itself to stop (Kafka's controlled shutdown): it stays fenced, whatever
+    /// heartbeats it still acknowledges, until it registers again.
+    #[serde(default)]
+    pub shutting_down: bool,
 }
 
 /// One partition's replica set and leadership, as the controller decided it.
@@ -121,6 +125,9 @@ pub enum MetadataRecord {
     /// The broker missed its session: it leaves every ISR it is not the last member of, and
     /// each partition it led gets a new leader from the rest of its ISR (or none).
     FenceBroker { node_id: i32 },
+    /// A broker stopping (SIGTERM) fences itself for good: its leaderships move now, and only
+    /// its next registration unfences it.
+    ShutDownBroker { node_id: i32 },
     /// The broker is back: partitions without a leader whose ISR it is in get it as leader.
     UnfenceBroker { node_id: i32 },
     /// A leader or ISR change for one partition, applied only if the partition epoch is still
@@ -389,6 +396,12 @@ impl MetadataImage {
             }
             MetadataRecord::RegisterBroker(reg) => self.register_broker(reg),
             MetadataRecord::FenceBroker { node_id } => self.set_fenced(*node_id, true),
+            MetadataRecord::ShutDownBroker { node_id } => {
+                if let Some(b) = self.brokers.get_mut(node_id) {
+                    b.shutting_down = true;
+                }
+                self.set_fenced(*node_id, true)
+            }
             MetadataRecord::UnfenceBroker { node_id } => self.set_fenced(*node_id, false),
             MetadataRecord::RetireNode { node_id } => self.retire_node(*node_id),
             MetadataRecord::UpdatePartition {
@@ -522,6 +535,7 @@ impl MetadataImage {
         }
         let mut reg = reg.clone();
         reg.fenced = false;
+        reg.shutting_down = false;
         let node_id = reg.node_id;
         self.brokers.insert(node_id, reg);
         if previous.is_some() {
@@ -791,6 +805,7 @@ mod tests {
             rack: None,
             incarnation_id: Uuid::new_v4(),
             fenced: false,
+            shutting_down: false,
         });
         assert_eq!(image.apply(&back), ApplyOutcome::Conflict);
         assert!(!image.is_live(1));

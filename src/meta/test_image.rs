@@ -17,6 +17,7 @@ pub fn image_with(brokers: &[i32], partitions: Vec<PartitionImage>) -> (Metadata
             rack: None,
             incarnation_id: Uuid::new_v4(),
             fenced: false,
+            shutting_down: false,
         }));
     }
     let topic_id = Uuid::new_v4();

@@ -184,6 +184,7 @@ async fn register(config: &Config, meta: &MetadataQuorum) -> Result<uuid::Uuid> 
         rack: config.kafka.broker_rack.clone(),
         incarnation_id,
         fenced: false,
+        shutting_down: false,
     };
     let registered = meta
         .propose(MetadataRecord::RegisterBroker(registration))
@@ -236,7 +237,7 @@ async fn controlled_shutdown(broker: &Broker) {
     if !others_alive {
         return;
     }
-    let fence = MetadataRecord::FenceBroker {
+    let fence = MetadataRecord::ShutDownBroker {
         node_id: broker.node_id(),
     };
     match tokio::time::timeout(Duration::from_secs(5), broker.meta.propose(fence)).await {
