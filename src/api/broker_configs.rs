@@ -22,6 +22,7 @@ use crate::config::BROKER_SETTINGS;
 use crate::log::config::{
     broker_synonyms, SOURCE_DEFAULT_CONFIG, SOURCE_STATIC_BROKER_CONFIG, TOPIC_CONFIGS,
 };
+use crate::meta::broker_configs::changes_between;
 use crate::meta::image::MetadataRecord;
 
 /// Kafka's UNKNOWN config type, for custom keys.
@@ -113,14 +114,7 @@ async fn commit(
         Refusal::InvalidRequest(m) => (ResponseError::InvalidRequest, m),
         Refusal::InvalidConfig(m) => (ResponseError::InvalidConfig, m),
     })?;
-    let mut changes: BTreeMap<String, Option<String>> = new
-        .iter()
-        .filter(|(k, v)| current.get(*k) != Some(*v))
-        .map(|(k, v)| (k.clone(), Some(v.clone())))
-        .collect();
-    for k in current.keys().filter(|k| !new.contains_key(*k)) {
-        changes.insert(k.clone(), None);
-    }
+    let changes = changes_between(current, &new);
     if validate_only || changes.is_empty() {
         return Ok(());
     }

@@ -15,6 +15,7 @@ use super::configs::{
 };
 use crate::broker::Broker;
 use crate::log::config::SOURCE_DEFAULT_CONFIG;
+use crate::meta::broker_configs::changes_between;
 use crate::meta::group_configs::{
     group_config_def, validate, GroupConfigType, CONSUMER_HEARTBEAT_INTERVAL_MS,
     CONSUMER_SESSION_TIMEOUT_MS, GROUP_CONFIGS, SHARE_DELIVERY_COUNT_LIMIT,
@@ -171,14 +172,7 @@ pub(super) async fn incremental_alter(
         }
     }
     check(broker, &new)?;
-    let mut changes: BTreeMap<String, Option<String>> = new
-        .iter()
-        .filter(|(k, v)| current.get(*k) != Some(*v))
-        .map(|(k, v)| (k.clone(), Some(v.clone())))
-        .collect();
-    for k in current.keys().filter(|k| !new.contains_key(*k)) {
-        changes.insert(k.clone(), None);
-    }
+    let changes = changes_between(&current, &new);
     if validate_only || changes.is_empty() {
         return Ok(());
     }

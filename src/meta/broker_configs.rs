@@ -18,6 +18,40 @@ pub struct DynamicBrokerConfigs {
 
 static EMPTY: BTreeMap<String, String> = BTreeMap::new();
 
+/// A config change as the metadata log records it: each key set (`Some`) or removed (`None`).
+pub type ConfigChanges = BTreeMap<String, Option<String>>;
+
+/// Applies `changes` to one resource's configs (brokers and groups alike).
+pub fn apply_changes(configs: &mut BTreeMap<String, String>, changes: &ConfigChanges) {
+    for (key, value) in changes {
+        match value {
+            Some(v) => {
+                configs.insert(key.clone(), v.clone());
+            }
+            None => {
+                configs.remove(key);
+            }
+        }
+    }
+}
+
+/// What takes a resource's configs from `current` to `new`: the keys set anew or changed, and
+/// the keys removed.
+pub fn changes_between(
+    current: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> ConfigChanges {
+    let mut changes: ConfigChanges = new
+        .iter()
+        .filter(|(k, v)| current.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    for k in current.keys().filter(|k| !new.contains_key(*k)) {
+        changes.insert(k.clone(), None);
+    }
+    changes
+}
+
 impl DynamicBrokerConfigs {
     /// The configs of one resource: `None` is the cluster-wide default.
     pub fn resource(&self, broker_id: Option<i32>) -> &BTreeMap<String, String> {
@@ -33,16 +67,7 @@ impl DynamicBrokerConfigs {
             None => &mut self.cluster_default,
             Some(id) => self.brokers.entry(id).or_default(),
         };
-        for (key, value) in changes {
-            match value {
-                Some(v) => {
-                    configs.insert(key.clone(), v.clone());
-                }
-                None => {
-                    configs.remove(key);
-                }
-            }
-        }
+        apply_changes(configs, changes);
         self.brokers.retain(|_, c| !c.is_empty());
     }
 }

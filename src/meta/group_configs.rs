@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::broker_configs::apply_changes;
+
 /// Every group's overrides, by group id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupConfigs {
@@ -23,17 +25,7 @@ impl GroupConfigs {
 
     /// Sets (`Some`) or removes (`None`) keys of one group.
     pub fn alter(&mut self, group: &str, changes: &BTreeMap<String, Option<String>>) {
-        let configs = self.groups.entry(group.to_string()).or_default();
-        for (key, value) in changes {
-            match value {
-                Some(v) => {
-                    configs.insert(key.clone(), v.clone());
-                }
-                None => {
-                    configs.remove(key);
-                }
-            }
-        }
+        apply_changes(self.groups.entry(group.to_string()).or_default(), changes);
         self.groups.retain(|_, c| !c.is_empty());
     }
 
