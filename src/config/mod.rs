@@ -6,9 +6,12 @@
 //! Their values may hold Kafka's config-provider variables (`${file:PATH:KEY}`, `${dir:DIR:FILE}`,
 //! `${env:NAME}`), which `providers` resolves before any setting is parsed.
 
+mod broker_settings;
 mod coordinators;
 pub mod dynamic;
 pub mod providers;
+
+pub use broker_settings::BROKER_SETTINGS;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -380,85 +383,6 @@ impl Config {
         })
     }
 }
-
-/// Broker settings Gregor reads, with Kafka's names, defaults, DescribeConfigs types
-/// (BOOLEAN 1, STRING 2, INT 3, SHORT 4, LONG 5) and documentation. Topic-config defaults (`log.retention.ms`,
-/// ...) are listed in `log::config::TOPIC_CONFIGS` instead.
-#[rustfmt::skip]
-pub const BROKER_SETTINGS: &[(&str, &str, i8, &str)] = &[
-    ("auto.create.topics.enable", "true", 1, "Enable auto creation of topics when a producer asks for an unknown one."),
-    ("allow.everyone.if.no.acl.found", "false", 1, "With the authorizer on: whether an operation on a resource no ACL binding matches is allowed."),
-    ("authorizer.class.name", "", 2, "org.apache.kafka.metadata.authorizer.StandardAuthorizer turns on the built-in authorizer (ACL bindings held in the metadata log); empty: everything is allowed."),
-    ("auto.leader.rebalance.enable", "true", 1, "Enables auto leader balancing: the controller moves leadership back to a partition's preferred replica once it is live and in the ISR, checked every leader.imbalance.check.interval.seconds."),
-    ("broker.rack", "", 2, "Rack of the broker (empty: none). Registered with the broker, reported in Metadata, and matched against a consumer's rack_id by replica.selector.class (KIP-392)."),
-    ("broker.session.timeout.ms", "9000", 3, "The controller fences a broker it has not heard from (Raft heartbeat acknowledgements) for this long: it leaves every ISR and loses its leaderships."),
-    ("default.replication.factor", "1", 3, "The replication factor of automatically created topics."),
-    ("delete.topic.enable", "true", 1, "Enables topic deletion; deleting a topic fails when this is off."),
-    ("group.consumer.assignors", "uniform,range", 2, "The server-side assignors of consumer groups (KIP-848), by name or class name; the first is the default."),
-    ("group.consumer.heartbeat.interval.ms", "5000", 3, "The heartbeat interval given to consumer group members."),
-    ("group.consumer.max.heartbeat.interval.ms", "15000", 3, "The maximum heartbeat interval for consumer group members."),
-    ("group.consumer.max.session.timeout.ms", "60000", 3, "The maximum allowed session timeout for consumer group members."),
-    ("group.consumer.min.heartbeat.interval.ms", "5000", 3, "The minimum heartbeat interval for consumer group members."),
-    ("group.consumer.min.session.timeout.ms", "45000", 3, "The minimum allowed session timeout for consumer group members."),
-    ("group.consumer.max.size", "2147483647", 3, "The maximum number of members a consumer group (KIP-848) can accommodate."),
-    ("group.consumer.migration.policy", "bidirectional", 2, "Online conversion of live groups between classic and consumer (KIP-848): disabled, upgrade, downgrade or bidirectional (case-insensitive). Empty groups are always taken over by either kind."),
-    ("group.consumer.session.timeout.ms", "45000", 3, "The timeout to detect client failures when using the consumer group protocol."),
-    ("group.initial.rebalance.delay.ms", "3000", 3, "How long the coordinator waits for more consumers to join a new group before the first rebalance."),
-    ("group.max.session.timeout.ms", "1800000", 3, "The maximum allowed session timeout for registered consumers."),
-    ("group.max.size", "2147483647", 3, "The maximum number of consumers a single consumer group can accommodate."),
-    ("group.min.session.timeout.ms", "6000", 3, "The minimum allowed session timeout for registered consumers."),
-    ("group.share.delivery.count.limit", "5", 3, "The maximum number of delivery attempts for a record delivered to a share group; a record released or timed out at the limit is archived."),
-    ("group.share.heartbeat.interval.ms", "5000", 3, "The heartbeat interval given to the members of a share group."),
-    ("group.share.max.size", "200", 4, "The maximum number of members that a single share group can accommodate."),
-    ("group.share.partition.max.record.locks", "2000", 3, "Share-group record lock limit per share-partition: the most records in flight between the share-partition start and end offsets."),
-    ("group.share.record.lock.duration.ms", "30000", 3, "The record acquisition lock duration in milliseconds for share groups: an acquired record not acknowledged in time becomes available again."),
-    ("group.share.session.timeout.ms", "45000", 3, "The timeout to detect client failures when using the share group protocol."),
-    ("leader.imbalance.check.interval.seconds", "300", 5, "The frequency with which the partition rebalance check is triggered by the controller."),
-    ("log.cleaner.backoff.ms", "15000", 5, "The amount of time to sleep when there are no logs to clean."),
-    ("log.flush.offset.checkpoint.interval.ms", "60000", 3, "How often the recovery points are written to disk."),
-    ("log.flush.scheduler.interval.ms", "1000", 5, "How often logs are checked for a time-based flush (flush.ms)."),
-    ("log.retention.check.interval.ms", "300000", 5, "How often the log cleaner checks whether any log is eligible for deletion."),
-    ("max.incremental.fetch.session.cache.slots", "1000", 3, "The maximum number of incremental fetch sessions (KIP-227) this broker keeps. The cache is split into up to 8 shards (one per 100 slots), the limit divided among them; sessions go to shards in turn, and only entries of the same shard compete for eviction."),
-    ("max.connections", "2147483647", 3, "The maximum number of client connections the broker holds at once; at the limit the listener stops accepting until one closes."),
-    ("max.connections.per.ip", "2147483647", 3, "The maximum number of connections allowed from one IP address; a connection over it is closed at once."),
-    ("max.connections.per.ip.overrides", "", 2, "Per-address overrides of max.connections.per.ip, as host:count pairs separated by commas (hosts as IP addresses or names)."),
-    ("max.request.partition.size.limit", "2000", 3, "The maximum number of partitions can be served in one request."),
-    ("num.partitions", "1", 3, "The default number of partitions per topic."),
-    ("offset.metadata.max.bytes", "4096", 3, "The maximum size for a metadata entry associated with an offset commit."),
-    ("offsets.commit.timeout.ms", "5000", 3, "Offset commits wait this long for the offsets topic's replicas."),
-    ("offsets.retention.check.interval.ms", "600000", 5, "How often to check for stale offsets."),
-    ("offsets.retention.minutes", "10080", 3, "How long committed offsets are kept after a group becomes empty (7 days)."),
-    ("offsets.topic.num.partitions", "50", 3, "The number of partitions for the offset commit topic (should not change after deployment)."),
-    ("offsets.topic.replication.factor", "3", 4, "The replication factor for the offsets topic (capped at the number of brokers)."),
-    ("offsets.topic.segment.bytes", "104857600", 3, "The offsets topic segment bytes, kept small for faster log compaction and cache loads."),
-    ("producer.id.expiration.check.interval.ms", "600000", 3, "How often expired producer ids are removed."),
-    ("replica.fetch.max.bytes", "1048576", 3, "The number of bytes of messages to attempt to fetch for each partition (a larger first batch is still fetched whole)."),
-    ("replica.fetch.response.max.bytes", "10485760", 3, "Maximum bytes expected for the entire fetch response of a follower."),
-    ("replica.fetch.wait.max.ms", "500", 3, "The maximum wait time for each fetcher request issued by follower replicas. A fetch unanswered for this long plus 2 s counts as a dead connection and is retried on a new one."),
-    ("replica.selector.class", "", 2, "The replica selector for consumer fetches (KIP-392): org.apache.kafka.common.replica.RackAwareReplicaSelector sends a consumer to an in-sync replica in its rack (its rack_id matches that broker's broker.rack); empty: consumers read from the leader. Gregor cannot load other classes."),
-    ("replica.lag.time.max.ms", "30000", 5, "A follower that has not caught up with the leader for this long leaves the ISR."),
-    ("producer.id.expiration.ms", "86400000", 3, "How long a producer id is kept after its last write."),
-    ("queued.max.request.bytes", "-1", 5, "The bytes of requests read and not yet handled, over all connections, before no more requests are read (backpressure). Gregor is bounded by default: -1 (Kafka's default, which there means unlimited) gives 256 MiB or twice socket.request.max.bytes, whichever is larger. At most one frame may overdraw it."),
-    ("share.coordinator.state.topic.min.isr", "2", 4, "min.insync.replicas of the share-group state topic (capped at its replication factor)."),
-    ("share.coordinator.state.topic.num.partitions", "50", 3, "The number of partitions of the share-group state topic (should not change after deployment)."),
-    ("share.coordinator.state.topic.replication.factor", "3", 4, "The replication factor of the share-group state topic (capped at the number of brokers)."),
-    ("share.coordinator.state.topic.segment.bytes", "104857600", 3, "The share-group state topic's segment bytes, kept small for faster log compaction and cache loads."),
-    ("share.coordinator.write.timeout.ms", "5000", 3, "How long a write of share-partition state waits for the state topic's replicas."),
-    ("max.share.session.cache.size", "1000", 3, "The maximum number of share sessions per broker."),
-    ("replication.quota.window.num", "11", 3, "The number of samples of the replication throttle rates (leader.replication.throttled.rate, follower.replication.throttled.rate) kept in memory."),
-    ("replication.quota.window.size.seconds", "1", 3, "The time span of each sample of the replication throttle rates."),
-    ("socket.request.max.bytes", "104857600", 3, "The maximum number of bytes in a socket request."),
-    ("super.users", "", 2, "Principals allowed every operation whatever the ACLs say, separated by semicolons (User:admin;User:broker)."),
-    ("transaction.abort.timed.out.transaction.cleanup.interval.ms", "10000", 3, "How often transactions that passed their timeout are looked for and aborted."),
-    ("transaction.max.timeout.ms", "900000", 3, "The maximum allowed timeout for transactions."),
-    ("transaction.partition.verification.enable", "true", 1, "Verify with the transaction coordinator that a partition is in the transaction before a producer's first transactional write to it (KIP-890)."),
-    ("transaction.remove.expired.transaction.cleanup.interval.ms", "3600000", 3, "How often transactional ids that passed transactional.id.expiration.ms are removed."),
-    ("transaction.state.log.min.isr", "2", 3, "min.insync.replicas of the transaction state topic (capped at its replication factor)."),
-    ("transaction.state.log.num.partitions", "50", 3, "The number of partitions of the transaction state topic (should not change after deployment)."),
-    ("transaction.state.log.replication.factor", "3", 4, "The replication factor of the transaction state topic (capped at the number of brokers)."),
-    ("transaction.state.log.segment.bytes", "104857600", 3, "The transaction state topic's segment bytes, kept small for faster log compaction and cache loads."),
-    ("transactional.id.expiration.ms", "604800000", 3, "How long the coordinator keeps a transactional id after its last transaction ended without a new one."),
-];
 
 impl KafkaSettings {
     /// The value of a broker setting: as configured, else Kafka's default.
