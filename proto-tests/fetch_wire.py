@@ -71,11 +71,7 @@ def read_fetch(r, version):
         n = r.uvarint() - 1
         p["records"] = b"" if n < 0 else r.take(n)
         p["count"] = record_count(p["records"])
-        p["leader"] = None
-        for _ in range(r.uvarint()):
-            tag, data = r.uvarint(), wire.Reader(r.take(r.uvarint()))
-            if tag == 1:
-                p["leader"] = (data.i32(), data.i32())
+        p["leader"] = wire.read_leader_hint(r, 1)
         return p
 
     def topic(r):
@@ -88,12 +84,7 @@ def read_fetch(r, version):
            "nodes": {}}
     for name, parts in r.compact_array(topic):
         out["topics"].setdefault(name, {}).update(parts)
-    for _ in range(r.uvarint()):
-        tag, data = r.uvarint(), wire.Reader(r.take(r.uvarint()))
-        if tag == 0:
-            for node in data.compact_array(
-                    lambda d: (d.i32(), _cstring(d), d.i32(), _cstring(d), d.skip_tags())):
-                out["nodes"][node[0]] = node[1:4]
+    out["nodes"] = wire.read_node_endpoints(r)
     assert r.done(), "trailing bytes in the Fetch response"
     return out
 

@@ -309,6 +309,30 @@ def read_produce_v3(r):
     return {name: parts for name, parts in topics}
 
 
+def read_leader_hint(r, leader_tag):
+    """A partition's tagged fields; its KIP-951 current leader (under `leader_tag`) as
+    (id, epoch), or None."""
+    leader = None
+    for _ in range(r.uvarint()):
+        tag, data = r.uvarint(), Reader(r.take(r.uvarint()))
+        if tag == leader_tag:
+            leader = (data.i32(), data.i32())
+    return leader
+
+
+def read_node_endpoints(r):
+    """A response's top-level tagged fields; its KIP-951 node endpoints (tag 0) as
+    {id: (host, port, rack)}."""
+    nodes = {}
+    for _ in range(r.uvarint()):
+        tag, data = r.uvarint(), Reader(r.take(r.uvarint()))
+        if tag == 0:
+            for node in data.compact_array(
+                    lambda d: (d.i32(), _cstring(d), d.i32(), _cstring(d), d.skip_tags())):
+                nodes[node[0]] = node[1:4]
+    return nodes
+
+
 def produce_flexible(correlation_id, topic, partition, batch, version=11, acks=-1,
                      timeout_ms=10000):
     """Produce v9+ (flexible): one batch to one partition; the topic a name, or from v13 a
@@ -329,11 +353,7 @@ def read_produce_flexible(r, version=11):
              "log_append_time": r.i64(), "log_start": r.i64()}
         r.compact_array(lambda r: (r.i32(), _cstring(r), r.skip_tags()))
         p["message"] = _cstring(r)
-        p["leader"] = None
-        for _ in range(r.uvarint()):
-            tag, data = r.uvarint(), Reader(r.take(r.uvarint()))
-            if tag == 0:
-                p["leader"] = (data.i32(), data.i32())
+        p["leader"] = read_leader_hint(r, 0)
         return p
 
     def topic(r):
@@ -344,12 +364,7 @@ def read_produce_flexible(r, version=11):
 
     out = {"topics": dict(r.compact_array(topic)), "nodes": {}}
     r.i32()  # throttle_time_ms
-    for _ in range(r.uvarint()):
-        tag, data = r.uvarint(), Reader(r.take(r.uvarint()))
-        if tag == 0:
-            for node in data.compact_array(
-                    lambda d: (d.i32(), _cstring(d), d.i32(), _cstring(d), d.skip_tags())):
-                out["nodes"][node[0]] = node[1:4]
+    out["nodes"] = read_node_endpoints(r)
     assert r.done(), "trailing bytes in the Produce response"
     return out
 

@@ -218,6 +218,19 @@ fn topic_of(image: &MetadataImage, name: &str) -> Option<(uuid::Uuid, i32)> {
         .map(|t| (t.topic_id, t.partitions.len() as i32))
 }
 
+/// A topic whose share offsets the session may change (READ on it, as Kafka checks): its id and
+/// partition count.
+fn readable_topic(
+    image: &MetadataImage,
+    session: &Session,
+    name: &str,
+) -> Result<(uuid::Uuid, i32), ResponseError> {
+    if !session.allowed(image, AclOperation::Read, ResourceType::Topic, name) {
+        return Err(ResponseError::TopicAuthorizationFailed);
+    }
+    topic_of(image, name).ok_or(ResponseError::UnknownTopicOrPartition)
+}
+
 pub async fn describe_offsets(
     broker: &Broker,
     session: &Session,
@@ -356,19 +369,16 @@ pub async fn alter_offsets(
     let image = broker.image();
     let mut responses = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
-        let name = t.topic_name.0.to_string();
-        let allowed = session.allowed(&image, AclOperation::Read, ResourceType::Topic, &name);
-        let known = topic_of(&image, &name).filter(|_| allowed);
+        let known = readable_topic(&image, session, t.topic_name.0.as_str());
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
             let result = match known {
-                None if !allowed => Err(ResponseError::TopicAuthorizationFailed),
-                None => Err(ResponseError::UnknownTopicOrPartition),
-                Some((_, count)) if p.partition_index < 0 || p.partition_index >= count => {
+                Err(e) => Err(e),
+                Ok((_, count)) if p.partition_index < 0 || p.partition_index >= count => {
                     Err(ResponseError::UnknownTopicOrPartition)
                 }
-                Some(_) if p.start_offset < 0 => Err(ResponseError::InvalidRequest),
-                Some((topic_id, _)) => {
+                Ok(_) if p.start_offset < 0 => Err(ResponseError::InvalidRequest),
+                Ok((topic_id, _)) => {
                     let key = StateKey {
                         group: group.clone(),
                         topic_id,
@@ -389,7 +399,7 @@ pub async fn alter_offsets(
         responses.push(
             AlterShareGroupOffsetsResponseTopic::default()
                 .with_topic_name(t.topic_name.clone())
-                .with_topic_id(known.map(|k| k.0).unwrap_or_default())
+                .with_topic_id(known.map_or_else(|_| Default::default(), |k| k.0))
                 .with_partitions(partitions),
         );
     }
@@ -410,15 +420,9 @@ pub async fn delete_offsets(
     let image = broker.image();
     let mut responses = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
-        let name = t.topic_name.0.to_string();
-        let allowed = session.allowed(&image, AclOperation::Read, ResourceType::Topic, &name);
-        let known = topic_of(&image, &name).filter(|_| allowed);
-        let mut result = match known {
-            None if !allowed => Err(ResponseError::TopicAuthorizationFailed),
-            None => Err(ResponseError::UnknownTopicOrPartition),
-            Some(_) => Ok(()),
-        };
-        if let Some((topic_id, count)) = known {
+        let known = readable_topic(&image, session, t.topic_name.0.as_str());
+        let mut result = known.map(|_| ());
+        if let Ok((topic_id, count)) = known {
             for partition in 0..count {
                 let key = StateKey {
                     group: group.clone(),
@@ -432,7 +436,7 @@ pub async fn delete_offsets(
         }
         let out = DeleteShareGroupOffsetsResponseTopic::default()
             .with_topic_name(t.topic_name.clone())
-            .with_topic_id(known.map(|k| k.0).unwrap_or_default());
+            .with_topic_id(known.map_or_else(|_| Default::default(), |k| k.0));
         responses.push(match result {
             Ok(()) => out,
             Err(e) => out
